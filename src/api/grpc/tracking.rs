@@ -1,0 +1,369 @@
+//! `arbor.v1.TrackingService`: experiments, runs, params, tags and metrics.
+
+use tonic::{Request, Response, Status};
+
+use super::convert::{self, status};
+use crate::domain::{BatchOrigin, Command, KeyValue};
+use crate::pb::{self, tracking_service_server::TrackingService};
+use crate::store::{Outcome, Store};
+
+/// `GetMetricHistory`'s page when the request names none: MLflow's client page, and
+/// about 1 MB of response, well under gRPC's common 4 MiB message limit.
+const HISTORY_PAGE_DEFAULT: i64 = 25_000;
+
+pub struct TrackingApi {
+    store: Store,
+}
+
+impl TrackingApi {
+    pub fn new(store: Store) -> Self {
+        Self { store }
+    }
+
+    async fn write(&self, command: Command) -> Result<Outcome, Status> {
+        self.store.submit(command).await.map_err(status)
+    }
+
+    async fn done(&self, command: Command) -> Result<(), Status> {
+        self.write(command).await.map(|_| ())
+    }
+}
+
+/// Refuses what the search issue has not built yet, instead of ignoring it.
+fn refuse_filter(filter: &str, order_by: &[String]) -> Result<(), Status> {
+    if !filter.trim().is_empty() || !order_by.is_empty() {
+        return Err(Status::unimplemented(
+            "filter strings and order_by are not supported yet; leave them empty to list in MLflow's default order",
+        ));
+    }
+    Ok(())
+}
+
+fn ok<T>(t: T) -> Result<Response<T>, Status> {
+    Ok(Response::new(t))
+}
+
+#[tonic::async_trait]
+impl TrackingService for TrackingApi {
+    async fn create_experiment(
+        &self,
+        req: Request<pb::CreateExperimentRequest>,
+    ) -> Result<Response<pb::CreateExperimentResponse>, Status> {
+        let r = req.into_inner();
+        let outcome = self
+            .write(Command::CreateExperiment {
+                name: r.name,
+                artifact_location: r.artifact_location,
+                tags: r
+                    .tags
+                    .into_iter()
+                    .map(|t| KeyValue::new(t.key, t.value))
+                    .collect(),
+            })
+            .await?;
+        match outcome {
+            Outcome::ExperimentCreated(experiment_id) => {
+                ok(pb::CreateExperimentResponse { experiment_id })
+            }
+            other => Err(Status::internal(format!("unexpected outcome {other:?}"))),
+        }
+    }
+
+    async fn get_experiment(
+        &self,
+        req: Request<pb::GetExperimentRequest>,
+    ) -> Result<Response<pb::GetExperimentResponse>, Status> {
+        let e = self
+            .store
+            .get_experiment(&req.into_inner().experiment_id)
+            .map_err(status)?;
+        ok(pb::GetExperimentResponse {
+            experiment: Some(convert::experiment(e)),
+        })
+    }
+
+    async fn get_experiment_by_name(
+        &self,
+        req: Request<pb::GetExperimentByNameRequest>,
+    ) -> Result<Response<pb::GetExperimentByNameResponse>, Status> {
+        let e = self
+            .store
+            .get_experiment_by_name(&req.into_inner().experiment_name)
+            .map_err(status)?;
+        ok(pb::GetExperimentByNameResponse {
+            experiment: Some(convert::experiment(e)),
+        })
+    }
+
+    async fn search_experiments(
+        &self,
+        req: Request<pb::SearchExperimentsRequest>,
+    ) -> Result<Response<pb::SearchExperimentsResponse>, Status> {
+        let r = req.into_inner();
+        refuse_filter(&r.filter, &r.order_by)?;
+        let view = convert::view_type(r.view_type, "view_type")?;
+        let (experiments, next) = self
+            .store
+            .search_experiments(view, r.max_results, &r.page_token)
+            .map_err(status)?;
+        ok(pb::SearchExperimentsResponse {
+            experiments: experiments.into_iter().map(convert::experiment).collect(),
+            next_page_token: next.unwrap_or_default(),
+        })
+    }
+
+    async fn update_experiment(
+        &self,
+        req: Request<pb::UpdateExperimentRequest>,
+    ) -> Result<Response<pb::UpdateExperimentResponse>, Status> {
+        let r = req.into_inner();
+        self.done(Command::RenameExperiment {
+            experiment_id: r.experiment_id,
+            new_name: r.new_name,
+        })
+        .await?;
+        ok(pb::UpdateExperimentResponse {})
+    }
+
+    async fn delete_experiment(
+        &self,
+        req: Request<pb::DeleteExperimentRequest>,
+    ) -> Result<Response<pb::DeleteExperimentResponse>, Status> {
+        let experiment_id = req.into_inner().experiment_id;
+        self.done(Command::DeleteExperiment { experiment_id })
+            .await?;
+        ok(pb::DeleteExperimentResponse {})
+    }
+
+    async fn restore_experiment(
+        &self,
+        req: Request<pb::RestoreExperimentRequest>,
+    ) -> Result<Response<pb::RestoreExperimentResponse>, Status> {
+        let experiment_id = req.into_inner().experiment_id;
+        self.done(Command::RestoreExperiment { experiment_id })
+            .await?;
+        ok(pb::RestoreExperimentResponse {})
+    }
+
+    async fn set_experiment_tag(
+        &self,
+        req: Request<pb::SetExperimentTagRequest>,
+    ) -> Result<Response<pb::SetExperimentTagResponse>, Status> {
+        let r = req.into_inner();
+        self.done(Command::SetExperimentTag {
+            experiment_id: r.experiment_id,
+            key: r.key,
+            value: r.value,
+        })
+        .await?;
+        ok(pb::SetExperimentTagResponse {})
+    }
+
+    async fn delete_experiment_tag(
+        &self,
+        req: Request<pb::DeleteExperimentTagRequest>,
+    ) -> Result<Response<pb::DeleteExperimentTagResponse>, Status> {
+        let r = req.into_inner();
+        self.done(Command::DeleteExperimentTag {
+            experiment_id: r.experiment_id,
+            key: r.key,
+        })
+        .await?;
+        ok(pb::DeleteExperimentTagResponse {})
+    }
+
+    async fn create_run(
+        &self,
+        req: Request<pb::CreateRunRequest>,
+    ) -> Result<Response<pb::CreateRunResponse>, Status> {
+        let r = req.into_inner();
+        let outcome = self
+            .write(Command::CreateRun {
+                experiment_id: r.experiment_id,
+                user_id: r.user_id,
+                run_name: r.run_name,
+                start_time: r.start_time,
+                tags: r.tags.into_iter().map(convert::tag).collect(),
+            })
+            .await?;
+        match outcome {
+            Outcome::Run(run) => ok(pb::CreateRunResponse {
+                run: Some(convert::run(*run)),
+            }),
+            other => Err(Status::internal(format!("unexpected outcome {other:?}"))),
+        }
+    }
+
+    async fn get_run(
+        &self,
+        req: Request<pb::GetRunRequest>,
+    ) -> Result<Response<pb::GetRunResponse>, Status> {
+        let run = self
+            .store
+            .get_run(&req.into_inner().run_id)
+            .map_err(status)?;
+        ok(pb::GetRunResponse {
+            run: Some(convert::run(run)),
+        })
+    }
+
+    async fn update_run(
+        &self,
+        req: Request<pb::UpdateRunRequest>,
+    ) -> Result<Response<pb::UpdateRunResponse>, Status> {
+        let r = req.into_inner();
+        let status_value = r.status.map(convert::run_status).transpose()?;
+        let outcome = self
+            .write(Command::UpdateRun {
+                run_id: r.run_id,
+                status: status_value,
+                end_time: r.end_time,
+                run_name: r.run_name,
+            })
+            .await?;
+        match outcome {
+            Outcome::Run(run) => ok(pb::UpdateRunResponse {
+                run_info: Some(convert::run_info(&run)),
+            }),
+            other => Err(Status::internal(format!("unexpected outcome {other:?}"))),
+        }
+    }
+
+    async fn delete_run(
+        &self,
+        req: Request<pb::DeleteRunRequest>,
+    ) -> Result<Response<pb::DeleteRunResponse>, Status> {
+        let run_id = req.into_inner().run_id;
+        self.done(Command::DeleteRun { run_id }).await?;
+        ok(pb::DeleteRunResponse {})
+    }
+
+    async fn restore_run(
+        &self,
+        req: Request<pb::RestoreRunRequest>,
+    ) -> Result<Response<pb::RestoreRunResponse>, Status> {
+        let run_id = req.into_inner().run_id;
+        self.done(Command::RestoreRun { run_id }).await?;
+        ok(pb::RestoreRunResponse {})
+    }
+
+    async fn search_runs(
+        &self,
+        req: Request<pb::SearchRunsRequest>,
+    ) -> Result<Response<pb::SearchRunsResponse>, Status> {
+        let r = req.into_inner();
+        refuse_filter(&r.filter, &r.order_by)?;
+        let view = convert::view_type(r.run_view_type, "run_view_type")?;
+        let (runs, next) = self
+            .store
+            .search_runs(
+                &r.experiment_ids,
+                view,
+                r.max_results.map(i64::from),
+                &r.page_token,
+            )
+            .map_err(status)?;
+        ok(pb::SearchRunsResponse {
+            runs: runs.into_iter().map(convert::run).collect(),
+            next_page_token: next.unwrap_or_default(),
+        })
+    }
+
+    async fn log_metric(
+        &self,
+        req: Request<pb::LogMetricRequest>,
+    ) -> Result<Response<pb::LogMetricResponse>, Status> {
+        let r = req.into_inner();
+        self.done(Command::LogBatch {
+            run_id: r.run_id,
+            metrics: vec![crate::domain::MetricPoint {
+                key: r.key,
+                value: r.value,
+                timestamp: r.timestamp,
+                step: r.step,
+            }],
+            params: vec![],
+            tags: vec![],
+            origin: BatchOrigin::Single,
+        })
+        .await?;
+        ok(pb::LogMetricResponse {})
+    }
+
+    async fn log_param(
+        &self,
+        req: Request<pb::LogParamRequest>,
+    ) -> Result<Response<pb::LogParamResponse>, Status> {
+        let r = req.into_inner();
+        self.done(Command::LogBatch {
+            run_id: r.run_id,
+            metrics: vec![],
+            params: vec![KeyValue::new(r.key, r.value)],
+            tags: vec![],
+            origin: BatchOrigin::Single,
+        })
+        .await?;
+        ok(pb::LogParamResponse {})
+    }
+
+    async fn set_tag(
+        &self,
+        req: Request<pb::SetTagRequest>,
+    ) -> Result<Response<pb::SetTagResponse>, Status> {
+        let r = req.into_inner();
+        self.done(Command::LogBatch {
+            run_id: r.run_id,
+            metrics: vec![],
+            params: vec![],
+            tags: vec![KeyValue::new(r.key, r.value)],
+            origin: BatchOrigin::Single,
+        })
+        .await?;
+        ok(pb::SetTagResponse {})
+    }
+
+    async fn delete_tag(
+        &self,
+        req: Request<pb::DeleteTagRequest>,
+    ) -> Result<Response<pb::DeleteTagResponse>, Status> {
+        let r = req.into_inner();
+        self.done(Command::DeleteTag {
+            run_id: r.run_id,
+            key: r.key,
+        })
+        .await?;
+        ok(pb::DeleteTagResponse {})
+    }
+
+    async fn log_batch(
+        &self,
+        req: Request<pb::LogBatchRequest>,
+    ) -> Result<Response<pb::LogBatchResponse>, Status> {
+        let r = req.into_inner();
+        self.done(Command::LogBatch {
+            run_id: r.run_id,
+            metrics: r.metrics.into_iter().map(convert::metric_point).collect(),
+            params: r.params.into_iter().map(convert::param).collect(),
+            tags: r.tags.into_iter().map(convert::tag).collect(),
+            origin: BatchOrigin::Batch,
+        })
+        .await?;
+        ok(pb::LogBatchResponse {})
+    }
+
+    async fn get_metric_history(
+        &self,
+        req: Request<pb::GetMetricHistoryRequest>,
+    ) -> Result<Response<pb::GetMetricHistoryResponse>, Status> {
+        let r = req.into_inner();
+        let max = r.max_results.map_or(HISTORY_PAGE_DEFAULT, i64::from);
+        let (points, next) = self
+            .store
+            .metric_history(&r.run_id, &r.metric_key, Some(max), &r.page_token)
+            .map_err(status)?;
+        ok(pb::GetMetricHistoryResponse {
+            metrics: points.into_iter().map(convert::metric).collect(),
+            next_page_token: next.unwrap_or_default(),
+        })
+    }
+}

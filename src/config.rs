@@ -1,0 +1,54 @@
+//! The command line, and the same settings from `ARBOR_*` environment variables.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::store::StoreConfig;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "arbor",
+    version,
+    about = "An experiment-tracking server for machine-learning runs"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: CliCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CliCommand {
+    /// Serve gRPC and HTTP on one address.
+    Serve(ServeArgs),
+    /// Re-derive every projection from the event log (the server must be stopped).
+    Rebuild(StoreArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StoreArgs {
+    /// Where the database (and, later, artifacts) live.
+    #[arg(long, env = "ARBOR_DATA_DIR", default_value = "./arbor-data")]
+    pub data_dir: PathBuf,
+    /// sled's page cache in MiB.
+    #[arg(long, env = "ARBOR_CACHE_MB", default_value_t = 64)]
+    pub cache_mb: u64,
+}
+
+impl StoreArgs {
+    pub fn store_config(&self) -> StoreConfig {
+        StoreConfig {
+            cache_bytes: self.cache_mb.saturating_mul(1024 * 1024),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on; port 0 picks a free port (printed on stdout).
+    #[arg(long, env = "ARBOR_LISTEN", default_value = "127.0.0.1:5000")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}

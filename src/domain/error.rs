@@ -1,0 +1,43 @@
+//! The one error type of the store and the domain. The API layers map it to
+//! `tonic::Status` and to MLflow's `error_code`, each in one exhaustive `match`.
+
+/// What went wrong, in terms a caller can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The named experiment, run or tag does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request is malformed or breaks a rule (names, limits, immutable params).
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The thing to create exists already (experiment names are unique).
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// The request is well-formed but the target is in the wrong state (a deleted run).
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// The storage engine failed; details are logged, the client gets a short message.
+    #[error("storage failure: {0}")]
+    Storage(#[from] sled::Error),
+    /// A stored record did not decode: the data directory is damaged.
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+    /// The store cannot take writes now (a storage failure made it stop); retry later.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The store is shutting down and takes no more writes.
+    #[error("the server is shutting down")]
+    Closed,
+}
+
+impl Error {
+    pub(crate) fn invalid(msg: impl Into<String>) -> Self {
+        Self::InvalidArgument(msg.into())
+    }
+}
+
+impl From<prost::DecodeError> for Error {
+    fn from(e: prost::DecodeError) -> Self {
+        Self::Corrupt(e.to_string())
+    }
+}

@@ -1,0 +1,170 @@
+//! The tracking domain: what experiments, runs, metrics, params and tags are, the
+//! commands that change them, the errors a caller can get, and MLflow's validation
+//! rules. Nothing here knows about gRPC, HTTP or sled; the API layers convert their
+//! wire types into these and the store speaks only these.
+
+mod error;
+mod names;
+pub mod validation;
+
+pub use error::Error;
+pub(crate) use names::random_run_name;
+
+/// Tag that carries a run's name; kept equal to `run_name`.
+pub const TAG_RUN_NAME: &str = "mlflow.runName";
+/// Tag that makes a run the child of another.
+pub const TAG_PARENT_RUN_ID: &str = "mlflow.parentRunId";
+/// Tag the server keeps on every run: the top of its tree (a root names itself).
+pub const TAG_ROOT_RUN_ID: &str = "mlflow.rootRunId";
+/// Tag the MLflow client sets to the user's name.
+pub const TAG_USER: &str = "mlflow.user";
+/// The experiment every new store has, and where runs go when none is named.
+pub const DEFAULT_EXPERIMENT_ID: &str = "0";
+pub const DEFAULT_EXPERIMENT_NAME: &str = "Default";
+
+/// A run's state, numbered as in MLflow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunStatus {
+    Running = 1,
+    Scheduled = 2,
+    Finished = 3,
+    Failed = 4,
+    Killed = 5,
+}
+
+impl RunStatus {
+    pub fn from_i32(n: i32) -> Option<Self> {
+        match n {
+            1 => Some(Self::Running),
+            2 => Some(Self::Scheduled),
+            3 => Some(Self::Finished),
+            4 => Some(Self::Failed),
+            5 => Some(Self::Killed),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Running => "RUNNING",
+            Self::Scheduled => "SCHEDULED",
+            Self::Finished => "FINISHED",
+            Self::Failed => "FAILED",
+            Self::Killed => "KILLED",
+        }
+    }
+}
+
+/// Which lifecycle stages a listing includes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ViewType {
+    #[default]
+    ActiveOnly,
+    DeletedOnly,
+    All,
+}
+
+impl ViewType {
+    pub fn admits(self, deleted: bool) -> bool {
+        match self {
+            Self::ActiveOnly => !deleted,
+            Self::DeletedOnly => deleted,
+            Self::All => true,
+        }
+    }
+}
+
+/// One point of a metric's history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricPoint {
+    pub key: String,
+    pub value: f64,
+    pub timestamp: i64,
+    pub step: i64,
+}
+
+/// A param or tag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyValue {
+    pub key: String,
+    pub value: String,
+}
+
+impl KeyValue {
+    pub fn new(key: impl Into<String>, value: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            value: value.into(),
+        }
+    }
+}
+
+/// Where a `LogBatch` came from, which decides the wording of MLflow's errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchOrigin {
+    /// `LogBatch` itself.
+    Batch,
+    /// A single `LogMetric`, `LogParam` or `SetTag`.
+    Single,
+}
+
+/// A change a client asks for. The committer validates it against the current state
+/// (including the changes committed before it in the same group) and turns it into
+/// events.
+#[derive(Debug, Clone)]
+pub enum Command {
+    CreateExperiment {
+        name: String,
+        artifact_location: String,
+        tags: Vec<KeyValue>,
+    },
+    RenameExperiment {
+        experiment_id: String,
+        new_name: String,
+    },
+    DeleteExperiment {
+        experiment_id: String,
+    },
+    RestoreExperiment {
+        experiment_id: String,
+    },
+    SetExperimentTag {
+        experiment_id: String,
+        key: String,
+        value: String,
+    },
+    DeleteExperimentTag {
+        experiment_id: String,
+        key: String,
+    },
+    CreateRun {
+        experiment_id: String,
+        user_id: String,
+        run_name: String,
+        start_time: Option<i64>,
+        tags: Vec<KeyValue>,
+    },
+    UpdateRun {
+        run_id: String,
+        status: Option<RunStatus>,
+        end_time: Option<i64>,
+        run_name: Option<String>,
+    },
+    DeleteRun {
+        run_id: String,
+    },
+    RestoreRun {
+        run_id: String,
+    },
+    LogBatch {
+        run_id: String,
+        metrics: Vec<MetricPoint>,
+        params: Vec<KeyValue>,
+        tags: Vec<KeyValue>,
+        origin: BatchOrigin,
+    },
+    DeleteTag {
+        run_id: String,
+        key: String,
+    },
+}

@@ -1,0 +1,332 @@
+//! Projections: the state derived from the event log. `apply` is the one function that
+//! turns an event into writes; the committer calls it for new events and `rebuild`
+//! calls it for the whole log, so live state and rebuilt state cannot drift apart.
+//! It must stay a pure function of the event and the state before it.
+//!
+//! What is projected: experiments by id and by name, runs (info, params, tags, latest
+//! metric per key, parent, root and depth), the runs of each experiment, the hierarchy
+//! (children by parent, every run of a tree by root) and metric history chunks.
+
+pub mod history;
+mod rebuild;
+pub mod records;
+
+use prost::Message;
+
+pub(crate) use rebuild::{dump, rebuild};
+pub use records::{ExperimentRecord, LatestMetric, RunRecord};
+
+use crate::domain::{Error, RunStatus, TAG_PARENT_RUN_ID, TAG_ROOT_RUN_ID, TAG_RUN_NAME};
+use crate::pb::{self, event::Payload};
+use crate::store::keys;
+use crate::store::kv::{Kv, Pending};
+
+/// Bump when the projected layout changes: a store whose projections carry another
+/// version is rebuilt from its log when it is opened.
+pub(crate) const PROJECTION_VERSION: u64 = 1;
+
+pub(crate) fn load_experiment(kv: &impl Kv, id: u64) -> Result<Option<ExperimentRecord>, Error> {
+    kv.get(&keys::experiment(id))?
+        .map(|b| ExperimentRecord::decode(b.as_slice()).map_err(Error::from))
+        .transpose()
+}
+
+pub(crate) fn load_run(kv: &impl Kv, run_id: &str) -> Result<Option<RunRecord>, Error> {
+    kv.get(&keys::run(run_id))?
+        .map(|b| RunRecord::decode(b.as_slice()).map_err(Error::from))
+        .transpose()
+}
+
+pub(crate) fn experiment_id_by_name(kv: &impl Kv, name: &str) -> Result<Option<u64>, Error> {
+    match kv.get(&keys::experiment_name(name))? {
+        Some(b) => Ok(Some(u64::from_be_bytes(b.as_slice().try_into().map_err(
+            |_| Error::Corrupt(format!("experiment name index entry for {name:?}")),
+        )?))),
+        None => Ok(None),
+    }
+}
+
+pub(crate) fn next_experiment_id(kv: &impl Kv) -> Result<u64, Error> {
+    match kv.get(keys::META_NEXT_EXPERIMENT_ID)? {
+        Some(b) => {
+            Ok(u64::from_be_bytes(b.as_slice().try_into().map_err(
+                |_| Error::Corrupt("next experiment id".into()),
+            )?))
+        }
+        None => Ok(0),
+    }
+}
+
+/// Ids of the runs that are direct children of `run_id`.
+pub(crate) fn children(kv: &impl Kv, run_id: &str) -> Result<Vec<String>, Error> {
+    let prefix = keys::members(keys::CHILD, run_id);
+    Ok(kv
+        .keys_with_prefix(&prefix)?
+        .iter()
+        .map(|k| keys::member_of(k, prefix.len()))
+        .collect())
+}
+
+/// Ids of the runs of an experiment.
+pub(crate) fn experiment_run_ids(kv: &impl Kv, experiment_id: u64) -> Result<Vec<String>, Error> {
+    let prefix = keys::experiment_runs(experiment_id);
+    Ok(kv
+        .keys_with_prefix(&prefix)?
+        .iter()
+        .map(|k| keys::member_of(k, prefix.len()))
+        .collect())
+}
+
+fn parse_experiment_id(id: &str) -> Result<u64, Error> {
+    id.parse()
+        .map_err(|_| Error::Corrupt(format!("event names experiment id {id:?}")))
+}
+
+fn experiment(w: &Pending, id: &str) -> Result<ExperimentRecord, Error> {
+    let id = parse_experiment_id(id)?;
+    load_experiment(w, id)?
+        .ok_or_else(|| Error::Corrupt(format!("event names unknown experiment {id}")))
+}
+
+fn run(w: &Pending, run_id: &str) -> Result<RunRecord, Error> {
+    load_run(w, run_id)?.ok_or_else(|| Error::Corrupt(format!("event names unknown run {run_id}")))
+}
+
+fn save_experiment(w: &mut Pending, e: &ExperimentRecord) {
+    w.put(keys::experiment(e.id), e.encode_to_vec());
+}
+
+fn save_run(w: &mut Pending, r: &RunRecord) {
+    w.put(keys::run(&r.run_id), r.encode_to_vec());
+}
+
+/// Applies one committed event to the projections.
+pub(crate) fn apply(ev: &pb::Event, w: &mut Pending) -> Result<(), Error> {
+    let now = ev.timestamp;
+    let payload = ev
+        .payload
+        .as_ref()
+        .ok_or_else(|| Error::Corrupt(format!("event {} has no payload", ev.seq)))?;
+    match payload {
+        Payload::ExperimentCreated(e) => {
+            let id = parse_experiment_id(&e.experiment_id)?;
+            let rec = ExperimentRecord {
+                id,
+                name: e.name.clone(),
+                artifact_location: e.artifact_location.clone(),
+                deleted: false,
+                creation_time: now,
+                last_update_time: now,
+                tags: e
+                    .tags
+                    .iter()
+                    .map(|t| (t.key.clone(), t.value.clone()))
+                    .collect(),
+            };
+            save_experiment(w, &rec);
+            w.put(keys::experiment_name(&e.name), id.to_be_bytes().to_vec());
+            let next = next_experiment_id(w)?.max(id + 1);
+            w.put(keys::META_NEXT_EXPERIMENT_ID, next.to_be_bytes().to_vec());
+        }
+        Payload::ExperimentRenamed(e) => {
+            let mut rec = experiment(w, &e.experiment_id)?;
+            w.remove(keys::experiment_name(&rec.name));
+            w.put(
+                keys::experiment_name(&e.new_name),
+                rec.id.to_be_bytes().to_vec(),
+            );
+            rec.name = e.new_name.clone();
+            rec.last_update_time = now;
+            save_experiment(w, &rec);
+        }
+        Payload::ExperimentDeleted(e) => set_experiment_deleted(w, &e.experiment_id, true, now)?,
+        Payload::ExperimentRestored(e) => set_experiment_deleted(w, &e.experiment_id, false, now)?,
+        Payload::ExperimentTagSet(e) => {
+            let mut rec = experiment(w, &e.experiment_id)?;
+            rec.tags.insert(e.key.clone(), e.value.clone());
+            rec.last_update_time = now;
+            save_experiment(w, &rec);
+        }
+        Payload::ExperimentTagDeleted(e) => {
+            let mut rec = experiment(w, &e.experiment_id)?;
+            rec.tags.remove(&e.key);
+            rec.last_update_time = now;
+            save_experiment(w, &rec);
+        }
+        Payload::RunCreated(e) => apply_run_created(w, e)?,
+        Payload::RunUpdated(e) => {
+            let mut rec = run(w, &e.run_id)?;
+            if let Some(status) = e.status {
+                rec.status = status;
+            }
+            if let Some(end_time) = e.end_time {
+                rec.end_time = Some(end_time);
+            }
+            if let Some(name) = &e.run_name {
+                rec.run_name = name.clone();
+                rec.tags.insert(TAG_RUN_NAME.to_string(), name.clone());
+            }
+            save_run(w, &rec);
+        }
+        Payload::RunDeleted(e) => {
+            let mut rec = run(w, &e.run_id)?;
+            rec.deleted = true;
+            save_run(w, &rec);
+        }
+        Payload::RunRestored(e) => {
+            let mut rec = run(w, &e.run_id)?;
+            rec.deleted = false;
+            save_run(w, &rec);
+        }
+        Payload::ParamLogged(e) => {
+            let mut rec = run(w, &e.run_id)?;
+            for p in &e.params {
+                rec.params.insert(p.key.clone(), p.value.clone());
+            }
+            save_run(w, &rec);
+        }
+        Payload::TagSet(e) => {
+            let mut rec = run(w, &e.run_id)?;
+            for t in &e.tags {
+                if t.key == TAG_RUN_NAME {
+                    rec.run_name = t.value.clone();
+                }
+                rec.tags.insert(t.key.clone(), t.value.clone());
+            }
+            save_run(w, &rec);
+        }
+        Payload::TagDeleted(e) => {
+            let mut rec = run(w, &e.run_id)?;
+            rec.tags.remove(&e.key);
+            save_run(w, &rec);
+        }
+        Payload::MetricsLogged(e) => {
+            let mut rec = run(w, &e.run_id)?;
+            for s in &e.series {
+                let n = s.values.len();
+                if s.timestamps.len() != n || s.steps.len() != n {
+                    return Err(Error::Corrupt(format!(
+                        "event {} has ragged metric columns",
+                        ev.seq
+                    )));
+                }
+                w.put(
+                    keys::history_chunk(&e.run_id, &s.key, ev.seq),
+                    history::encode(&s.timestamps, &s.steps, &s.values),
+                );
+                let mut latest = rec.latest_metrics.get(&s.key).cloned();
+                for i in 0..n {
+                    let (t, st, v) = (s.timestamps[i], s.steps[i], s.values[i]);
+                    if latest.as_ref().is_none_or(|l| l.is_before(st, t, v)) {
+                        latest = Some(LatestMetric {
+                            value: v,
+                            timestamp: t,
+                            step: st,
+                        });
+                    }
+                }
+                if let Some(l) = latest {
+                    rec.latest_metrics.insert(s.key.clone(), l);
+                }
+            }
+            save_run(w, &rec);
+        }
+        Payload::RunReparented(e) => apply_reparented(w, &e.run_id, &e.new_parent_run_id)?,
+    }
+    Ok(())
+}
+
+fn set_experiment_deleted(w: &mut Pending, id: &str, deleted: bool, now: i64) -> Result<(), Error> {
+    let mut rec = experiment(w, id)?;
+    rec.deleted = deleted;
+    rec.last_update_time = now;
+    save_experiment(w, &rec);
+    // MLflow marks every run of a deleted experiment deleted, and a restore brings
+    // them all back.
+    for run_id in experiment_run_ids(w, rec.id)? {
+        let mut r = run(w, &run_id)?;
+        if r.deleted != deleted {
+            r.deleted = deleted;
+            save_run(w, &r);
+        }
+    }
+    Ok(())
+}
+
+fn apply_run_created(w: &mut Pending, e: &pb::RunCreated) -> Result<(), Error> {
+    let experiment_id = parse_experiment_id(&e.experiment_id)?;
+    let (root, depth) = if e.parent_run_id.is_empty() {
+        (e.run_id.clone(), 0)
+    } else {
+        let parent = run(w, &e.parent_run_id)?;
+        w.put(keys::member(keys::CHILD, &parent.run_id, &e.run_id), vec![]);
+        (parent.root_run_id, parent.depth + 1)
+    };
+    let mut tags: std::collections::BTreeMap<String, String> = e
+        .tags
+        .iter()
+        .map(|t| (t.key.clone(), t.value.clone()))
+        .collect();
+    tags.insert(TAG_ROOT_RUN_ID.to_string(), root.clone());
+    let rec = RunRecord {
+        run_id: e.run_id.clone(),
+        experiment_id,
+        run_name: e.run_name.clone(),
+        user_id: e.user_id.clone(),
+        status: RunStatus::Running as i32,
+        start_time: e.start_time,
+        end_time: None,
+        artifact_uri: e.artifact_uri.clone(),
+        deleted: false,
+        parent_run_id: e.parent_run_id.clone(),
+        root_run_id: root.clone(),
+        depth,
+        params: Default::default(),
+        tags,
+        latest_metrics: Default::default(),
+    };
+    save_run(w, &rec);
+    w.put(keys::experiment_run(experiment_id, &e.run_id), vec![]);
+    w.put(keys::member(keys::DESCENDANT, &root, &e.run_id), vec![]);
+    Ok(())
+}
+
+/// Moves a run and its whole subtree under a new parent (or makes it a root), keeping
+/// the child index, the root index, every moved run's root and depth, and their
+/// `mlflow.rootRunId` tags right.
+fn apply_reparented(w: &mut Pending, run_id: &str, new_parent: &str) -> Result<(), Error> {
+    let mut moved = run(w, run_id)?;
+    if !moved.parent_run_id.is_empty() {
+        w.remove(keys::member(keys::CHILD, &moved.parent_run_id, run_id));
+    }
+    let (new_root, new_depth) = if new_parent.is_empty() {
+        (run_id.to_string(), 0)
+    } else {
+        let parent = run(w, new_parent)?;
+        w.put(keys::member(keys::CHILD, new_parent, run_id), vec![]);
+        (parent.root_run_id, parent.depth + 1)
+    };
+    moved.parent_run_id = new_parent.to_string();
+    if moved.tags.get(TAG_PARENT_RUN_ID).map(String::as_str) != Some(new_parent) {
+        if new_parent.is_empty() {
+            moved.tags.remove(TAG_PARENT_RUN_ID);
+        } else {
+            moved
+                .tags
+                .insert(TAG_PARENT_RUN_ID.to_string(), new_parent.to_string());
+        }
+    }
+    let mut queue = std::collections::VecDeque::from([(moved, new_depth)]);
+    while let Some((mut r, depth)) = queue.pop_front() {
+        for child in children(w, &r.run_id)? {
+            queue.push_back((run(w, &child)?, depth + 1));
+        }
+        w.remove(keys::member(keys::DESCENDANT, &r.root_run_id, &r.run_id));
+        w.put(keys::member(keys::DESCENDANT, &new_root, &r.run_id), vec![]);
+        r.root_run_id = new_root.clone();
+        r.depth = depth;
+        r.tags.insert(TAG_ROOT_RUN_ID.to_string(), new_root.clone());
+        save_run(w, &r);
+    }
+    Ok(())
+}

@@ -1,0 +1,97 @@
+//! The projected state of experiments and runs, as stored under `E` and `R`. These are
+//! storage types (prost-encoded for speed and forward compatibility), not wire types:
+//! the API layers convert them.
+
+use std::collections::BTreeMap;
+
+use crate::domain::{MetricPoint, RunStatus};
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ExperimentRecord {
+    #[prost(uint64, tag = "1")]
+    pub id: u64,
+    #[prost(string, tag = "2")]
+    pub name: String,
+    #[prost(string, tag = "3")]
+    pub artifact_location: String,
+    #[prost(bool, tag = "4")]
+    pub deleted: bool,
+    #[prost(int64, tag = "5")]
+    pub creation_time: i64,
+    #[prost(int64, tag = "6")]
+    pub last_update_time: i64,
+    #[prost(btree_map = "string, string", tag = "7")]
+    pub tags: BTreeMap<String, String>,
+}
+
+/// The latest point of one metric key.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct LatestMetric {
+    #[prost(double, tag = "1")]
+    pub value: f64,
+    #[prost(int64, tag = "2")]
+    pub timestamp: i64,
+    #[prost(int64, tag = "3")]
+    pub step: i64,
+}
+
+impl LatestMetric {
+    /// MLflow's "latest": the greatest by (step, timestamp, value).
+    pub(crate) fn is_before(&self, step: i64, timestamp: i64, value: f64) -> bool {
+        (self.step, self.timestamp)
+            .cmp(&(step, timestamp))
+            .then(self.value.total_cmp(&value))
+            .is_lt()
+    }
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RunRecord {
+    #[prost(string, tag = "1")]
+    pub run_id: String,
+    #[prost(uint64, tag = "2")]
+    pub experiment_id: u64,
+    #[prost(string, tag = "3")]
+    pub run_name: String,
+    #[prost(string, tag = "4")]
+    pub user_id: String,
+    /// A `RunStatus` number.
+    #[prost(int32, tag = "5")]
+    pub status: i32,
+    #[prost(int64, tag = "6")]
+    pub start_time: i64,
+    #[prost(int64, optional, tag = "7")]
+    pub end_time: Option<i64>,
+    #[prost(string, tag = "8")]
+    pub artifact_uri: String,
+    #[prost(bool, tag = "9")]
+    pub deleted: bool,
+    /// Empty for a root run.
+    #[prost(string, tag = "10")]
+    pub parent_run_id: String,
+    #[prost(string, tag = "11")]
+    pub root_run_id: String,
+    #[prost(uint32, tag = "12")]
+    pub depth: u32,
+    #[prost(btree_map = "string, string", tag = "13")]
+    pub params: BTreeMap<String, String>,
+    #[prost(btree_map = "string, string", tag = "14")]
+    pub tags: BTreeMap<String, String>,
+    #[prost(btree_map = "string, message", tag = "15")]
+    pub latest_metrics: BTreeMap<String, LatestMetric>,
+}
+
+impl RunRecord {
+    pub fn status(&self) -> RunStatus {
+        RunStatus::from_i32(self.status).unwrap_or(RunStatus::Running)
+    }
+
+    pub fn latest_metrics(&self) -> impl Iterator<Item = MetricPoint> + '_ {
+        self.latest_metrics.iter().map(|(k, m)| MetricPoint {
+            key: k.clone(),
+            value: m.value,
+            timestamp: m.timestamp,
+            step: m.step,
+        })
+    }
+}

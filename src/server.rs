@@ -1,0 +1,77 @@
+//! One process, one port: the gRPC services (tracking, health, reflection) and the HTTP
+//! routes share a listener; requests are told apart by path and content type.
+
+use std::future::Future;
+
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::api::grpc::TrackingApi;
+use crate::pb::tracking_service_server::TrackingServiceServer;
+use crate::store::Store;
+
+/// Largest gRPC request accepted. A full `LogBatch` is about 40 KB; this leaves room for
+/// long tag values without letting one request take much memory.
+const MAX_GRPC_REQUEST_BYTES: usize = 16 * 1024 * 1024;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Serves until `shutdown` completes, then stops accepting, lets in-flight requests
+/// finish, commits and flushes every acknowledged write, and returns.
+pub async fn run(
+    listener: TcpListener,
+    store: Store,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), BoxError> {
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<TrackingServiceServer<TrackingApi>>()
+        .await;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    let tracking = TrackingServiceServer::new(TrackingApi::new(store.clone()))
+        .max_decoding_message_size(MAX_GRPC_REQUEST_BYTES);
+
+    let http = axum::Router::new()
+        .route("/health", axum::routing::get(|| async { "OK" }))
+        .fallback(fallback);
+    let routes = tonic::service::Routes::from(http)
+        .add_service(tracking)
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha);
+
+    let served = tonic::transport::Server::builder()
+        .accept_http1(true)
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await;
+    store.close().await;
+    served?;
+    Ok(())
+}
+
+/// Unknown paths: `UNIMPLEMENTED` for gRPC clients (a bare 404 confuses them), 404
+/// otherwise.
+async fn fallback(req: axum::extract::Request) -> Response {
+    let is_grpc = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/grpc"));
+    if is_grpc {
+        tonic::Status::unimplemented(format!("unknown method {}", req.uri().path()))
+            .into_http::<axum::body::Body>()
+    } else {
+        (StatusCode::NOT_FOUND, "not found\n").into_response()
+    }
+}

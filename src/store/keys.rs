@@ -1,0 +1,102 @@
+//! The keyspace. Arbor keeps everything in one sled tree, so that an event and every
+//! projection it touches are written by one atomic `apply_batch`; a one-byte prefix
+//! says which table a key belongs to. Integers are big-endian so that keys sort
+//! numerically.
+
+/// The event log: `L | seq` → `arbor.v1.Event`.
+pub(crate) const LOG: u8 = b'L';
+/// Experiments: `E | id` → `ExperimentRecord`.
+pub(crate) const EXPERIMENT: u8 = b'E';
+/// Experiment names, active and deleted: `N | name` → id.
+pub(crate) const EXPERIMENT_NAME: u8 = b'N';
+/// Runs: `R | run_id` → `RunRecord`.
+pub(crate) const RUN: u8 = b'R';
+/// Runs of an experiment: `X | experiment id | run_id` → ().
+pub(crate) const EXPERIMENT_RUN: u8 = b'X';
+/// Children of a run: `C | parent | 0 | child` → ().
+pub(crate) const CHILD: u8 = b'C';
+/// Every run of a tree, the root included: `D | root | 0 | run` → ().
+pub(crate) const DESCENDANT: u8 = b'D';
+/// Metric history chunks: `H | run | 0 | key | 0 | seq` → packed points.
+pub(crate) const HISTORY: u8 = b'H';
+
+/// Bookkeeping under `M`: the projection layout version and the next experiment id.
+pub(crate) const META_PROJECTION_VERSION: &[u8] = b"Mprojection_version";
+pub(crate) const META_NEXT_EXPERIMENT_ID: &[u8] = b"Mnext_experiment_id";
+
+pub(crate) fn log(seq: u64) -> [u8; 9] {
+    let mut k = [LOG; 9];
+    k[1..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+pub(crate) fn seq_of_log_key(key: &[u8]) -> Option<u64> {
+    let bytes: [u8; 8] = key.get(1..9)?.try_into().ok()?;
+    Some(u64::from_be_bytes(bytes))
+}
+
+pub(crate) fn experiment(id: u64) -> Vec<u8> {
+    let mut k = vec![EXPERIMENT];
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
+pub(crate) fn experiment_name(name: &str) -> Vec<u8> {
+    let mut k = vec![EXPERIMENT_NAME];
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+pub(crate) fn run(run_id: &str) -> Vec<u8> {
+    let mut k = vec![RUN];
+    k.extend_from_slice(run_id.as_bytes());
+    k
+}
+
+pub(crate) fn experiment_runs(experiment_id: u64) -> Vec<u8> {
+    let mut k = vec![EXPERIMENT_RUN];
+    k.extend_from_slice(&experiment_id.to_be_bytes());
+    k
+}
+
+pub(crate) fn experiment_run(experiment_id: u64, run_id: &str) -> Vec<u8> {
+    let mut k = experiment_runs(experiment_id);
+    k.extend_from_slice(run_id.as_bytes());
+    k
+}
+
+/// `prefix | owner | 0`: the prefix under which one run's members of a relation sit.
+/// Run ids never contain a NUL byte (they are generated hex), so the separator is exact.
+pub(crate) fn members(table: u8, owner: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(owner.len() + 2);
+    k.push(table);
+    k.extend_from_slice(owner.as_bytes());
+    k.push(0);
+    k
+}
+
+pub(crate) fn member(table: u8, owner: &str, member: &str) -> Vec<u8> {
+    let mut k = members(table, owner);
+    k.extend_from_slice(member.as_bytes());
+    k
+}
+
+/// The part of a `members` key after its prefix.
+pub(crate) fn member_of(key: &[u8], prefix_len: usize) -> String {
+    String::from_utf8_lossy(&key[prefix_len..]).into_owned()
+}
+
+/// `H | run | 0 | key | 0`: all chunks of one metric of one run. Metric keys are
+/// validated and never contain NUL.
+pub(crate) fn history(run_id: &str, key: &str) -> Vec<u8> {
+    let mut k = members(HISTORY, run_id);
+    k.extend_from_slice(key.as_bytes());
+    k.push(0);
+    k
+}
+
+pub(crate) fn history_chunk(run_id: &str, key: &str, seq: u64) -> Vec<u8> {
+    let mut k = history(run_id, key);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}

@@ -1,0 +1,300 @@
+//! `Store`: the storage boundary. Everything that reads or writes tracking data goes
+//! through this cheap, cloneable handle: writes become commands for the committer
+//! thread and return once their events are on disk; reads go straight to the
+//! projections and never wait for the writer. A second implementation (a distributed
+//! database) would take its place behind this same surface.
+
+pub(crate) mod keys;
+pub(crate) mod kv;
+pub(crate) mod page;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::domain::{Command, DEFAULT_EXPERIMENT_NAME, Error, MetricPoint, ViewType, validation};
+pub use crate::log::committer::Outcome;
+use crate::log::committer::{self, Committer, Request};
+use crate::projection::{self, ExperimentRecord, RunRecord, history};
+
+/// Requests waiting for the committer. When full, writers wait: back-pressure on the
+/// clients instead of memory growth.
+const COMMAND_QUEUE_CAPACITY: usize = 1024;
+/// Default and largest page of `SearchRuns` and `SearchExperiments`, as in MLflow.
+pub const SEARCH_MAX_RESULTS_DEFAULT: i64 = 1000;
+pub const SEARCH_MAX_RESULTS_THRESHOLD: i64 = 50_000;
+
+/// How to open a store.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// sled's page cache. sled defaults to 1 GiB; a tracking server should idle small.
+    pub cache_bytes: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            cache_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// What `rebuild` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RebuildReport {
+    /// Events replayed (the log is checked gap-free on the way).
+    pub events: u64,
+    /// Projected keys before and after.
+    pub keys_before: usize,
+    pub keys_after: usize,
+    /// Keys whose presence or value changed; 0 when the projections were right.
+    pub keys_changed: usize,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: sled::Db,
+    tree: sled::Tree,
+    tx: mpsc::Sender<Request>,
+    committer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+fn open_db(dir: &Path, config: &StoreConfig) -> Result<(sled::Db, sled::Tree), Error> {
+    std::fs::create_dir_all(dir).map_err(|e| {
+        Error::Storage(sled::Error::Io(std::io::Error::new(
+            e.kind(),
+            format!("cannot create data directory {}: {e}", dir.display()),
+        )))
+    })?;
+    let db = sled::Config::new()
+        .path(db_path(dir))
+        .cache_capacity(config.cache_bytes)
+        // Every commit flushes before it answers; sled's timer would only add work.
+        .flush_every_ms(None)
+        .open()?;
+    let tree = db.open_tree("arbor")?;
+    Ok((db, tree))
+}
+
+fn db_path(dir: &Path) -> PathBuf {
+    dir.join("db")
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`. A new store gets the Default experiment;
+    /// a store whose projections are from another layout version is rebuilt from its log.
+    pub fn open(dir: &Path, config: &StoreConfig) -> Result<Store, Error> {
+        let (db, tree) = open_db(dir, config)?;
+        let version = tree.get(keys::META_PROJECTION_VERSION)?;
+        let current = projection::PROJECTION_VERSION.to_be_bytes();
+        let log_empty = crate::log::last_seq(&tree)? == 0;
+        if log_empty {
+            tree.insert(keys::META_PROJECTION_VERSION, &current)?;
+        } else if version.as_deref() != Some(&current[..]) {
+            tracing::info!(
+                "projections are missing or from another version; rebuilding from the log"
+            );
+            let n = projection::rebuild(&db, &tree)?;
+            tracing::info!(events = n, "rebuilt projections");
+        }
+        let mut committer = Committer::new(db.clone(), tree.clone())?;
+        if log_empty {
+            let (reply, mut answer) = oneshot::channel();
+            let default = Command::CreateExperiment {
+                name: DEFAULT_EXPERIMENT_NAME.into(),
+                artifact_location: String::new(),
+                tags: vec![],
+            };
+            committer.commit_group(vec![(default, reply)]);
+            answer.try_recv().map_err(|_| Error::Closed)??;
+        }
+        let (tx, rx) = mpsc::channel(COMMAND_QUEUE_CAPACITY);
+        let handle = std::thread::Builder::new()
+            .name("arbor-committer".into())
+            .spawn(move || committer.run(rx))
+            .map_err(|e| Error::Storage(sled::Error::Io(e)))?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                db,
+                tree,
+                tx,
+                committer: Mutex::new(Some(handle)),
+            }),
+        })
+    }
+
+    /// Applies a command; returns once its events are durable.
+    pub async fn submit(&self, command: Command) -> Result<Outcome, Error> {
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .tx
+            .send(Request::Write { command, reply })
+            .await
+            .map_err(|_| Error::Closed)?;
+        answer.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Commits every write already submitted, flushes, and stops the committer; later
+    /// writes fail with `Closed`. Waits for the committer thread to end.
+    pub async fn close(&self) {
+        let (done, finished) = oneshot::channel();
+        if self.inner.tx.send(Request::Close(done)).await.is_ok() {
+            let _ = finished.await;
+        }
+        let handle = self.inner.committer.lock().ok().and_then(|mut h| h.take());
+        if let Some(h) = handle {
+            let _ = tokio::task::spawn_blocking(move || h.join()).await;
+        }
+        if let Err(e) = self.inner.db.flush() {
+            tracing::error!(error = %e, "final flush failed");
+        }
+    }
+
+    pub fn get_experiment(&self, experiment_id: &str) -> Result<ExperimentRecord, Error> {
+        let id = validation::experiment_id(experiment_id)?;
+        projection::load_experiment(&self.inner.tree, id)?
+            .ok_or_else(|| Error::NotFound(format!("No Experiment with id={experiment_id} exists")))
+    }
+
+    pub fn get_experiment_by_name(&self, name: &str) -> Result<ExperimentRecord, Error> {
+        validation::require("experiment_name", name)?;
+        let not_found = || Error::NotFound(format!("Could not find experiment with name '{name}'"));
+        let id =
+            projection::experiment_id_by_name(&self.inner.tree, name)?.ok_or_else(not_found)?;
+        projection::load_experiment(&self.inner.tree, id)?.ok_or_else(not_found)
+    }
+
+    /// Experiments in MLflow's default order (`creation_time DESC, experiment_id ASC`).
+    pub fn search_experiments(
+        &self,
+        view: ViewType,
+        max_results: Option<i64>,
+        page_token: &str,
+    ) -> Result<(Vec<ExperimentRecord>, Option<String>), Error> {
+        let limit = page_limit(max_results)?;
+        let offset = page::decode(page_token)?;
+        let mut all = Vec::new();
+        for kv in self.inner.tree.scan_prefix([keys::EXPERIMENT]) {
+            let (_, v) = kv?;
+            let e = <ExperimentRecord as prost::Message>::decode(v.as_ref())?;
+            if view.admits(e.deleted) {
+                all.push(e);
+            }
+        }
+        all.sort_by(|a, b| b.creation_time.cmp(&a.creation_time).then(a.id.cmp(&b.id)));
+        Ok(page::slice(all, offset, limit))
+    }
+
+    pub fn get_run(&self, run_id: &str) -> Result<RunRecord, Error> {
+        committer::find_run(&self.inner.tree, run_id)
+    }
+
+    /// Runs of the given experiments in MLflow's default order
+    /// (`start_time DESC, run_id ASC`).
+    pub fn search_runs(
+        &self,
+        experiment_ids: &[String],
+        view: ViewType,
+        max_results: Option<i64>,
+        page_token: &str,
+    ) -> Result<(Vec<RunRecord>, Option<String>), Error> {
+        let limit = page_limit(max_results)?;
+        let offset = page::decode(page_token)?;
+        let mut all = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for id in experiment_ids {
+            let id = validation::experiment_id(id)?;
+            if !seen.insert(id) {
+                continue;
+            }
+            for run_id in projection::experiment_run_ids(&self.inner.tree, id)? {
+                if let Some(r) = projection::load_run(&self.inner.tree, &run_id)?
+                    && view.admits(r.deleted)
+                {
+                    all.push(r);
+                }
+            }
+        }
+        all.sort_by(|a, b| {
+            b.start_time
+                .cmp(&a.start_time)
+                .then_with(|| a.run_id.cmp(&b.run_id))
+        });
+        Ok(page::slice(all, offset, limit))
+    }
+
+    /// A metric's history ordered by (timestamp, step, value), exact duplicates
+    /// dropped. `max_results` absent means all of it.
+    pub fn metric_history(
+        &self,
+        run_id: &str,
+        key: &str,
+        max_results: Option<i64>,
+        page_token: &str,
+    ) -> Result<(Vec<MetricPoint>, Option<String>), Error> {
+        validation::require("metric_key", key)?;
+        let limit = match max_results {
+            None => usize::MAX,
+            Some(n) if n < 1 => {
+                return Err(Error::invalid(format!(
+                    "Invalid value {n} for parameter 'max_results' supplied: it must be a positive integer"
+                )));
+            }
+            Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+        };
+        let offset = page::decode(page_token)?;
+        self.get_run(run_id)?;
+        let mut points = Vec::new();
+        for chunk in self
+            .inner
+            .tree
+            .scan_prefix(keys::history(run_id, key))
+            .values()
+        {
+            history::decode_into(&chunk?, &mut points);
+        }
+        history::normalize(&mut points);
+        let (page, next) = page::slice(points, offset, limit);
+        Ok((page.into_iter().map(|p| p.with_key(key)).collect(), next))
+    }
+}
+
+fn page_limit(max_results: Option<i64>) -> Result<usize, Error> {
+    let n = max_results.unwrap_or(SEARCH_MAX_RESULTS_DEFAULT);
+    if n > SEARCH_MAX_RESULTS_THRESHOLD {
+        return Err(Error::invalid(format!(
+            "Invalid value {n} for parameter 'max_results' supplied: it must be at most {SEARCH_MAX_RESULTS_THRESHOLD}"
+        )));
+    }
+    if n < 1 {
+        return Err(Error::invalid(format!(
+            "Invalid value {n} for parameter 'max_results' supplied: it must be a positive integer"
+        )));
+    }
+    usize::try_from(n).map_err(|_| Error::invalid("max_results out of range"))
+}
+
+/// Re-derives every projection of the store in `dir` from its log (the store must not
+/// be open elsewhere), checking the log is gap-free, and reports what changed.
+pub fn rebuild(dir: &Path, config: &StoreConfig) -> Result<RebuildReport, Error> {
+    let (db, tree) = open_db(dir, config)?;
+    let before = projection::dump(&tree)?;
+    let events = projection::rebuild(&db, &tree)?;
+    let after = projection::dump(&tree)?;
+    let keys_changed = before
+        .iter()
+        .filter(|(k, v)| after.get(*k) != Some(*v))
+        .count()
+        + after.keys().filter(|k| !before.contains_key(*k)).count();
+    Ok(RebuildReport {
+        events,
+        keys_before: before.len(),
+        keys_after: after.len(),
+        keys_changed,
+    })
+}
