@@ -1,6 +1,8 @@
 //! One process, one port: the gRPC services (tracking, health, reflection) and the HTTP
 //! routes share a listener; requests are told apart by path and content type.
 
+mod inflight;
+
 use std::future::Future;
 
 use axum::http::{StatusCode, header};
@@ -11,6 +13,10 @@ use tokio_stream::wrappers::TcpListenerStream;
 use crate::api::grpc::TrackingApi;
 use crate::pb::tracking_service_server::TrackingServiceServer;
 use crate::store::Store;
+
+/// How long shutdown waits for requests in hand before it closes the store anyway.
+/// Writes take milliseconds; this bounds a stuck client's hold on shutdown.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// Largest gRPC request accepted. A full `LogBatch` is about 40 KB; this leaves room for
 /// long tag values without letting one request take much memory.
@@ -50,11 +56,31 @@ pub async fn run(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
 
-    let served = tonic::transport::Server::builder()
+    let in_flight = inflight::InFlight::default();
+    let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tonic::transport::Server::builder()
         .accept_http1(true)
+        .layer(in_flight.clone())
         .add_routes(routes)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-        .await;
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+            let _ = stopped.await;
+        });
+    tokio::pin!(server);
+    let served = tokio::select! {
+        r = &mut server => r,
+        () = shutdown => {
+            let _ = stop_accepting.send(());
+            // Idle keep-alive connections are not waited for; requests in hand are.
+            tokio::select! {
+                r = &mut server => r,
+                () = in_flight.idle() => Ok(()),
+                () = tokio::time::sleep(SHUTDOWN_GRACE) => {
+                    tracing::warn!("requests still in flight after {SHUTDOWN_GRACE:?}; closing anyway");
+                    Ok(())
+                }
+            }
+        }
+    };
     store.close().await;
     served?;
     Ok(())
