@@ -8,7 +8,6 @@ use std::future::Future;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::api::grpc::TrackingApi;
 use crate::pb::tracking_service_server::TrackingServiceServer;
@@ -17,6 +16,9 @@ use crate::store::Store;
 /// How long shutdown waits for requests in hand before it closes the store anyway.
 /// Writes take milliseconds; this bounds a stuck client's hold on shutdown.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// TCP keepalive on accepted connections, so dead peers are noticed and dropped.
+const TCP_KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Largest gRPC request accepted. A full `LogBatch` is about 40 KB; this leaves room for
 /// long tag values without letting one request take much memory.
@@ -62,7 +64,7 @@ pub async fn run(
         .accept_http1(true)
         .layer(in_flight.clone())
         .add_routes(routes)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+        .serve_with_incoming_shutdown(incoming(listener), async {
             let _ = stopped.await;
         });
     tokio::pin!(server);
@@ -84,6 +86,14 @@ pub async fn run(
     store.close().await;
     served?;
     Ok(())
+}
+
+/// Accepted connections with `TCP_NODELAY`: without it, Nagle's algorithm meets the
+/// client's delayed ACK and small responses wait ~40 ms each.
+fn incoming(listener: TcpListener) -> tonic::transport::server::TcpIncoming {
+    tonic::transport::server::TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(TCP_KEEPALIVE))
 }
 
 /// Unknown paths: `UNIMPLEMENTED` for gRPC clients (a bare 404 confuses them), 404

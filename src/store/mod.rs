@@ -9,7 +9,7 @@ pub(crate) mod kv;
 pub(crate) mod page;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -52,14 +52,21 @@ pub struct RebuildReport {
     pub keys_changed: usize,
 }
 
+struct Handles {
+    db: sled::Db,
+    tree: sled::Tree,
+}
+
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Inner>,
 }
 
 struct Inner {
-    db: sled::Db,
-    tree: sled::Tree,
+    /// Taken out by `close`, so that the database (and its file lock) is released even
+    /// while stray handles of the `Store` live on, such as a client connection that
+    /// outlives the server; reads after that get `Closed`.
+    handles: RwLock<Option<Handles>>,
     tx: mpsc::Sender<Request>,
     committer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
@@ -120,8 +127,7 @@ impl Store {
             .map_err(|e| Error::Storage(sled::Error::Io(e)))?;
         Ok(Store {
             inner: Arc::new(Inner {
-                db,
-                tree,
+                handles: RwLock::new(Some(Handles { db, tree })),
                 tx,
                 committer: Mutex::new(Some(handle)),
             }),
@@ -150,23 +156,35 @@ impl Store {
         if let Some(h) = handle {
             let _ = tokio::task::spawn_blocking(move || h.join()).await;
         }
-        if let Err(e) = self.inner.db.flush() {
+        let handles = self.inner.handles.write().ok().and_then(|mut h| h.take());
+        if let Some(h) = handles
+            && let Err(e) = h.db.flush()
+        {
             tracing::error!(error = %e, "final flush failed");
         }
     }
 
+    /// The tree to read from; `Closed` once the store is closed.
+    fn tree(&self) -> Result<sled::Tree, Error> {
+        let handles = self.inner.handles.read().map_err(|_| Error::Closed)?;
+        handles
+            .as_ref()
+            .map(|h| h.tree.clone())
+            .ok_or(Error::Closed)
+    }
+
     pub fn get_experiment(&self, experiment_id: &str) -> Result<ExperimentRecord, Error> {
         let id = validation::experiment_id(experiment_id)?;
-        projection::load_experiment(&self.inner.tree, id)?
+        projection::load_experiment(&self.tree()?, id)?
             .ok_or_else(|| Error::NotFound(format!("No Experiment with id={experiment_id} exists")))
     }
 
     pub fn get_experiment_by_name(&self, name: &str) -> Result<ExperimentRecord, Error> {
         validation::require("experiment_name", name)?;
         let not_found = || Error::NotFound(format!("Could not find experiment with name '{name}'"));
-        let id =
-            projection::experiment_id_by_name(&self.inner.tree, name)?.ok_or_else(not_found)?;
-        projection::load_experiment(&self.inner.tree, id)?.ok_or_else(not_found)
+        let tree = self.tree()?;
+        let id = projection::experiment_id_by_name(&tree, name)?.ok_or_else(not_found)?;
+        projection::load_experiment(&tree, id)?.ok_or_else(not_found)
     }
 
     /// Experiments in MLflow's default order (`creation_time DESC, experiment_id ASC`).
@@ -179,7 +197,7 @@ impl Store {
         let limit = page_limit(max_results)?;
         let offset = page::decode(page_token)?;
         let mut all = Vec::new();
-        for kv in self.inner.tree.scan_prefix([keys::EXPERIMENT]) {
+        for kv in self.tree()?.scan_prefix([keys::EXPERIMENT]) {
             let (_, v) = kv?;
             let e = <ExperimentRecord as prost::Message>::decode(v.as_ref())?;
             if view.admits(e.deleted) {
@@ -191,7 +209,7 @@ impl Store {
     }
 
     pub fn get_run(&self, run_id: &str) -> Result<RunRecord, Error> {
-        committer::find_run(&self.inner.tree, run_id)
+        committer::find_run(&self.tree()?, run_id)
     }
 
     /// Runs of the given experiments in MLflow's default order
@@ -207,13 +225,14 @@ impl Store {
         let offset = page::decode(page_token)?;
         let mut all = Vec::new();
         let mut seen = std::collections::HashSet::new();
+        let tree = self.tree()?;
         for id in experiment_ids {
             let id = validation::experiment_id(id)?;
             if !seen.insert(id) {
                 continue;
             }
-            for run_id in projection::experiment_run_ids(&self.inner.tree, id)? {
-                if let Some(r) = projection::load_run(&self.inner.tree, &run_id)?
+            for run_id in projection::experiment_run_ids(&tree, id)? {
+                if let Some(r) = projection::load_run(&tree, &run_id)?
                     && view.admits(r.deleted)
                 {
                     all.push(r);
@@ -248,14 +267,10 @@ impl Store {
             Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
         };
         let offset = page::decode(page_token)?;
-        self.get_run(run_id)?;
+        let tree = self.tree()?;
+        committer::find_run(&tree, run_id)?;
         let mut points = Vec::new();
-        for chunk in self
-            .inner
-            .tree
-            .scan_prefix(keys::history(run_id, key))
-            .values()
-        {
+        for chunk in tree.scan_prefix(keys::history(run_id, key)).values() {
             history::decode_into(&chunk?, &mut points);
         }
         history::normalize(&mut points);
