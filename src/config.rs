@@ -24,6 +24,27 @@ pub enum CliCommand {
     Serve(ServeArgs),
     /// Re-derive every projection from the event log (the server must be stopped).
     Rebuild(StoreArgs),
+    /// Follow a run's metrics live (a table on a terminal, one line per point when piped).
+    Watch(WatchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// The run to watch.
+    #[arg(long = "run")]
+    pub run_id: String,
+    /// Also every run below it, including runs created while watching.
+    #[arg(long)]
+    pub subtree: bool,
+    /// Only these metric keys, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub keys: Vec<String>,
+    /// The server's gRPC URL.
+    #[arg(long, env = "ARBOR_SERVER", default_value = "http://127.0.0.1:5000")]
+    pub server: String,
+    /// Start at this event sequence number (0: the beginning); default: from now on.
+    #[arg(long)]
+    pub from_seq: Option<u64>,
 }
 
 #[derive(Debug, Args)]

@@ -12,6 +12,8 @@ pub(crate) mod log;
 pub mod projection;
 pub mod server;
 pub mod store;
+pub mod stream;
+pub mod watcher;
 
 /// The generated `arbor.v1` messages, clients and servers.
 pub mod pb {

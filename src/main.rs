@@ -18,6 +18,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         CliCommand::Serve(args) => serve(args),
         CliCommand::Rebuild(args) => rebuild(args),
+        CliCommand::Watch(args) => watch(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -64,6 +65,23 @@ async fn shutdown_signal() {
         _ = terminate => {}
     }
     tracing::info!("shutdown signal received; finishing in-flight requests");
+}
+
+fn watch(args: arbor::config::WatchArgs) -> Result<(), arbor::server::BoxError> {
+    use std::io::IsTerminal;
+    let stdout = std::io::stdout();
+    let opts = arbor::watcher::WatchOptions {
+        server: args.server,
+        run_id: args.run_id,
+        subtree: args.subtree,
+        keys: args.keys,
+        from_seq: args.from_seq,
+        table: stdout.is_terminal(),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(arbor::watcher::watch(opts, &mut stdout.lock()))
 }
 
 fn rebuild(args: arbor::config::StoreArgs) -> Result<(), arbor::server::BoxError> {

@@ -3,3 +3,4 @@
 //! about tonic or HTTP.
 
 pub mod grpc;
+pub mod http;

@@ -18,6 +18,7 @@ use crate::pb::{self, event::Payload};
 use crate::projection::{self, ExperimentRecord, RunRecord};
 use crate::store::keys;
 use crate::store::kv::{Kv, Pending};
+use crate::stream::Publisher;
 
 /// Most requests committed as one group. Bounds the size of one sled batch (a group of
 /// full `LogBatch` requests is about 40 KB a request) and the latency of the first
@@ -52,6 +53,8 @@ pub(crate) struct Committer {
     db: sled::Db,
     tree: sled::Tree,
     next_seq: u64,
+    /// Where committed events go once they are on disk.
+    publisher: Publisher,
     /// Set after a failed write or flush: the on-disk state is then uncertain, so every
     /// later write is refused until the server is restarted (which replays the log).
     failure: Option<String>,
@@ -60,12 +63,13 @@ pub(crate) struct Committer {
 type Reply = oneshot::Sender<Result<Outcome, Error>>;
 
 impl Committer {
-    pub(crate) fn new(db: sled::Db, tree: sled::Tree) -> Result<Self, Error> {
+    pub(crate) fn new(db: sled::Db, tree: sled::Tree, publisher: Publisher) -> Result<Self, Error> {
         let next_seq = crate::log::last_seq(&tree)? + 1;
         Ok(Self {
             db,
             tree,
             next_seq,
+            publisher,
             failure: None,
         })
     }
@@ -110,8 +114,9 @@ impl Committer {
         let tree = self.tree.clone();
         let mut pending = Pending::new(&tree);
         let mut answers: Vec<(Reply, Result<Outcome, Error>)> = Vec::with_capacity(group.len());
+        let mut events = Vec::new();
         for (command, reply) in group {
-            let result = self.decide_and_project(&command, &mut pending, now);
+            let result = self.decide_and_project(&command, &mut pending, now, &mut events);
             match result {
                 Ok(outcome) => answers.push((reply, Ok(outcome))),
                 Err(e @ (Error::Storage(_) | Error::Corrupt(_))) => {
@@ -144,6 +149,8 @@ impl Committer {
                 return;
             }
         }
+        // Watchers hear of the events before the writers: both after the flush.
+        self.publisher.publish(events);
         for (reply, result) in answers {
             let _ = reply.send(result);
         }
@@ -154,6 +161,7 @@ impl Committer {
         command: &Command,
         pending: &mut Pending,
         now: i64,
+        events: &mut Vec<pb::Event>,
     ) -> Result<Outcome, Error> {
         let (payloads, answer) = decide(command, pending, now)?;
         for payload in payloads {
@@ -165,6 +173,7 @@ impl Committer {
             self.next_seq += 1;
             projection::apply(&ev, pending)?;
             pending.put(keys::log(ev.seq), ev.encode_to_vec());
+            events.push(ev);
         }
         Ok(match answer {
             Answer::Experiment(id) => Outcome::ExperimentCreated(id.to_string()),

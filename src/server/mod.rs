@@ -9,8 +9,9 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tokio::net::TcpListener;
 
-use crate::api::grpc::TrackingApi;
+use crate::api::grpc::{TrackingApi, WatchApi};
 use crate::pb::tracking_service_server::TrackingServiceServer;
+use crate::pb::watch_service_server::WatchServiceServer;
 use crate::store::Store;
 
 /// How long shutdown waits for requests in hand before it closes the store anyway.
@@ -37,6 +38,9 @@ pub async fn run(
     health_reporter
         .set_serving::<TrackingServiceServer<TrackingApi>>()
         .await;
+    health_reporter
+        .set_serving::<WatchServiceServer<WatchApi>>()
+        .await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -49,11 +53,10 @@ pub async fn run(
     let tracking = TrackingServiceServer::new(TrackingApi::new(store.clone()))
         .max_decoding_message_size(MAX_GRPC_REQUEST_BYTES);
 
-    let http = axum::Router::new()
-        .route("/health", axum::routing::get(|| async { "OK" }))
-        .fallback(fallback);
+    let http = crate::api::http::router(store.clone()).fallback(fallback);
     let routes = tonic::service::Routes::from(http)
         .add_service(tracking)
+        .add_service(WatchServiceServer::new(WatchApi::new(store.clone())))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);

@@ -16,11 +16,15 @@ use tokio::sync::{mpsc, oneshot};
 use crate::domain::{Command, DEFAULT_EXPERIMENT_NAME, Error, MetricPoint, ViewType, validation};
 pub use crate::log::committer::Outcome;
 use crate::log::committer::{self, Committer, Request};
+use crate::pb;
 use crate::projection::{self, ExperimentRecord, RunRecord, history};
+use crate::stream::Hub;
 
 /// Requests waiting for the committer. When full, writers wait: back-pressure on the
 /// clients instead of memory growth.
 const COMMAND_QUEUE_CAPACITY: usize = 1024;
+/// How long closing waits for watch sessions to deliver their last events and status.
+const SESSION_DRAIN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 /// Default and largest page of `SearchRuns` and `SearchExperiments`, as in MLflow.
 pub const SEARCH_MAX_RESULTS_DEFAULT: i64 = 1000;
 pub const SEARCH_MAX_RESULTS_THRESHOLD: i64 = 50_000;
@@ -63,6 +67,7 @@ pub struct Store {
 }
 
 struct Inner {
+    hub: Hub,
     /// Taken out by `close`, so that the database (and its file lock) is released even
     /// while stray handles of the `Store` live on, such as a client connection that
     /// outlives the server; reads after that get `Closed`.
@@ -109,7 +114,8 @@ impl Store {
             let n = projection::rebuild(&db, &tree)?;
             tracing::info!(events = n, "rebuilt projections");
         }
-        let mut committer = Committer::new(db.clone(), tree.clone())?;
+        let (hub, publisher) = crate::stream::hub(crate::log::last_seq(&tree)?);
+        let mut committer = Committer::new(db.clone(), tree.clone(), publisher)?;
         if log_empty {
             let (reply, mut answer) = oneshot::channel();
             let default = Command::CreateExperiment {
@@ -127,6 +133,7 @@ impl Store {
             .map_err(|e| Error::Storage(sled::Error::Io(e)))?;
         Ok(Store {
             inner: Arc::new(Inner {
+                hub,
                 handles: RwLock::new(Some(Handles { db, tree })),
                 tx,
                 committer: Mutex::new(Some(handle)),
@@ -136,13 +143,23 @@ impl Store {
 
     /// Applies a command; returns once its events are durable.
     pub async fn submit(&self, command: Command) -> Result<Outcome, Error> {
+        self.enqueue(command).await?.await
+    }
+
+    /// Queues a command for the committer and returns at once with a future of its
+    /// outcome, so that a caller can keep several commands in flight (in order).
+    pub async fn enqueue(
+        &self,
+        command: Command,
+    ) -> Result<impl std::future::Future<Output = Result<Outcome, Error>> + Send + use<>, Error>
+    {
         let (reply, answer) = oneshot::channel();
         self.inner
             .tx
             .send(Request::Write { command, reply })
             .await
             .map_err(|_| Error::Closed)?;
-        answer.await.map_err(|_| Error::Closed)?
+        Ok(async move { answer.await.map_err(|_| Error::Closed)? })
     }
 
     /// Commits every write already submitted, flushes, and stops the committer; later
@@ -156,12 +173,53 @@ impl Store {
         if let Some(h) = handle {
             let _ = tokio::task::spawn_blocking(move || h.join()).await;
         }
+        // Open watch sessions drain what was committed, send their final status, and end.
+        self.inner.hub.close();
+        if tokio::time::timeout(SESSION_DRAIN_GRACE, self.inner.hub.sessions_ended())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "watch sessions still open after {SESSION_DRAIN_GRACE:?}; closing anyway"
+            );
+        }
         let handles = self.inner.handles.write().ok().and_then(|mut h| h.take());
         if let Some(h) = handles
             && let Err(e) = h.db.flush()
         {
             tracing::error!(error = %e, "final flush failed");
         }
+    }
+
+    pub(crate) fn hub(&self) -> &Hub {
+        &self.inner.hub
+    }
+
+    /// Up to `max` events from `from` to `upto` (inclusive), in order.
+    pub(crate) fn read_log(
+        &self,
+        from: u64,
+        upto: u64,
+        max: usize,
+    ) -> Result<Vec<pb::Event>, Error> {
+        let tree = self.tree()?;
+        crate::log::replay(&tree, from)
+            .take_while(|ev| ev.as_ref().map_or(true, |e| e.seq <= upto))
+            .take(max)
+            .collect()
+    }
+
+    /// The run and every run below it.
+    pub fn subtree(&self, run_id: &str) -> Result<Vec<String>, Error> {
+        let tree = self.tree()?;
+        let mut out = vec![run_id.to_string()];
+        let mut i = 0;
+        while i < out.len() {
+            let children = projection::children(&tree, &out[i])?;
+            out.extend(children);
+            i += 1;
+        }
+        Ok(out)
     }
 
     /// The tree to read from; `Closed` once the store is closed.

@@ -2,5 +2,7 @@
 
 mod convert;
 mod tracking;
+mod watch;
 
 pub use tracking::TrackingApi;
+pub use watch::WatchApi;

@@ -11,6 +11,10 @@ use crate::store::{Outcome, Store};
 /// about 1 MB of response, well under gRPC's common 4 MiB message limit.
 const HISTORY_PAGE_DEFAULT: i64 = 25_000;
 
+/// Messages of one `LogMetricStream` call committing at once. Keeps the committer's
+/// queue fed (so consecutive messages share flushes) while bounding what one call holds.
+const STREAM_PIPELINE_DEPTH: usize = 8;
+
 pub struct TrackingApi {
     store: Store,
 }
@@ -26,6 +30,36 @@ impl TrackingApi {
 
     async fn done(&self, command: Command) -> Result<(), Status> {
         self.write(command).await.map(|_| ())
+    }
+}
+
+type PendingMessage = (
+    usize,
+    u64,
+    std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Outcome, crate::domain::Error>> + Send>,
+    >,
+);
+
+/// Waits for one streamed message to commit and counts it, or records the first failure.
+async fn settle(
+    pending: Option<PendingMessage>,
+    committed: &mut pb::LogMetricStreamResponse,
+    failure: &mut Option<(usize, Status)>,
+) {
+    let Some((index, points, outcome)) = pending else {
+        return;
+    };
+    match outcome.await {
+        Ok(_) => {
+            committed.points_committed += points;
+            committed.messages_committed += 1;
+        }
+        Err(e) => {
+            if failure.as_ref().is_none_or(|(i, _)| index < *i) {
+                *failure = Some((index, status(e)));
+            }
+        }
     }
 }
 
@@ -349,6 +383,71 @@ impl TrackingService for TrackingApi {
         })
         .await?;
         ok(pb::LogBatchResponse {})
+    }
+
+    async fn log_metric_stream(
+        &self,
+        req: Request<tonic::Streaming<pb::LogMetricStreamRequest>>,
+    ) -> Result<Response<pb::LogMetricStreamResponse>, Status> {
+        let mut incoming = req.into_inner();
+        let mut pending = std::collections::VecDeque::new();
+        let mut committed = pb::LogMetricStreamResponse::default();
+        let mut failure: Option<(usize, Status)> = None;
+        let mut index = 0usize;
+        loop {
+            // Settle the oldest message once the pipeline is full.
+            if pending.len() >= STREAM_PIPELINE_DEPTH {
+                settle(pending.pop_front(), &mut committed, &mut failure).await;
+            }
+            if failure.is_some() {
+                break;
+            }
+            let msg = match incoming.message().await {
+                Ok(Some(msg)) => msg,
+                Ok(None) => break,
+                Err(e) => {
+                    failure = Some((index, e));
+                    break;
+                }
+            };
+            let points = msg.metrics.len() as u64;
+            let command = Command::LogBatch {
+                run_id: msg.run_id,
+                metrics: msg.metrics.into_iter().map(convert::metric_point).collect(),
+                params: vec![],
+                tags: vec![],
+                origin: BatchOrigin::Batch,
+            };
+            match self.store.enqueue(command).await {
+                Ok(outcome) => pending.push_back((index, points, Box::pin(outcome))),
+                Err(e) => {
+                    failure = Some((index, status(e)));
+                    break;
+                }
+            }
+            index += 1;
+        }
+        while let Some(p) = pending.pop_front() {
+            settle(Some(p), &mut committed, &mut failure).await;
+        }
+        match failure {
+            None => ok(committed),
+            Some((index, e)) => {
+                let mut s = Status::new(
+                    e.code(),
+                    format!(
+                        "message {index}: {}; {} points in {} messages before it were committed",
+                        e.message(),
+                        committed.points_committed,
+                        committed.messages_committed
+                    ),
+                );
+                if let Ok(v) = committed.points_committed.to_string().parse() {
+                    s.metadata_mut().insert("arbor-points-committed", v);
+                }
+                Err(s)
+            }
+        }
     }
 
     async fn get_metric_history(

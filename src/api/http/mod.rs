@@ -1,0 +1,60 @@
+//! Plain HTTP routes on the shared port: health, and the live stream for browsers.
+//! Errors follow MLflow's shape, `{"error_code": ..., "message": ...}`.
+
+mod stream;
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use crate::domain::Error;
+use crate::store::Store;
+
+pub fn router(store: Store) -> axum::Router {
+    axum::Router::new()
+        .route("/health", axum::routing::get(|| async { "OK" }))
+        .route("/api/arbor/v1/stream", axum::routing::get(stream::stream))
+        .with_state(store)
+}
+
+/// The one mapping from `domain::Error` to MLflow's error codes and HTTP statuses. Input
+/// errors are never 5xx: MLflow's client retries those for minutes.
+pub(crate) fn error_response(e: Error) -> Response {
+    let (status, code, message) = match e {
+        Error::NotFound(m) => (StatusCode::NOT_FOUND, "RESOURCE_DOES_NOT_EXIST", m),
+        Error::InvalidArgument(m) => (StatusCode::BAD_REQUEST, "INVALID_PARAMETER_VALUE", m),
+        Error::AlreadyExists(m) => (StatusCode::BAD_REQUEST, "RESOURCE_ALREADY_EXISTS", m),
+        Error::FailedPrecondition(m) => (StatusCode::BAD_REQUEST, "INVALID_PARAMETER_VALUE", m),
+        Error::Unavailable(m) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "TEMPORARILY_UNAVAILABLE",
+            m,
+        ),
+        Error::Closed => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "TEMPORARILY_UNAVAILABLE",
+            "the server is shutting down".to_string(),
+        ),
+        Error::Storage(e) => {
+            tracing::error!(error = %e, "storage error");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "INTERNAL_ERROR",
+                "storage failure; see the server log".to_string(),
+            )
+        }
+        Error::Corrupt(m) => {
+            tracing::error!(error = %m, "corrupt data");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "INTERNAL_ERROR",
+                "the data directory is damaged; see the server log".to_string(),
+            )
+        }
+    };
+    (
+        status,
+        Json(serde_json::json!({ "error_code": code, "message": message })),
+    )
+        .into_response()
+}

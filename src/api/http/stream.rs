@@ -1,0 +1,154 @@
+//! `GET /api/arbor/v1/stream`: `WatchMetrics` as server-sent events, for browsers.
+//!
+//! Scope: `run_id`, `root_run_id` (that run's subtree; `subtree_run_id` is an alias) or
+//! `experiment_id`; `keys=loss,acc` to filter; `from_seq` to start at an event. Each
+//! event's `id` is the sequence number, so `EventSource` resumes by itself: a
+//! `Last-Event-ID: N` header starts the stream at N + 1. Events:
+//! - `position`: sent first, `id` = the last event before the stream starts;
+//! - `metrics`: `{"seq": N, "points": [{"run_id","key","value","step","timestamp","seq"}]}`,
+//!   with NaN and ±Infinity as the strings `"NaN"`, `"Infinity"`, `"-Infinity"`;
+//! - `end`: `{"reason": "shutdown", "resume_from_seq": N}` before the server closes it.
+
+use std::convert::Infallible;
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio_stream::{StreamExt, wrappers::ReceiverStream};
+
+use super::error_response;
+use crate::domain::Error;
+use crate::pb;
+use crate::store::Store;
+use crate::stream::scope::{Scope, ScopeSpec};
+use crate::stream::session::{self, SessionEnd, Start};
+
+/// Messages buffered per browser; see `WATCH_BUFFER` in the gRPC watch service.
+const SSE_BUFFER: usize = 16;
+
+#[derive(serde::Deserialize)]
+pub(super) struct StreamParams {
+    run_id: Option<String>,
+    root_run_id: Option<String>,
+    subtree_run_id: Option<String>,
+    experiment_id: Option<String>,
+    keys: Option<String>,
+    from_seq: Option<u64>,
+}
+
+/// A double as MLflow's JSON writes it.
+pub(crate) fn json_double(v: f64) -> serde_json::Value {
+    if v.is_nan() {
+        json!("NaN")
+    } else if v == f64::INFINITY {
+        json!("Infinity")
+    } else if v == f64::NEG_INFINITY {
+        json!("-Infinity")
+    } else {
+        json!(v)
+    }
+}
+
+fn metrics_event(m: &pb::WatchMetricsResponse) -> Event {
+    let points: Vec<serde_json::Value> = m
+        .points
+        .iter()
+        .map(|p| {
+            json!({
+                "run_id": p.run_id, "key": p.key, "value": json_double(p.value),
+                "step": p.step, "timestamp": p.timestamp, "seq": p.seq,
+            })
+        })
+        .collect();
+    let kind = if points.is_empty() {
+        "position"
+    } else {
+        "metrics"
+    };
+    Event::default()
+        .id(m.seq.to_string())
+        .event(kind)
+        .data(json!({ "seq": m.seq, "points": points }).to_string())
+}
+
+pub(super) async fn stream(
+    State(store): State<Store>,
+    headers: HeaderMap,
+    Query(q): Query<StreamParams>,
+) -> Response {
+    let spec = match (
+        q.run_id,
+        q.root_run_id.or(q.subtree_run_id),
+        q.experiment_id,
+    ) {
+        (Some(r), None, None) => ScopeSpec::Run(r),
+        (None, Some(r), None) => ScopeSpec::Subtree(r),
+        (None, None, Some(e)) => ScopeSpec::Experiment(e),
+        _ => {
+            return error_response(Error::invalid(
+                "give exactly one of run_id, root_run_id (or subtree_run_id) and experiment_id",
+            ));
+        }
+    };
+    let keys: Vec<String> = q
+        .keys
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .map(String::from)
+        .collect();
+    let last_event_id = match headers
+        .get("last-event-id")
+        .map(|v| v.to_str().map(|s| s.trim().parse::<u64>()))
+    {
+        None => None,
+        Some(Ok(Ok(n))) => Some(n),
+        Some(_) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                "Last-Event-ID must be a sequence number",
+            )
+                .into_response();
+        }
+    };
+    let start = match (last_event_id, q.from_seq) {
+        (Some(last), _) => Start::From(last + 1),
+        (None, Some(n)) => Start::From(n),
+        (None, None) => Start::Now,
+    };
+    let mut scope = match Scope::new(store.clone(), spec, keys) {
+        Ok(s) => s,
+        Err(e) => return error_response(e),
+    };
+    let (tx, rx) = mpsc::channel(SSE_BUFFER);
+    tokio::spawn(session::run(
+        store,
+        start,
+        |seq| {
+            Some(pb::WatchMetricsResponse {
+                seq,
+                points: vec![],
+            })
+        },
+        move |ev| scope.metrics(ev),
+        tx,
+    ));
+    let events = ReceiverStream::new(rx).map(|item| {
+        Ok::<_, Infallible>(match item {
+            Ok(m) => metrics_event(&m),
+            Err(SessionEnd::Shutdown { next }) => Event::default()
+                .event("end")
+                .data(json!({ "reason": "shutdown", "resume_from_seq": next }).to_string()),
+            Err(SessionEnd::Failed(e)) => Event::default()
+                .event("error")
+                .data(json!({ "message": e.to_string() }).to_string()),
+        })
+    });
+    Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}

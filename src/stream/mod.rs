@@ -1,0 +1,116 @@
+//! Live streams. The committer publishes every committed group of events to the `Hub`
+//! (a `tokio::sync::broadcast` of `Arc`'d batches) after the flush; a watch session
+//! subscribes, replays the log from its starting sequence number, then follows the
+//! live events, dropping what it has already seen by sequence number: no gap, no
+//! repeat. A session that falls behind the hub's buffer catches up from the log, so a
+//! slow client costs disk reads, never memory and never writer latency.
+
+pub mod scope;
+pub(crate) mod session;
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{Notify, broadcast};
+
+use crate::pb;
+
+/// Committed batches the hub keeps for sessions that are a little behind. A session
+/// further behind reads the log instead; this bounds the hub's memory whatever the
+/// clients do. A batch is one commit group (a few requests when busy).
+const HUB_CAPACITY: usize = 256;
+
+pub(crate) type Batch = Arc<[pb::Event]>;
+
+/// The publishing side, owned by the committer.
+pub(crate) struct Publisher {
+    tx: broadcast::Sender<Batch>,
+    committed: Arc<AtomicU64>,
+}
+
+impl Publisher {
+    /// Announces events that are on disk. The committed mark moves first, so that a
+    /// session reading the log up to the mark never reads past what is durable.
+    pub(crate) fn publish(&self, events: Vec<pb::Event>) {
+        if let Some(last) = events.last() {
+            self.committed.store(last.seq, Ordering::Release);
+            // No subscribers is not an error.
+            let _ = self.tx.send(Arc::from(events));
+        }
+    }
+}
+
+/// The subscribing side, held by the store.
+#[derive(Clone)]
+pub(crate) struct Hub {
+    /// Taken when the store closes, so that sessions see the channel end.
+    tx: Arc<Mutex<Option<broadcast::Sender<Batch>>>>,
+    committed: Arc<AtomicU64>,
+    sessions: Arc<Sessions>,
+}
+
+#[derive(Default)]
+struct Sessions {
+    count: AtomicUsize,
+    ended: Notify,
+}
+
+/// Keeps a session counted until it ends, so that shutdown can wait for sessions to
+/// send their final status.
+pub(crate) struct SessionGuard(Arc<Sessions>);
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.ended.notify_waiters();
+        }
+    }
+}
+
+pub(crate) fn hub(committed: u64) -> (Hub, Publisher) {
+    let (tx, _) = broadcast::channel(HUB_CAPACITY);
+    let committed = Arc::new(AtomicU64::new(committed));
+    (
+        Hub {
+            tx: Arc::new(Mutex::new(Some(tx.clone()))),
+            committed: committed.clone(),
+            sessions: Arc::default(),
+        },
+        Publisher { tx, committed },
+    )
+}
+
+impl Hub {
+    /// A receiver of batches committed from now on, or `None` once the store is closing.
+    pub(crate) fn subscribe(&self) -> Option<(broadcast::Receiver<Batch>, SessionGuard)> {
+        let tx = self.tx.lock().ok()?;
+        let rx = tx.as_ref()?.subscribe();
+        self.sessions.count.fetch_add(1, Ordering::AcqRel);
+        Some((rx, SessionGuard(self.sessions.clone())))
+    }
+
+    /// The sequence number of the last durable event.
+    pub(crate) fn committed(&self) -> u64 {
+        self.committed.load(Ordering::Acquire)
+    }
+
+    /// Ends the hub: sessions drain what was published, then end.
+    pub(crate) fn close(&self) {
+        if let Ok(mut tx) = self.tx.lock() {
+            tx.take();
+        }
+    }
+
+    /// Completes when no session is open.
+    pub(crate) async fn sessions_ended(&self) {
+        loop {
+            let ended = self.sessions.ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            if self.sessions.count.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            ended.await;
+        }
+    }
+}

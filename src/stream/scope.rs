@@ -1,0 +1,187 @@
+//! What a watcher sees: one run, a run's subtree (including runs that join it while the
+//! stream is open), an experiment, or everything; optionally only some metric keys.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::domain::Error;
+use crate::pb::{self, event::Payload};
+use crate::store::Store;
+
+#[derive(Debug, Clone)]
+pub enum ScopeSpec {
+    Run(String),
+    Subtree(String),
+    Experiment(String),
+    Everything,
+}
+
+pub struct Scope {
+    store: Store,
+    spec: ScopeSpec,
+    /// Subtree: the runs in it now.
+    members: HashSet<String>,
+    /// Experiment: whether a run belongs to it, learned as runs are seen.
+    known: HashMap<String, bool>,
+    keys: HashSet<String>,
+}
+
+/// The run an event is about, if any.
+fn run_of(ev: &pb::Event) -> Option<&str> {
+    Some(match ev.payload.as_ref()? {
+        Payload::RunCreated(e) => &e.run_id,
+        Payload::RunUpdated(e) => &e.run_id,
+        Payload::RunDeleted(e) => &e.run_id,
+        Payload::RunRestored(e) => &e.run_id,
+        Payload::ParamLogged(e) => &e.run_id,
+        Payload::TagSet(e) => &e.run_id,
+        Payload::TagDeleted(e) => &e.run_id,
+        Payload::MetricsLogged(e) => &e.run_id,
+        Payload::RunReparented(e) => &e.run_id,
+        Payload::ExperimentCreated(_)
+        | Payload::ExperimentRenamed(_)
+        | Payload::ExperimentDeleted(_)
+        | Payload::ExperimentRestored(_)
+        | Payload::ExperimentTagSet(_)
+        | Payload::ExperimentTagDeleted(_) => return None,
+    })
+}
+
+/// The experiment an experiment event is about.
+fn experiment_of(ev: &pb::Event) -> Option<&str> {
+    Some(match ev.payload.as_ref()? {
+        Payload::ExperimentCreated(e) => &e.experiment_id,
+        Payload::ExperimentRenamed(e) => &e.experiment_id,
+        Payload::ExperimentDeleted(e) => &e.experiment_id,
+        Payload::ExperimentRestored(e) => &e.experiment_id,
+        Payload::ExperimentTagSet(e) => &e.experiment_id,
+        Payload::ExperimentTagDeleted(e) => &e.experiment_id,
+        Payload::RunCreated(e) => &e.experiment_id,
+        _ => return None,
+    })
+}
+
+impl Scope {
+    /// Checks that the watched run or experiment exists.
+    pub fn new(store: Store, spec: ScopeSpec, keys: Vec<String>) -> Result<Scope, Error> {
+        let mut members = HashSet::new();
+        match &spec {
+            ScopeSpec::Run(id) => {
+                store.get_run(id)?;
+            }
+            ScopeSpec::Subtree(id) => {
+                store.get_run(id)?;
+                members = store.subtree(id)?.into_iter().collect();
+            }
+            ScopeSpec::Experiment(id) => {
+                store.get_experiment(id)?;
+            }
+            ScopeSpec::Everything => {}
+        }
+        Ok(Scope {
+            store,
+            spec,
+            members,
+            known: HashMap::new(),
+            keys: keys.into_iter().collect(),
+        })
+    }
+
+    /// Follows the hierarchy: runs created under or moved into the subtree join it,
+    /// runs moved out leave it.
+    fn observe(&mut self, ev: &pb::Event) -> Result<(), Error> {
+        let ScopeSpec::Subtree(top) = &self.spec else {
+            return Ok(());
+        };
+        match ev.payload.as_ref() {
+            Some(Payload::RunCreated(e)) if self.members.contains(&e.parent_run_id) => {
+                self.members.insert(e.run_id.clone());
+            }
+            Some(Payload::RunReparented(e)) if &e.run_id != top => {
+                let moved = self.store.subtree(&e.run_id)?;
+                if self.members.contains(&e.new_parent_run_id) {
+                    self.members.extend(moved);
+                } else if self.members.contains(&e.run_id) {
+                    for r in moved {
+                        self.members.remove(&r);
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn has_run(&mut self, run_id: &str) -> Result<bool, Error> {
+        Ok(match &self.spec {
+            ScopeSpec::Run(id) => id == run_id,
+            ScopeSpec::Subtree(_) => self.members.contains(run_id),
+            ScopeSpec::Everything => true,
+            ScopeSpec::Experiment(exp) => match self.known.get(run_id) {
+                Some(&yes) => yes,
+                None => {
+                    let yes = match self.store.get_run(run_id) {
+                        Ok(r) => r.experiment_id.to_string() == *exp,
+                        Err(Error::NotFound(_)) => false,
+                        Err(e) => return Err(e),
+                    };
+                    self.known.insert(run_id.to_string(), yes);
+                    yes
+                }
+            },
+        })
+    }
+
+    /// The points of `ev` in scope, as one message.
+    pub fn metrics(&mut self, ev: &pb::Event) -> Result<Option<pb::WatchMetricsResponse>, Error> {
+        self.observe(ev)?;
+        if let (ScopeSpec::Experiment(exp), Some(Payload::RunCreated(e))) =
+            (&self.spec, &ev.payload)
+        {
+            self.known.insert(e.run_id.clone(), e.experiment_id == *exp);
+        }
+        let Some(Payload::MetricsLogged(m)) = &ev.payload else {
+            return Ok(None);
+        };
+        if !self.has_run(&m.run_id)? {
+            return Ok(None);
+        }
+        let mut points = Vec::new();
+        for s in &m.series {
+            if !self.keys.is_empty() && !self.keys.contains(&s.key) {
+                continue;
+            }
+            for ((&value, &step), &timestamp) in s.values.iter().zip(&s.steps).zip(&s.timestamps) {
+                points.push(pb::MetricUpdate {
+                    run_id: m.run_id.clone(),
+                    key: s.key.clone(),
+                    value,
+                    step,
+                    timestamp,
+                    seq: ev.seq,
+                });
+            }
+        }
+        Ok((!points.is_empty()).then_some(pb::WatchMetricsResponse {
+            seq: ev.seq,
+            points,
+        }))
+    }
+
+    /// `ev` itself if it is in scope (the change feed).
+    pub fn event(&mut self, ev: &pb::Event) -> Result<Option<pb::Event>, Error> {
+        let ScopeSpec::Experiment(exp) = &self.spec else {
+            return Ok(Some(ev.clone()));
+        };
+        if let Some(e) = experiment_of(ev) {
+            let yes = e == exp;
+            if let Some(Payload::RunCreated(r)) = &ev.payload {
+                self.known.insert(r.run_id.clone(), yes);
+            }
+            return Ok(yes.then(|| ev.clone()));
+        }
+        match run_of(ev) {
+            Some(run) if self.has_run(run)? => Ok(Some(ev.clone())),
+            _ => Ok(None),
+        }
+    }
+}

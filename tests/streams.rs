@@ -1,0 +1,592 @@
+//! Live streams against a real server: resume without gap or repeat, subtree and
+//! experiment scopes, key filters, slow subscribers, many watchers, shutdown, the change
+//! feed, server-sent events, and LogMetricStream ingest.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use arbor::pb::{
+    self, tracking_service_client::TrackingServiceClient, watch_metrics_request::Scope,
+    watch_service_client::WatchServiceClient,
+};
+use common::TestServer;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tonic::Code;
+use tonic::transport::Channel;
+
+type Tracking = TrackingServiceClient<Channel>;
+type Watch = WatchServiceClient<Channel>;
+
+async fn new_run(c: &mut Tracking, exp: &str, parent: Option<&str>) -> String {
+    let tags = parent
+        .map(|p| {
+            vec![pb::RunTag {
+                key: "mlflow.parentRunId".into(),
+                value: p.into(),
+            }]
+        })
+        .unwrap_or_default();
+    c.create_run(pb::CreateRunRequest {
+        experiment_id: exp.into(),
+        tags,
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .run
+    .unwrap()
+    .info
+    .unwrap()
+    .run_id
+}
+
+/// Logs points with steps `from..to` under `key`.
+async fn log(c: &mut Tracking, run: &str, key: &str, from: i64, to: i64) {
+    let metrics = (from..to)
+        .map(|s| pb::Metric {
+            key: key.into(),
+            value: s as f64,
+            timestamp: 1000 + s,
+            step: s,
+        })
+        .collect();
+    c.log_batch(pb::LogBatchRequest {
+        run_id: run.into(),
+        metrics,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+}
+
+async fn watch(
+    w: &mut Watch,
+    scope: Scope,
+    keys: &[&str],
+    from_seq: Option<u64>,
+) -> tonic::Streaming<pb::WatchMetricsResponse> {
+    w.watch_metrics(pb::WatchMetricsRequest {
+        scope: Some(scope),
+        keys: keys.iter().map(|k| k.to_string()).collect(),
+        from_seq,
+    })
+    .await
+    .unwrap()
+    .into_inner()
+}
+
+/// Reads messages until `n` points have arrived; returns (seq of last message, points).
+async fn read_points(
+    s: &mut tonic::Streaming<pb::WatchMetricsResponse>,
+    n: usize,
+) -> (u64, Vec<pb::MetricUpdate>) {
+    let mut points = Vec::new();
+    let mut last = 0;
+    while points.len() < n {
+        let msg = s.message().await.unwrap().expect("stream ended early");
+        last = msg.seq;
+        points.extend(msg.points);
+    }
+    assert_eq!(points.len(), n, "more points than expected");
+    (last, points)
+}
+
+fn steps(points: &[pb::MetricUpdate]) -> Vec<i64> {
+    points.iter().map(|p| p.step).collect()
+}
+
+#[tokio::test]
+async fn reconnecting_with_last_seq_plus_one_misses_and_repeats_nothing() {
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    let mut w = WatchServiceClient::new(server.channel().await);
+    let run = new_run(&mut c, "0", None).await;
+    log(&mut c, &run, "loss", 0, 10).await; // before the watch: not part of "from now"
+
+    let mut s = watch(&mut w, Scope::RunId(run.clone()), &[], None).await;
+    let position = s.message().await.unwrap().unwrap();
+    assert!(
+        position.points.is_empty(),
+        "the first message marks the position"
+    );
+    for i in 1..4 {
+        log(&mut c, &run, "loss", i * 10, i * 10 + 10).await;
+    }
+    let (last, first_part) = read_points(&mut s, 20).await;
+    assert_eq!(steps(&first_part), (10..30).collect::<Vec<_>>());
+    assert!(
+        first_part
+            .iter()
+            .all(|p| p.run_id == run && p.key == "loss" && p.seq > position.seq)
+    );
+    drop(s); // disconnect with 10 points unread
+
+    for i in 4..7 {
+        log(&mut c, &run, "loss", i * 10, i * 10 + 10).await;
+    }
+    let mut s = watch(&mut w, Scope::RunId(run.clone()), &[], Some(last + 1)).await;
+    s.message().await.unwrap().unwrap(); // position
+    let (_, rest) = read_points(&mut s, 40).await;
+    assert_eq!(
+        steps(&rest),
+        (30..70).collect::<Vec<_>>(),
+        "exactly the missed points, in order"
+    );
+
+    // From the beginning of the log: everything.
+    let mut s = watch(&mut w, Scope::RunId(run.clone()), &[], Some(0)).await;
+    s.message().await.unwrap().unwrap();
+    let (_, all) = read_points(&mut s, 70).await;
+    assert_eq!(steps(&all), (0..70).collect::<Vec<_>>());
+
+    let err = w
+        .watch_metrics(pb::WatchMetricsRequest {
+            scope: Some(Scope::RunId("nope".into())),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    let err = w
+        .watch_metrics(pb::WatchMetricsRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn subtree_and_experiment_scopes_follow_new_runs_and_key_filters() {
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    let mut w = WatchServiceClient::new(server.channel().await);
+    let exp = c
+        .create_experiment(pb::CreateExperimentRequest {
+            name: "scoped".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .experiment_id;
+    let root = new_run(&mut c, &exp, None).await;
+    let other_root = new_run(&mut c, &exp, None).await;
+    let outsider = new_run(&mut c, "0", None).await;
+
+    let mut subtree = watch(&mut w, Scope::SubtreeRunId(root.clone()), &["loss"], None).await;
+    let mut experiment = watch(&mut w, Scope::ExperimentId(exp.clone()), &[], None).await;
+    subtree.message().await.unwrap().unwrap();
+    experiment.message().await.unwrap().unwrap();
+
+    // Runs created after the watch started join the subtree.
+    let child = new_run(&mut c, &exp, Some(&root)).await;
+    let grandchild = new_run(&mut c, &exp, Some(&child)).await;
+    log(&mut c, &root, "loss", 0, 1).await;
+    log(&mut c, &child, "loss", 1, 2).await;
+    log(&mut c, &child, "acc", 100, 101).await; // filtered by key
+    log(&mut c, &grandchild, "loss", 2, 3).await;
+    log(&mut c, &other_root, "loss", 50, 51).await; // same experiment, other tree
+    log(&mut c, &outsider, "loss", 60, 61).await; // other experiment
+    // Moving a run under the tree brings it into scope.
+    c.set_tag(pb::SetTagRequest {
+        run_id: other_root.clone(),
+        key: "mlflow.parentRunId".into(),
+        value: grandchild.clone(),
+    })
+    .await
+    .unwrap();
+    log(&mut c, &other_root, "loss", 3, 4).await;
+
+    let (_, got) = read_points(&mut subtree, 4).await;
+    assert_eq!(steps(&got), vec![0, 1, 2, 3]);
+    let runs: Vec<&str> = got.iter().map(|p| p.run_id.as_str()).collect();
+    assert_eq!(
+        runs,
+        vec![
+            root.as_str(),
+            child.as_str(),
+            grandchild.as_str(),
+            other_root.as_str()
+        ]
+    );
+
+    let (_, got) = read_points(&mut experiment, 6).await;
+    assert_eq!(
+        steps(&got),
+        vec![0, 1, 100, 2, 50, 3],
+        "everything in the experiment, nothing outside it"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_slow_subscriber_catches_up_from_the_log_without_skipping() {
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    let mut w = WatchServiceClient::new(server.channel().await);
+    let run = new_run(&mut c, "0", None).await;
+    let mut slow = watch(&mut w, Scope::RunId(run.clone()), &[], None).await;
+    // 600 commits, far more than the hub keeps (256) while this watcher reads nothing.
+    // The writes complete: a subscriber never holds up writers.
+    for i in 0..600 {
+        log(&mut c, &run, "loss", i * 5, i * 5 + 5).await;
+    }
+    slow.message().await.unwrap().unwrap();
+    let (_, got) = read_points(&mut slow, 3000).await;
+    assert_eq!(steps(&got), (0..3000).collect::<Vec<_>>());
+    // And it is live again afterwards.
+    log(&mut c, &run, "loss", 3000, 3001).await;
+    let (_, got) = read_points(&mut slow, 1).await;
+    assert_eq!(got[0].step, 3000);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_watchers_all_receive_every_point() {
+    const WATCHERS: usize = 1000;
+    const BATCHES: i64 = 20;
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    let run = new_run(&mut c, "0", None).await;
+    let mut channels = Vec::new();
+    for _ in 0..10 {
+        channels.push(server.channel().await);
+    }
+    let mut streams = Vec::new();
+    for i in 0..WATCHERS {
+        let mut w = WatchServiceClient::new(channels[i % channels.len()].clone());
+        let mut s = watch(&mut w, Scope::RunId(run.clone()), &[], None).await;
+        s.message().await.unwrap().unwrap();
+        streams.push(s);
+    }
+    let readers: Vec<_> = streams
+        .into_iter()
+        .map(|mut s| {
+            tokio::spawn(
+                async move { steps(&read_points(&mut s, (BATCHES * 10) as usize).await.1) },
+            )
+        })
+        .collect();
+    for b in 0..BATCHES {
+        log(&mut c, &run, "loss", b * 10, b * 10 + 10).await;
+    }
+    let expected: Vec<i64> = (0..BATCHES * 10).collect();
+    for r in readers {
+        assert_eq!(r.await.unwrap(), expected);
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_ends_streams_with_a_clear_status_after_the_last_event() {
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    let mut w = WatchServiceClient::new(server.channel().await);
+    let run = new_run(&mut c, "0", None).await;
+    let mut s = watch(&mut w, Scope::RunId(run.clone()), &[], None).await;
+    s.message().await.unwrap().unwrap();
+    log(&mut c, &run, "loss", 0, 50).await;
+    server.stop().await;
+    let (last, got) = read_points(&mut s, 50).await;
+    assert_eq!(steps(&got), (0..50).collect::<Vec<_>>());
+    let end = s.message().await.unwrap_err();
+    assert_eq!(end.code(), Code::Unavailable);
+    assert!(
+        end.message().contains(&format!("from_seq={}", last + 1)),
+        "{}",
+        end.message()
+    );
+    assert_eq!(
+        end.metadata()
+            .get("arbor-resume-from-seq")
+            .unwrap()
+            .to_str()
+            .unwrap(),
+        (last + 1).to_string()
+    );
+}
+
+#[tokio::test]
+async fn the_change_feed_is_gap_free_and_filters_by_experiment() {
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    let mut w = WatchServiceClient::new(server.channel().await);
+    let exp = c
+        .create_experiment(pb::CreateExperimentRequest {
+            name: "feed".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .experiment_id;
+    let in_exp = new_run(&mut c, &exp, None).await;
+    let elsewhere = new_run(&mut c, "0", None).await;
+    log(&mut c, &in_exp, "loss", 0, 3).await;
+    log(&mut c, &elsewhere, "loss", 0, 3).await;
+    c.log_param(pb::LogParamRequest {
+        run_id: in_exp.clone(),
+        key: "lr".into(),
+        value: "0.1".into(),
+    })
+    .await
+    .unwrap();
+
+    let mut all = w
+        .watch_events(pb::WatchEventsRequest {
+            from_seq: Some(0),
+            experiment_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut seqs = Vec::new();
+    for _ in 0..7 {
+        seqs.push(all.message().await.unwrap().unwrap().seq);
+    }
+    assert_eq!(
+        seqs,
+        (1..=7).collect::<Vec<_>>(),
+        "every event from the start, gap-free"
+    );
+
+    let mut filtered = w
+        .watch_events(pb::WatchEventsRequest {
+            from_seq: Some(1),
+            experiment_id: exp.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut kinds = Vec::new();
+    for _ in 0..4 {
+        let ev = filtered.message().await.unwrap().unwrap();
+        kinds.push(match ev.payload.unwrap() {
+            pb::event::Payload::ExperimentCreated(e) => format!("exp {}", e.experiment_id),
+            pb::event::Payload::RunCreated(r) => format!("run {}", r.run_id == in_exp),
+            pb::event::Payload::MetricsLogged(m) => format!("metrics {}", m.run_id == in_exp),
+            pb::event::Payload::ParamLogged(p) => format!("param {}", p.run_id == in_exp),
+            other => format!("{other:?}"),
+        });
+    }
+    assert_eq!(
+        kinds,
+        vec![
+            format!("exp {exp}"),
+            "run true".into(),
+            "metrics true".into(),
+            "param true".into()
+        ]
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn log_metric_stream_commits_each_message_as_it_arrives() {
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    let mut w = WatchServiceClient::new(server.channel().await);
+    let (a, b) = (
+        new_run(&mut c, "0", None).await,
+        new_run(&mut c, "0", None).await,
+    );
+    let mut watcher = watch(&mut w, Scope::ExperimentId("0".into()), &[], None).await;
+    watcher.message().await.unwrap().unwrap();
+
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let mut ingest = c.clone();
+    let call = tokio::spawn(async move {
+        ingest
+            .log_metric_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+    });
+    let msg = |run: &str, from: i64| pb::LogMetricStreamRequest {
+        run_id: run.into(),
+        metrics: (from..from + 100)
+            .map(|s| pb::Metric {
+                key: "loss".into(),
+                value: 0.5,
+                timestamp: s,
+                step: s,
+            })
+            .collect(),
+    };
+    tx.send(msg(&a, 0)).await.unwrap();
+    // Visible to watchers while the call is still open.
+    let (_, got) = read_points(&mut watcher, 100).await;
+    assert!(got.iter().all(|p| p.run_id == a));
+    assert!(!call.is_finished());
+    tx.send(msg(&b, 100)).await.unwrap();
+    tx.send(msg(&a, 200)).await.unwrap();
+    drop(tx);
+    let done = call.await.unwrap().unwrap().into_inner();
+    assert_eq!((done.points_committed, done.messages_committed), (300, 3));
+    let history = c
+        .get_metric_history(pb::GetMetricHistoryRequest {
+            run_id: a.clone(),
+            metric_key: "loss".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .metrics;
+    assert_eq!(history.len(), 200);
+
+    // A bad point ends the call; what came before it stays committed and is reported.
+    let mut bad = msg(&b, 1000);
+    bad.metrics[17].timestamp = -1;
+    let messages = vec![msg(&b, 500), msg(&b, 600), bad, msg(&b, 2000)];
+    let err = c
+        .log_metric_stream(tokio_stream::iter(messages))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().starts_with("message 2:"), "{}", err.message());
+    assert!(
+        err.message().contains("metrics[17].timestamp"),
+        "{}",
+        err.message()
+    );
+    let committed: u64 = err
+        .metadata()
+        .get("arbor-points-committed")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let history = c
+        .get_metric_history(pb::GetMetricHistoryRequest {
+            run_id: b.clone(),
+            metric_key: "loss".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .metrics;
+    let steps: BTreeSet<i64> = history.iter().map(|m| m.step).collect();
+    assert!(
+        (500..700).all(|s| steps.contains(&s)),
+        "messages before the bad one are committed"
+    );
+    assert!(
+        !(1000..1100).any(|s| steps.contains(&s)),
+        "the bad message commits nothing"
+    );
+    assert_eq!(
+        history.len() as u64,
+        100 + committed,
+        "the reported count matches what is stored"
+    );
+    server.stop().await;
+}
+
+/// Reads SSE frames (`id`, `event`, `data`) until one of kind `event` arrives.
+async fn next_sse<R: tokio::io::AsyncBufRead + Unpin>(
+    lines: &mut tokio::io::Lines<R>,
+    event: &str,
+) -> (u64, serde_json::Value) {
+    let (mut id, mut kind, mut data) = (0, String::new(), String::new());
+    while let Some(line) = lines.next_line().await.unwrap() {
+        if let Some(v) = line.strip_prefix("id:") {
+            id = v.trim().parse().unwrap();
+        } else if let Some(v) = line.strip_prefix("event:") {
+            kind = v.trim().to_string();
+        } else if let Some(v) = line.strip_prefix("data:") {
+            data = v.trim().to_string();
+        } else if line.is_empty() && !kind.is_empty() {
+            if kind == event {
+                return (id, serde_json::from_str(&data).unwrap());
+            }
+            kind.clear();
+        }
+    }
+    panic!("stream ended before a {event} event");
+}
+
+async fn sse(
+    addr: std::net::SocketAddr,
+    query: &str,
+    last_event_id: Option<u64>,
+) -> tokio::io::Lines<BufReader<tokio::net::TcpStream>> {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let extra = last_event_id
+        .map(|id| format!("Last-Event-ID: {id}\r\n"))
+        .unwrap_or_default();
+    let req = format!(
+        "GET /api/arbor/v1/stream?{query} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n{extra}\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut lines = BufReader::new(s).lines();
+    let status = lines.next_line().await.unwrap().unwrap();
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    lines
+}
+
+#[tokio::test]
+async fn server_sent_events_stream_and_resume_with_last_event_id() {
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    let run = new_run(&mut c, "0", None).await;
+    let mut events = sse(server.addr, &format!("run_id={run}&keys=loss"), None).await;
+    next_sse(&mut events, "position").await;
+    c.log_batch(pb::LogBatchRequest {
+        run_id: run.clone(),
+        metrics: vec![
+            pb::Metric {
+                key: "loss".into(),
+                value: f64::NAN,
+                timestamp: 1,
+                step: 1,
+            },
+            pb::Metric {
+                key: "acc".into(),
+                value: 1.0,
+                timestamp: 1,
+                step: 1,
+            },
+        ],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let (id, data) = next_sse(&mut events, "metrics").await;
+    assert_eq!(data["points"][0]["value"], "NaN");
+    assert_eq!(data["points"][0]["key"], "loss");
+    assert_eq!(
+        data["points"].as_array().unwrap().len(),
+        1,
+        "acc filtered out"
+    );
+    assert_eq!(data["seq"], id);
+    drop(events);
+
+    log(&mut c, &run, "loss", 2, 4).await;
+    let mut resumed = sse(server.addr, &format!("run_id={run}"), Some(id)).await;
+    next_sse(&mut resumed, "position").await;
+    let (_, data) = next_sse(&mut resumed, "metrics").await;
+    let steps: Vec<i64> = data["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["step"].as_i64().unwrap())
+        .collect();
+    assert_eq!(steps, vec![2, 3], "resumed after the last event seen");
+
+    // Bad requests get MLflow-style JSON errors.
+    let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    s.write_all(b"GET /api/arbor/v1/stream HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut body = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut s, &mut body)
+        .await
+        .unwrap();
+    assert!(body.starts_with("HTTP/1.1 400"), "{body}");
+    assert!(body.contains("INVALID_PARAMETER_VALUE"), "{body}");
+    server.stop().await;
+}
