@@ -6,14 +6,21 @@
 //!
 //! Workloads: `CreateRun` per second (1 and 8 clients), `LogBatch` ingest in points per
 //! second with 1 and 8 clients (1000 points a batch), `GetMetricHistory` of 100,000
-//! points (one call, and in default 25,000-point pages).
+//! points (one call, and in default 25,000-point pages), `LogMetricStream` ingest (1 and
+//! 8 clients), watch delivery latency (end of a `LogBatch` call to receipt by each
+//! watcher, 1, 100 and 1,000 watchers, while ingesting 10,000 points/s), and server
+//! memory with 1,000 watchers of which 10 read slowly.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use arbor::pb::{self, tracking_service_client::TrackingServiceClient};
+use arbor::pb::{
+    self, tracking_service_client::TrackingServiceClient, watch_metrics_request::Scope,
+    watch_service_client::WatchServiceClient,
+};
 use clap::Parser;
+use std::sync::{Arc, Mutex};
 use tonic::transport::Channel;
 
 type Client = TrackingServiceClient<Channel>;
@@ -34,7 +41,17 @@ struct Args {
     /// Points in the history read workload.
     #[arg(long, default_value_t = 100_000)]
     history_points: usize,
+    /// Seconds of paced ingest in each watch workload.
+    #[arg(long, default_value_t = 5)]
+    watch_seconds: u64,
+    /// Skip the watch and stream workloads.
+    #[arg(long)]
+    no_streams: bool,
 }
+
+/// Points a second in the watch workloads, as 100 batches of 100.
+const WATCH_RATE_BATCHES: u64 = 100;
+const WATCH_BATCH: i64 = 100;
 
 const BATCH: usize = 1000;
 
@@ -227,6 +244,155 @@ async fn history(
     Ok((single[0], single[single.len() / 2], paged[paged.len() / 2]))
 }
 
+async fn stream_ingest(
+    url: &str,
+    exp: &str,
+    clients: usize,
+    points_per_client: usize,
+) -> Result<f64, BoxError> {
+    let mut conns = Vec::new();
+    for _ in 0..clients {
+        let mut c = connect(url).await?;
+        let run = new_run(&mut c, exp).await?;
+        conns.push((c, run));
+    }
+    let messages = points_per_client.div_ceil(BATCH);
+    let t = Instant::now();
+    let mut tasks = Vec::new();
+    for (mut c, run) in conns {
+        tasks.push(tokio::spawn(async move {
+            let (tx, rx) = tokio::sync::mpsc::channel(16);
+            let feeder = tokio::spawn(async move {
+                for m in 0..messages {
+                    let b = batch(&run, "loss", m * BATCH);
+                    let msg = pb::LogMetricStreamRequest {
+                        run_id: b.run_id,
+                        metrics: b.metrics,
+                    };
+                    if tx.send(msg).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            let reply = c
+                .log_metric_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+                .await?
+                .into_inner();
+            feeder.await?;
+            Ok::<_, BoxError>(reply.points_committed)
+        }));
+    }
+    let mut points = 0;
+    for t in tasks {
+        points += t.await??;
+    }
+    Ok(points as f64 / t.elapsed().as_secs_f64())
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i]
+}
+
+/// Opens `watchers` watchers of one run (`slow` of them read one message every 200 ms),
+/// ingests at 10,000 points/s for `seconds`, and returns the delivery latencies seen by
+/// the fast watchers (end of the LogBatch call to receipt; a point that arrives before
+/// its call returns counts as 0) and the server's RSS after opening the watchers and at
+/// the end.
+async fn watch_latency(
+    url: &str,
+    exp: &str,
+    watchers: usize,
+    slow: usize,
+    seconds: u64,
+    pid: Option<u32>,
+) -> Result<(Vec<Duration>, Option<f64>, Option<f64>), BoxError> {
+    let mut c = connect(url).await?;
+    let run = new_run(&mut c, exp).await?;
+    let batches = (seconds * WATCH_RATE_BATCHES) as usize;
+    let ends: Arc<Mutex<Vec<Option<Instant>>>> = Arc::new(Mutex::new(vec![None; batches]));
+    let mut channels = Vec::new();
+    for _ in 0..watchers.div_ceil(100).max(1) {
+        channels.push(
+            tonic::transport::Endpoint::from_shared(url.to_string())?
+                .connect()
+                .await?,
+        );
+    }
+    let mut readers = Vec::new();
+    for i in 0..watchers {
+        let mut w = WatchServiceClient::new(channels[i % channels.len()].clone());
+        let mut s = w
+            .watch_metrics(pb::WatchMetricsRequest {
+                scope: Some(Scope::RunId(run.clone())),
+                keys: vec![],
+                from_seq: None,
+            })
+            .await?
+            .into_inner();
+        s.message().await?; // the position marker: the watch is live
+        let is_slow = i < slow;
+        readers.push(tokio::spawn(async move {
+            let mut got = Vec::with_capacity(batches);
+            let mut points = 0usize;
+            while points < batches * WATCH_BATCH as usize {
+                let Some(msg) = s.message().await? else { break };
+                let now = Instant::now();
+                if let Some(first) = msg.points.first() {
+                    got.push((usize::try_from(first.step / WATCH_BATCH).unwrap_or(0), now));
+                }
+                points += msg.points.len();
+                if is_slow {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+            Ok::<_, BoxError>(got)
+        }));
+    }
+    let rss_open = pid.and_then(rss_mib);
+    let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / WATCH_RATE_BATCHES));
+    for b in 0..batches {
+        tick.tick().await;
+        let metrics = (0..WATCH_BATCH)
+            .map(|i| {
+                let step = b as i64 * WATCH_BATCH + i;
+                pb::Metric {
+                    key: "loss".into(),
+                    value: 0.5,
+                    timestamp: step,
+                    step,
+                }
+            })
+            .collect();
+        c.log_batch(pb::LogBatchRequest {
+            run_id: run.clone(),
+            metrics,
+            ..Default::default()
+        })
+        .await?;
+        ends.lock().map_err(|_| "poisoned")?[b] = Some(Instant::now());
+    }
+    let rss_end = pid.and_then(rss_mib);
+    let ends = ends.lock().map_err(|_| "poisoned")?.clone();
+    let mut latencies = Vec::new();
+    for (i, r) in readers.into_iter().enumerate() {
+        if i < slow {
+            r.abort();
+            continue;
+        }
+        for (b, at) in r.await?? {
+            if let Some(Some(end)) = ends.get(b) {
+                latencies.push(at.saturating_duration_since(*end));
+            }
+        }
+    }
+    latencies.sort();
+    Ok((latencies, rss_open, rss_end))
+}
+
 fn main() -> Result<(), BoxError> {
     let args = Args::parse();
     let (spawned, url) = match &args.server {
@@ -276,6 +442,32 @@ fn main() -> Result<(), BoxError> {
             best.as_secs_f64() * 1e3,
             paged.as_secs_f64() * 1e3
         );
+        if !args.no_streams {
+            for clients in [1, 8] {
+                let per_client = if clients == 1 { args.points_per_client } else { args.points_per_client / 2 };
+                let rate = stream_ingest(&url, &exp, clients, per_client).await?;
+                println!("  LogMetricStream ingest, {clients} client(s), {BATCH} points a message: {rate:>12.0} points/s");
+            }
+            for watchers in [1, 100, 1000] {
+                let (lat, _, _) = watch_latency(&url, &exp, watchers, 0, args.watch_seconds, pid).await?;
+                println!(
+                    "  watch delivery, {watchers} watcher(s), 10,000 points/s: p50 {:.2} ms, p99 {:.2} ms ({} deliveries)",
+                    percentile(&lat, 0.5).as_secs_f64() * 1e3,
+                    percentile(&lat, 0.99).as_secs_f64() * 1e3,
+                    lat.len()
+                );
+            }
+            let before = pid.and_then(rss_mib);
+            let (lat, opened, end) = watch_latency(&url, &exp, 1000, 10, args.watch_seconds * 2, pid).await?;
+            println!(
+                "  1,000 watchers (10 slow), 10,000 points/s for {} s: p99 {:.2} ms; server RSS {:.1} MiB before, {:.1} after opening, {:.1} at end",
+                args.watch_seconds * 2,
+                percentile(&lat, 0.99).as_secs_f64() * 1e3,
+                before.unwrap_or(f64::NAN),
+                opened.unwrap_or(f64::NAN),
+                end.unwrap_or(f64::NAN)
+            );
+        }
         if let Some(pid) = pid {
             println!("  server RSS at end: {:.1} MiB", rss_mib(pid).unwrap_or(f64::NAN));
         }
