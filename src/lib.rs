@@ -10,6 +10,7 @@ pub mod config;
 pub mod domain;
 pub(crate) mod log;
 pub mod projection;
+pub mod search;
 pub mod server;
 pub mod store;
 pub mod stream;

@@ -237,7 +237,7 @@ async fn random_operations_rebuild_to_the_same_state() {
         );
     }
     let listed = store
-        .search_runs(&experiments, ViewType::All, Some(50_000), "")
+        .search_runs(&experiments, ViewType::All, "", &[], Some(50_000), "")
         .unwrap()
         .0;
     assert_eq!(listed.len(), runs.len());

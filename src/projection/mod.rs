@@ -23,7 +23,7 @@ use crate::store::kv::{Kv, Pending};
 
 /// Bump when the projected layout changes: a store whose projections carry another
 /// version is rebuilt from its log when it is opened.
-pub(crate) const PROJECTION_VERSION: u64 = 1;
+pub(crate) const PROJECTION_VERSION: u64 = 2;
 
 pub(crate) fn load_experiment(kv: &impl Kv, id: u64) -> Result<Option<ExperimentRecord>, Error> {
     kv.get(&keys::experiment(id))?
@@ -182,6 +182,9 @@ pub(crate) fn apply(ev: &pb::Event, w: &mut Pending) -> Result<(), Error> {
             let mut rec = run(w, &e.run_id)?;
             for p in &e.params {
                 rec.params.insert(p.key.clone(), p.value.clone());
+                let mut k = keys::param_value(rec.experiment_id, &p.key, &p.value);
+                k.extend_from_slice(rec.run_id.as_bytes());
+                w.put(k, vec![]);
             }
             save_run(w, &rec);
         }
@@ -287,6 +290,10 @@ fn apply_run_created(w: &mut Pending, e: &pb::RunCreated) -> Result<(), Error> {
     };
     save_run(w, &rec);
     w.put(keys::experiment_run(experiment_id, &e.run_id), vec![]);
+    w.put(
+        keys::run_by_start(experiment_id, e.start_time, &e.run_id),
+        vec![],
+    );
     w.put(keys::member(keys::DESCENDANT, &root, &e.run_id), vec![]);
     Ok(())
 }

@@ -17,6 +17,12 @@ pub(crate) const EXPERIMENT_RUN: u8 = b'X';
 pub(crate) const CHILD: u8 = b'C';
 /// Every run of a tree, the root included: `D | root | 0 | run` → ().
 pub(crate) const DESCENDANT: u8 = b'D';
+/// Runs by start time, for MLflow's default order: `S | experiment | !start_time | run_id`
+/// → (), where `!start_time` is the bitwise complement, so newer runs sort first.
+pub(crate) const RUN_BY_START: u8 = b'S';
+/// Runs by param value: `P | experiment | key | 0 | value | 0 | run_id` → (). Params are
+/// immutable, so entries are never removed.
+pub(crate) const PARAM_VALUE: u8 = b'P';
 /// Metric history chunks: `H | run | 0 | key | 0 | seq` → packed points.
 pub(crate) const HISTORY: u8 = b'H';
 
@@ -98,5 +104,40 @@ pub(crate) fn history(run_id: &str, key: &str) -> Vec<u8> {
 pub(crate) fn history_chunk(run_id: &str, key: &str, seq: u64) -> Vec<u8> {
     let mut k = history(run_id, key);
     k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+pub(crate) fn runs_by_start(experiment_id: u64) -> Vec<u8> {
+    let mut k = vec![RUN_BY_START];
+    k.extend_from_slice(&experiment_id.to_be_bytes());
+    k
+}
+
+/// The first key after every `runs_by_start(experiment_id)` key: the next experiment's
+/// prefix (complemented start times begin with 0xff bytes, so no suffix bound will do).
+pub(crate) fn runs_by_start_end(experiment_id: u64) -> Vec<u8> {
+    match experiment_id.checked_add(1) {
+        Some(next) => runs_by_start(next),
+        None => vec![RUN_BY_START + 1],
+    }
+}
+
+pub(crate) fn run_by_start(experiment_id: u64, start_time: i64, run_id: &str) -> Vec<u8> {
+    let mut k = runs_by_start(experiment_id);
+    // Start times are validated nonnegative; the complement orders newest first.
+    k.extend_from_slice(&(!(start_time as u64)).to_be_bytes());
+    k.extend_from_slice(run_id.as_bytes());
+    k
+}
+
+/// `P | experiment | key | 0 | value | 0`: the runs whose param `key` is `value`. A value
+/// holding a NUL can make this prefix match other values; callers re-check every run.
+pub(crate) fn param_value(experiment_id: u64, key: &str, value: &str) -> Vec<u8> {
+    let mut k = vec![PARAM_VALUE];
+    k.extend_from_slice(&experiment_id.to_be_bytes());
+    k.extend_from_slice(key.as_bytes());
+    k.push(0);
+    k.extend_from_slice(value.as_bytes());
+    k.push(0);
     k
 }

@@ -245,64 +245,51 @@ impl Store {
         projection::load_experiment(&tree, id)?.ok_or_else(not_found)
     }
 
-    /// Experiments in MLflow's default order (`creation_time DESC, experiment_id ASC`).
+    /// Experiments matching an MLflow filter, in the given order (default
+    /// `creation_time DESC, experiment_id ASC`).
     pub fn search_experiments(
         &self,
         view: ViewType,
+        filter: &str,
+        order_by: &[String],
         max_results: Option<i64>,
         page_token: &str,
     ) -> Result<(Vec<ExperimentRecord>, Option<String>), Error> {
         let limit = page_limit(max_results)?;
-        let offset = page::decode(page_token)?;
-        let mut all = Vec::new();
-        for kv in self.tree()?.scan_prefix([keys::EXPERIMENT]) {
-            let (_, v) = kv?;
-            let e = <ExperimentRecord as prost::Message>::decode(v.as_ref())?;
-            if view.admits(e.deleted) {
-                all.push(e);
-            }
-        }
-        all.sort_by(|a, b| b.creation_time.cmp(&a.creation_time).then(a.id.cmp(&b.id)));
-        Ok(page::slice(all, offset, limit))
+        crate::search::search_experiments(&self.tree()?, view, filter, order_by, limit, page_token)
     }
 
     pub fn get_run(&self, run_id: &str) -> Result<RunRecord, Error> {
         committer::find_run(&self.tree()?, run_id)
     }
 
-    /// Runs of the given experiments in MLflow's default order
-    /// (`start_time DESC, run_id ASC`).
+    /// Runs of the given experiments matching an MLflow filter, in the given order
+    /// (default `start_time DESC, run_id ASC`). No experiment ids, no runs.
     pub fn search_runs(
         &self,
         experiment_ids: &[String],
         view: ViewType,
+        filter: &str,
+        order_by: &[String],
         max_results: Option<i64>,
         page_token: &str,
     ) -> Result<(Vec<RunRecord>, Option<String>), Error> {
         let limit = page_limit(max_results)?;
-        let offset = page::decode(page_token)?;
-        let mut all = Vec::new();
-        let mut seen = std::collections::HashSet::new();
-        let tree = self.tree()?;
-        for id in experiment_ids {
-            let id = validation::experiment_id(id)?;
-            if !seen.insert(id) {
-                continue;
-            }
-            for run_id in projection::experiment_run_ids(&tree, id)? {
-                if let Some(r) = projection::load_run(&tree, &run_id)?
-                    && view.admits(r.deleted)
-                {
-                    all.push(r);
-                }
-            }
-        }
-        all.sort_by(|a, b| {
-            b.start_time
-                .cmp(&a.start_time)
-                .then_with(|| a.run_id.cmp(&b.run_id))
-        });
-        Ok(page::slice(all, offset, limit))
+        let ids = experiment_ids
+            .iter()
+            .map(|id| validation::experiment_id(id))
+            .collect::<Result<Vec<u64>, Error>>()?;
+        crate::search::search_runs(
+            &self.tree()?,
+            &crate::search::RunQuery {
+                experiment_ids: &ids,
+                view,
+                filter,
+                order_by,
+                limit,
+                page_token,
+            },
+        )
     }
 
     /// A metric's history ordered by (timestamp, step, value), exact duplicates
@@ -324,7 +311,7 @@ impl Store {
             }
             Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
         };
-        let offset = page::decode(page_token)?;
+        let offset = page::decode_offset(page_token)?;
         let tree = self.tree()?;
         committer::find_run(&tree, run_id)?;
         let mut points = Vec::new();

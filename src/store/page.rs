@@ -1,40 +1,80 @@
-//! Opaque page tokens. A token is the hex of a small JSON object holding the offset of
-//! the next page, so it survives any transport and says nothing a client should rely on.
+//! Opaque page tokens: the hex of a small JSON object holding where the next page
+//! starts (an offset, or for ordered scans the last run returned), so a token survives
+//! any transport and says nothing a client should rely on.
 
 use crate::domain::Error;
 
-#[derive(serde::Serialize, serde::Deserialize)]
-struct Token {
-    offset: u64,
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Position {
+    Start,
+    Offset(usize),
+    /// After the run with this start time and id, in (start_time DESC, run_id ASC) order.
+    After(i64, String),
 }
 
-pub(crate) fn encode(offset: usize) -> String {
-    let json = serde_json::to_vec(&Token {
-        offset: offset as u64,
-    })
-    .unwrap_or_default();
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Token {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    offset: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    after: Option<(i64, String)>,
+}
+
+pub(crate) fn encode(position: Position) -> String {
+    let token = match position {
+        Position::Start => Token {
+            offset: Some(0),
+            after: None,
+        },
+        Position::Offset(n) => Token {
+            offset: Some(n as u64),
+            after: None,
+        },
+        Position::After(t, id) => Token {
+            offset: None,
+            after: Some((t, id)),
+        },
+    };
+    let json = serde_json::to_vec(&token).unwrap_or_default();
     json.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The offset a token stands for; an empty token is the first page.
-pub(crate) fn decode(token: &str) -> Result<usize, Error> {
+pub(crate) fn invalid(token: &str) -> Error {
+    let shown: String = token.chars().take(64).collect();
+    Error::invalid(format!(
+        "Invalid page token '{shown}': it was not issued by this server for this query"
+    ))
+}
+
+/// Where a token says to start; an empty token is the first page.
+pub(crate) fn decode(token: &str) -> Result<Position, Error> {
     if token.is_empty() {
-        return Ok(0);
+        return Ok(Position::Start);
     }
-    let bad = || {
-        Error::invalid(format!(
-            "Invalid page token '{token}': it was not issued by this server"
-        ))
-    };
-    if !token.len().is_multiple_of(2) || token.len() > 128 {
-        return Err(bad());
+    if !token.len().is_multiple_of(2) || token.len() > 2048 || !token.is_ascii() {
+        return Err(invalid(token));
     }
     let bytes = (0..token.len())
         .step_by(2)
-        .map(|i| u8::from_str_radix(token.get(i..i + 2).ok_or_else(bad)?, 16).map_err(|_| bad()))
+        .map(|i| u8::from_str_radix(&token[i..i + 2], 16).map_err(|_| invalid(token)))
         .collect::<Result<Vec<u8>, Error>>()?;
-    let t: Token = serde_json::from_slice(&bytes).map_err(|_| bad())?;
-    usize::try_from(t.offset).map_err(|_| bad())
+    let t: Token = serde_json::from_slice(&bytes).map_err(|_| invalid(token))?;
+    match (t.offset, t.after) {
+        (Some(n), None) => Ok(Position::Offset(
+            usize::try_from(n).map_err(|_| invalid(token))?,
+        )),
+        (None, Some((time, id))) => Ok(Position::After(time, id)),
+        _ => Err(invalid(token)),
+    }
+}
+
+/// The offset a token stands for (for listings paged by offset only).
+pub(crate) fn decode_offset(token: &str) -> Result<usize, Error> {
+    match decode(token)? {
+        Position::Start => Ok(0),
+        Position::Offset(n) => Ok(n),
+        Position::After(..) => Err(invalid(token)),
+    }
 }
 
 /// Cuts `items` to the page at `offset` of `limit` items; returns the page and the
@@ -45,7 +85,7 @@ pub(crate) fn slice<T>(mut items: Vec<T>, offset: usize, limit: usize) -> (Vec<T
     let end = start.saturating_add(limit).min(total);
     items.truncate(end);
     items.drain(..start);
-    let next = (end < total).then(|| encode(end));
+    let next = (end < total).then(|| encode(Position::Offset(end)));
     (items, next)
 }
 
@@ -55,9 +95,14 @@ mod tests {
 
     #[test]
     fn tokens_round_trip_and_reject_garbage() {
-        assert_eq!(decode(&encode(12345)).unwrap(), 12345);
-        assert_eq!(decode("").unwrap(), 0);
-        for bad in ["zz", "abc", "7b7d", "not a token"] {
+        assert_eq!(
+            decode(&encode(Position::Offset(12345))).unwrap(),
+            Position::Offset(12345)
+        );
+        let after = Position::After(17, "abc".into());
+        assert_eq!(decode(&encode(after.clone())).unwrap(), after);
+        assert_eq!(decode("").unwrap(), Position::Start);
+        for bad in ["zz", "abc", "7b7d", "not a token", "é1"] {
             assert!(decode(bad).is_err(), "{bad}");
         }
     }
@@ -66,7 +111,7 @@ mod tests {
     fn slicing_pages() {
         let (p, next) = slice((0..10).collect(), 0, 4);
         assert_eq!(p, vec![0, 1, 2, 3]);
-        let (p, next2) = slice((0..10).collect(), decode(&next.unwrap()).unwrap(), 6);
+        let (p, next2) = slice((0..10).collect(), decode_offset(&next.unwrap()).unwrap(), 6);
         assert_eq!(p, vec![4, 5, 6, 7, 8, 9]);
         assert!(next2.is_none());
     }

@@ -63,16 +63,6 @@ async fn settle(
     }
 }
 
-/// Refuses what the search issue has not built yet, instead of ignoring it.
-fn refuse_filter(filter: &str, order_by: &[String]) -> Result<(), Status> {
-    if !filter.trim().is_empty() || !order_by.is_empty() {
-        return Err(Status::unimplemented(
-            "filter strings and order_by are not supported yet; leave them empty to list in MLflow's default order",
-        ));
-    }
-    Ok(())
-}
-
 fn ok<T>(t: T) -> Result<Response<T>, Status> {
     Ok(Response::new(t))
 }
@@ -134,11 +124,10 @@ impl TrackingService for TrackingApi {
         req: Request<pb::SearchExperimentsRequest>,
     ) -> Result<Response<pb::SearchExperimentsResponse>, Status> {
         let r = req.into_inner();
-        refuse_filter(&r.filter, &r.order_by)?;
         let view = convert::view_type(r.view_type, "view_type")?;
         let (experiments, next) = self
             .store
-            .search_experiments(view, r.max_results, &r.page_token)
+            .search_experiments(view, &r.filter, &r.order_by, r.max_results, &r.page_token)
             .map_err(status)?;
         ok(pb::SearchExperimentsResponse {
             experiments: experiments.into_iter().map(convert::experiment).collect(),
@@ -286,13 +275,14 @@ impl TrackingService for TrackingApi {
         req: Request<pb::SearchRunsRequest>,
     ) -> Result<Response<pb::SearchRunsResponse>, Status> {
         let r = req.into_inner();
-        refuse_filter(&r.filter, &r.order_by)?;
         let view = convert::view_type(r.run_view_type, "run_view_type")?;
         let (runs, next) = self
             .store
             .search_runs(
                 &r.experiment_ids,
                 view,
+                &r.filter,
+                &r.order_by,
                 r.max_results.map(i64::from),
                 &r.page_token,
             )

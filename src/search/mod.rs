@@ -1,0 +1,224 @@
+//! Search: MLflow's filter and `order_by` language for runs and experiments, planned
+//! onto the indexes. A run search starts from the most selective index a clause allows
+//! (run ids, the hierarchy by parent or root, params by value) and otherwise scans the
+//! experiments' runs; results are ordered by keeping only the best `offset + limit + 1`
+//! (never a full sort). With MLflow's default order and no indexed clause, the runs are
+//! read in order from the start-time index and pages continue from a cursor, so paging
+//! through a whole experiment reads each run once.
+
+mod experiments;
+mod lexer;
+mod like;
+mod parser;
+mod runs;
+
+use std::collections::HashSet;
+use std::ops::Bound;
+
+use crate::domain::{Error, ViewType};
+use crate::projection::{self, ExperimentRecord, RunRecord};
+use crate::store::keys;
+use crate::store::kv::Kv;
+use crate::store::page::{self, Position};
+
+/// Checks a filter and order without running them (the property tests call this).
+pub fn validate_run_search(filter: &str, order_by: &[String]) -> Result<(), Error> {
+    runs::compile_filter(filter)?;
+    runs::compile_order(order_by)?;
+    Ok(())
+}
+
+pub fn validate_experiment_search(filter: &str, order_by: &[String]) -> Result<(), Error> {
+    experiments::compile_filter(filter)?;
+    experiments::compile_order(order_by)?;
+    Ok(())
+}
+
+/// Keeps the best `k` of `items` by `cmp`, sorted, without sorting the rest.
+fn top_k<T>(mut items: Vec<T>, k: usize, cmp: impl Fn(&T, &T) -> std::cmp::Ordering) -> Vec<T> {
+    if k == 0 {
+        return Vec::new();
+    }
+    if items.len() > k {
+        items.select_nth_unstable_by(k - 1, &cmp);
+        items.truncate(k);
+    }
+    items.sort_by(cmp);
+    items
+}
+
+pub(crate) struct RunQuery<'a> {
+    pub experiment_ids: &'a [u64],
+    pub view: ViewType,
+    pub filter: &'a str,
+    pub order_by: &'a [String],
+    pub limit: usize,
+    pub page_token: &'a str,
+}
+
+pub(crate) fn search_runs(
+    tree: &sled::Tree,
+    q: &RunQuery,
+) -> Result<(Vec<RunRecord>, Option<String>), Error> {
+    let clauses = runs::compile_filter(q.filter)?;
+    let order = runs::compile_order(q.order_by)?;
+    let position = page::decode(q.page_token)?;
+    let admits = |r: &RunRecord| {
+        q.experiment_ids.contains(&r.experiment_id)
+            && q.view.admits(r.deleted)
+            && clauses.iter().all(|c| c.matches(r))
+    };
+    let hint = clauses
+        .iter()
+        .filter_map(|c| c.index_hint())
+        .min_by_key(|h| h.rank());
+    if hint.is_none() && runs::is_default_order(&order) {
+        let after = match position {
+            Position::Start => None,
+            Position::After(t, id) => Some((t, id)),
+            Position::Offset(_) => return Err(page::invalid(q.page_token)),
+        };
+        return ordered_scan(tree, q.experiment_ids, admits, q.limit, after);
+    }
+    let offset = match position {
+        Position::Start => 0,
+        Position::Offset(n) => n,
+        Position::After(..) => return Err(page::invalid(q.page_token)),
+    };
+    let candidates: Vec<String> = match hint {
+        Some(runs::IndexHint::RunIds(ids)) => ids.into_iter().cloned().collect(),
+        Some(runs::IndexHint::Root(root)) => members(tree, keys::DESCENDANT, root)?,
+        Some(runs::IndexHint::Parent(parent)) => members(tree, keys::CHILD, parent)?,
+        Some(runs::IndexHint::Param(key, value)) => {
+            let mut out = Vec::new();
+            for &exp in q.experiment_ids {
+                let prefix = keys::param_value(exp, key, value);
+                for k in tree.keys_with_prefix(&prefix)? {
+                    out.push(keys::member_of(&k, prefix.len()));
+                }
+            }
+            out
+        }
+        None => {
+            let mut out = Vec::new();
+            for &exp in q.experiment_ids {
+                out.extend(projection::experiment_run_ids(tree, exp)?);
+            }
+            out
+        }
+    };
+    let mut seen = HashSet::with_capacity(candidates.len());
+    let mut matched = Vec::new();
+    for id in candidates {
+        if !seen.insert(id.clone()) {
+            continue;
+        }
+        if let Some(r) = projection::load_run(tree, &id)?
+            && admits(&r)
+        {
+            matched.push(r);
+        }
+    }
+    let k = offset.saturating_add(q.limit).saturating_add(1);
+    let best = top_k(matched, k, |a, b| runs::compare(&order, a, b));
+    let total = best.len();
+    let page: Vec<RunRecord> = best.into_iter().skip(offset).take(q.limit).collect();
+    let next =
+        (offset + page.len() < total).then(|| page::encode(Position::Offset(offset + page.len())));
+    Ok((page, next))
+}
+
+fn members(tree: &sled::Tree, table: u8, owner: &str) -> Result<Vec<String>, Error> {
+    let prefix = keys::members(table, owner);
+    Ok(tree
+        .keys_with_prefix(&prefix)?
+        .iter()
+        .map(|k| keys::member_of(k, prefix.len()))
+        .collect())
+}
+
+/// Reads runs in (start_time DESC, run_id ASC) order from the start-time index of each
+/// experiment, merged, from just after `after`, until `limit + 1` are admitted.
+fn ordered_scan(
+    tree: &sled::Tree,
+    experiment_ids: &[u64],
+    admits: impl Fn(&RunRecord) -> bool,
+    limit: usize,
+    after: Option<(i64, String)>,
+) -> Result<(Vec<RunRecord>, Option<String>), Error> {
+    let mut exps: Vec<u64> = experiment_ids.to_vec();
+    exps.sort_unstable();
+    exps.dedup();
+    let mut heads = Vec::new();
+    for exp in exps {
+        let start = match &after {
+            Some((t, id)) => Bound::Excluded(keys::run_by_start(exp, *t, id)),
+            None => Bound::Included(keys::runs_by_start(exp)),
+        };
+        let end = Bound::Excluded(keys::runs_by_start_end(exp));
+        let mut iter = tree.range::<Vec<u8>, _>((start, end)).keys().peekable();
+        let prefix_len = keys::runs_by_start(exp).len();
+        let first = iter.next().transpose()?;
+        heads.push((first, iter, prefix_len));
+    }
+    let mut out = Vec::new();
+    loop {
+        // The smallest head key (after the experiment part) comes next.
+        let best = heads
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (k, _, plen))| k.as_ref().map(|k| (i, &k[*plen..])))
+            .min_by(|a, b| a.1.cmp(b.1))
+            .map(|(i, _)| i);
+        let Some(i) = best else { break };
+        let (head, iter, plen) = &mut heads[i];
+        let key = head
+            .take()
+            .ok_or_else(|| Error::Corrupt("start index".into()))?;
+        let run_id = keys::member_of(&key, *plen + 8);
+        *head = iter.next().transpose()?;
+        if let Some(r) = projection::load_run(tree, &run_id)?
+            && admits(&r)
+        {
+            if out.len() == limit {
+                let last: &RunRecord = &out[limit - 1];
+                let next = page::encode(Position::After(last.start_time, last.run_id.clone()));
+                return Ok((out, Some(next)));
+            }
+            out.push(r);
+        }
+    }
+    Ok((out, None))
+}
+
+pub(crate) fn search_experiments(
+    tree: &sled::Tree,
+    view: ViewType,
+    filter: &str,
+    order_by: &[String],
+    limit: usize,
+    page_token: &str,
+) -> Result<(Vec<ExperimentRecord>, Option<String>), Error> {
+    let clauses = experiments::compile_filter(filter)?;
+    let order = experiments::compile_order(order_by)?;
+    let offset = match page::decode(page_token)? {
+        Position::Start => 0,
+        Position::Offset(n) => n,
+        Position::After(..) => return Err(page::invalid(page_token)),
+    };
+    let mut all = Vec::new();
+    for kv in tree.scan_prefix([keys::EXPERIMENT]) {
+        let (_, v) = kv?;
+        let e = <ExperimentRecord as prost::Message>::decode(v.as_ref())?;
+        if view.admits(e.deleted) && clauses.iter().all(|c| c.matches(&e)) {
+            all.push(e);
+        }
+    }
+    let k = offset.saturating_add(limit).saturating_add(1);
+    let best = top_k(all, k, |a, b| experiments::compare(&order, a, b));
+    let total = best.len();
+    let page: Vec<ExperimentRecord> = best.into_iter().skip(offset).take(limit).collect();
+    let next =
+        (offset + page.len() < total).then(|| page::encode(Position::Offset(offset + page.len())));
+    Ok((page, next))
+}

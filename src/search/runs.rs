@@ -1,0 +1,519 @@
+//! Runs: compiling comparisons into typed clauses (refusing what MLflow refuses),
+//! evaluating them on a run, and MLflow's ordering with its null and NaN placement.
+
+use std::cmp::Ordering;
+use std::collections::HashSet;
+
+use super::lexer::error_at;
+use super::like::Pattern;
+use super::parser::{
+    Comparison, Entity, Ident, Op, OrderTerm, Value, parse_filter, parse_order_term,
+};
+use crate::domain::{Error, TAG_PARENT_RUN_ID, TAG_ROOT_RUN_ID};
+use crate::projection::RunRecord;
+
+/// A test on a string that may be absent.
+pub(crate) enum StrTest {
+    Eq(String),
+    Ne(String),
+    Like(Pattern),
+    ILike(Pattern),
+    In(HashSet<String>),
+    NotIn(HashSet<String>),
+    IsNull,
+    IsNotNull,
+}
+
+impl StrTest {
+    /// SQL semantics: every comparison but IS NULL needs a value to be present.
+    pub(crate) fn check(&self, v: Option<&str>) -> bool {
+        match (self, v) {
+            (StrTest::IsNull, v) => v.is_none(),
+            (StrTest::IsNotNull, v) => v.is_some(),
+            (_, None) => false,
+            (StrTest::Eq(s), Some(v)) => v == s,
+            (StrTest::Ne(s), Some(v)) => v != s,
+            (StrTest::Like(p), Some(v)) => p.matches(v, false),
+            (StrTest::ILike(p), Some(v)) => p.matches(v, true),
+            (StrTest::In(set), Some(v)) => set.contains(v),
+            (StrTest::NotIn(set), Some(v)) => !set.contains(v),
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NumOp {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+impl NumOp {
+    pub(crate) fn check(self, a: f64, b: f64) -> bool {
+        match self {
+            NumOp::Eq => a == b,
+            NumOp::Ne => a != b,
+            NumOp::Lt => a < b,
+            NumOp::Le => a <= b,
+            NumOp::Gt => a > b,
+            NumOp::Ge => a >= b,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum RunAttr {
+    RunId,
+    RunName,
+    Status,
+    UserId,
+    ArtifactUri,
+    StartTime,
+    EndTime,
+}
+
+impl RunAttr {
+    fn parse(key: &str) -> Option<RunAttr> {
+        Some(match key {
+            "run_id" => RunAttr::RunId,
+            "run_name" | "run name" | "Run name" | "Run Name" => RunAttr::RunName,
+            "status" => RunAttr::Status,
+            "user_id" => RunAttr::UserId,
+            "artifact_uri" => RunAttr::ArtifactUri,
+            "start_time" | "created" | "Created" => RunAttr::StartTime,
+            "end_time" => RunAttr::EndTime,
+            _ => return None,
+        })
+    }
+
+    fn numeric(self) -> bool {
+        matches!(self, RunAttr::StartTime | RunAttr::EndTime)
+    }
+
+    fn text(self, r: &RunRecord) -> Option<&str> {
+        Some(match self {
+            RunAttr::RunId => &r.run_id,
+            RunAttr::RunName => &r.run_name,
+            RunAttr::Status => r.status().name(),
+            RunAttr::UserId => &r.user_id,
+            RunAttr::ArtifactUri => &r.artifact_uri,
+            RunAttr::StartTime | RunAttr::EndTime => return None,
+        })
+    }
+
+    fn number(self, r: &RunRecord) -> Option<i64> {
+        match self {
+            RunAttr::StartTime => Some(r.start_time),
+            RunAttr::EndTime => r.end_time,
+            _ => None,
+        }
+    }
+}
+
+const SEARCHABLE: &str =
+    "run_id, run_name, status, user_id, artifact_uri, start_time, end_time, created";
+
+/// The value MLflow's SQL store compares a metric filter with: it stores NaN as 0 (with
+/// a separate `is_nan` flag) and ±Infinity as ±1.7976931348623157e308, so `loss < 0.5`
+/// matches a NaN loss there. Arbor filters the same way, so result sets agree.
+fn stored_value(v: f64) -> f64 {
+    if v.is_nan() {
+        0.0
+    } else if v.is_infinite() {
+        f64::MAX.copysign(v)
+    } else {
+        v
+    }
+}
+
+pub(crate) enum Clause {
+    Metric {
+        key: String,
+        op: NumOp,
+        value: f64,
+    },
+    Param {
+        key: String,
+        test: StrTest,
+    },
+    Tag {
+        key: String,
+        test: StrTest,
+    },
+    Text {
+        attr: RunAttr,
+        test: StrTest,
+    },
+    Time {
+        attr: RunAttr,
+        op: NumOp,
+        value: f64,
+    },
+    /// Runs have no dataset inputs yet: such a clause matches only what lacks them.
+    Dataset {
+        test: StrTest,
+    },
+}
+
+pub(crate) fn num_op(op: Op) -> Option<NumOp> {
+    Some(match op {
+        Op::Eq => NumOp::Eq,
+        Op::Ne => NumOp::Ne,
+        Op::Lt => NumOp::Lt,
+        Op::Le => NumOp::Le,
+        Op::Gt => NumOp::Gt,
+        Op::Ge => NumOp::Ge,
+        _ => return None,
+    })
+}
+
+/// Builds a string test, checking the comparator is among `allowed`.
+pub(crate) fn str_test(
+    input: &str,
+    c: &Comparison,
+    allowed: &[Op],
+    what: &str,
+) -> Result<StrTest, Error> {
+    if !allowed.contains(&c.op) {
+        let list: Vec<&str> = allowed.iter().map(|o| o.text()).collect();
+        return Err(error_at(
+            input,
+            c.op_pos,
+            format!(
+                "'{}' is not allowed for {what}; expected one of {}",
+                c.op.text(),
+                list.join(", ")
+            ),
+        ));
+    }
+    let s = |v: &Value| match v {
+        Value::Str(s) => Ok(s.clone()),
+        Value::Num(n) => Err(error_at(
+            input,
+            c.value_pos,
+            format!("the value {n} for {what} must be a quoted string"),
+        )),
+        _ => Err(error_at(
+            input,
+            c.value_pos,
+            format!("expected a quoted string for {what}"),
+        )),
+    };
+    Ok(match c.op {
+        Op::Eq => StrTest::Eq(s(&c.value)?),
+        Op::Ne => StrTest::Ne(s(&c.value)?),
+        Op::Like => StrTest::Like(Pattern::new(&s(&c.value)?, false)),
+        Op::ILike => StrTest::ILike(Pattern::new(&s(&c.value)?, true)),
+        Op::IsNull => StrTest::IsNull,
+        Op::IsNotNull => StrTest::IsNotNull,
+        Op::In | Op::NotIn => {
+            let Value::List(items) = &c.value else {
+                return Err(error_at(input, c.value_pos, "expected a list"));
+            };
+            let set = items.iter().cloned().collect();
+            if c.op == Op::In {
+                StrTest::In(set)
+            } else {
+                StrTest::NotIn(set)
+            }
+        }
+        Op::Lt | Op::Le | Op::Gt | Op::Ge => {
+            return Err(error_at(
+                input,
+                c.op_pos,
+                format!("'{}' needs a number", c.op.text()),
+            ));
+        }
+    })
+}
+
+pub(crate) fn number(input: &str, c: &Comparison, what: &str) -> Result<(NumOp, f64), Error> {
+    let Some(op) = num_op(c.op) else {
+        return Err(error_at(
+            input,
+            c.op_pos,
+            format!(
+                "'{}' is not allowed for {what}; expected one of =, !=, <, <=, >, >=",
+                c.op.text()
+            ),
+        ));
+    };
+    match c.value {
+        Value::Num(n) => Ok((op, n)),
+        _ => Err(error_at(
+            input,
+            c.value_pos,
+            format!("expected a number for {what}"),
+        )),
+    }
+}
+
+const STRING_OPS: &[Op] = &[
+    Op::Eq,
+    Op::Ne,
+    Op::Like,
+    Op::ILike,
+    Op::IsNull,
+    Op::IsNotNull,
+];
+
+pub(crate) fn compile_filter(input: &str) -> Result<Vec<Clause>, Error> {
+    let mut out = Vec::new();
+    for c in parse_filter(input)? {
+        let key = c.ident.key.clone();
+        out.push(match c.ident.entity {
+            Entity::Metric => {
+                let (op, value) = number(input, &c, &format!("metric '{key}'"))?;
+                Clause::Metric { key, op, value }
+            }
+            Entity::Param => Clause::Param {
+                test: str_test(input, &c, STRING_OPS, &format!("param '{key}'"))?,
+                key,
+            },
+            Entity::Tag => Clause::Tag {
+                test: str_test(input, &c, STRING_OPS, &format!("tag '{key}'"))?,
+                key,
+            },
+            Entity::Attribute => {
+                let Some(attr) = RunAttr::parse(&key) else {
+                    return Err(error_at(
+                        input,
+                        c.ident.pos,
+                        format!("invalid attribute key '{key}'; searchable attributes are {SEARCHABLE}"),
+                    ));
+                };
+                if attr.numeric() {
+                    let (op, value) = number(input, &c, &format!("attribute '{key}'"))?;
+                    Clause::Time { attr, op, value }
+                } else {
+                    let allowed: &[Op] = if attr == RunAttr::RunId {
+                        &[Op::Eq, Op::Ne, Op::Like, Op::ILike, Op::In, Op::NotIn]
+                    } else {
+                        &[Op::Eq, Op::Ne, Op::Like, Op::ILike]
+                    };
+                    if matches!(c.op, Op::In | Op::NotIn) && attr != RunAttr::RunId {
+                        return Err(error_at(
+                            input,
+                            c.op_pos,
+                            "only the run_id attribute supports comparison with a list (IN, NOT IN)",
+                        ));
+                    }
+                    Clause::Text {
+                        attr,
+                        test: str_test(input, &c, allowed, &format!("attribute '{key}'"))?,
+                    }
+                }
+            }
+            Entity::Dataset => {
+                if !matches!(key.as_str(), "name" | "digest" | "context") {
+                    return Err(error_at(
+                        input,
+                        c.ident.pos,
+                        format!("invalid dataset key '{key}'; expected name, digest or context"),
+                    ));
+                }
+                Clause::Dataset {
+                    test: str_test(
+                        input,
+                        &c,
+                        &[Op::Eq, Op::Ne, Op::Like, Op::ILike, Op::In, Op::NotIn],
+                        &format!("dataset '{key}'"),
+                    )?,
+                }
+            }
+        });
+    }
+    Ok(out)
+}
+
+impl Clause {
+    pub(crate) fn matches(&self, r: &RunRecord) -> bool {
+        match self {
+            Clause::Metric { key, op, value } => r
+                .latest_metrics
+                .get(key)
+                .is_some_and(|m| op.check(stored_value(m.value), *value)),
+            Clause::Param { key, test } => test.check(r.params.get(key).map(String::as_str)),
+            Clause::Tag { key, test } => test.check(r.tags.get(key).map(String::as_str)),
+            Clause::Text { attr, test } => test.check(attr.text(r)),
+            Clause::Time { attr, op, value } => {
+                attr.number(r).is_some_and(|t| op.check(t as f64, *value))
+            }
+            Clause::Dataset { test } => test.check(None),
+        }
+    }
+
+    /// The run ids an index can give for this clause: `Some` means only these can match.
+    pub(crate) fn index_hint(&self) -> Option<IndexHint<'_>> {
+        match self {
+            Clause::Text {
+                attr: RunAttr::RunId,
+                test: StrTest::Eq(id),
+            } => Some(IndexHint::RunIds(vec![id])),
+            Clause::Text {
+                attr: RunAttr::RunId,
+                test: StrTest::In(ids),
+            } => Some(IndexHint::RunIds(ids.iter().collect())),
+            Clause::Tag {
+                key,
+                test: StrTest::Eq(v),
+            } if key == TAG_ROOT_RUN_ID => Some(IndexHint::Root(v)),
+            Clause::Tag {
+                key,
+                test: StrTest::Eq(v),
+            } if key == TAG_PARENT_RUN_ID => Some(IndexHint::Parent(v)),
+            Clause::Param {
+                key,
+                test: StrTest::Eq(v),
+            } => Some(IndexHint::Param(key, v)),
+            _ => None,
+        }
+    }
+}
+
+pub(crate) enum IndexHint<'a> {
+    RunIds(Vec<&'a String>),
+    Root(&'a str),
+    Parent(&'a str),
+    Param(&'a str, &'a str),
+}
+
+impl IndexHint<'_> {
+    /// Lower is more selective.
+    pub(crate) fn rank(&self) -> u8 {
+        match self {
+            IndexHint::RunIds(_) => 0,
+            IndexHint::Parent(_) => 1,
+            IndexHint::Root(_) => 2,
+            IndexHint::Param(..) => 3,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum SortField {
+    Metric(String),
+    Param(String),
+    Tag(String),
+    Attr(RunAttr),
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct SortKey {
+    pub field: SortField,
+    pub ascending: bool,
+}
+
+fn sort_field(input: &str, ident: &Ident) -> Result<SortField, Error> {
+    Ok(match ident.entity {
+        Entity::Metric => SortField::Metric(ident.key.clone()),
+        Entity::Param => SortField::Param(ident.key.clone()),
+        Entity::Tag => SortField::Tag(ident.key.clone()),
+        Entity::Attribute => SortField::Attr(RunAttr::parse(&ident.key).ok_or_else(|| {
+            error_at(
+                input,
+                ident.pos,
+                format!(
+                    "invalid order_by attribute '{}'; expected one of {SEARCHABLE}",
+                    ident.key
+                ),
+            )
+        })?),
+        Entity::Dataset => {
+            return Err(error_at(
+                input,
+                ident.pos,
+                "datasets cannot be used in order_by",
+            ));
+        }
+    })
+}
+
+/// The full ordering: the given keys, then `start_time DESC` unless given, then
+/// `run_id ASC` (MLflow's tie-break).
+pub(crate) fn compile_order(order_by: &[String]) -> Result<Vec<SortKey>, Error> {
+    let mut keys: Vec<SortKey> = Vec::new();
+    for entry in order_by {
+        let OrderTerm { ident, ascending } = parse_order_term(entry)?;
+        let field = sort_field(entry, &ident)?;
+        if keys.iter().any(|k| k.field == field) {
+            return Err(Error::invalid(format!(
+                "`order_by` contains duplicate fields: {order_by:?}"
+            )));
+        }
+        keys.push(SortKey { field, ascending });
+    }
+    if !keys
+        .iter()
+        .any(|k| k.field == SortField::Attr(RunAttr::StartTime))
+    {
+        keys.push(SortKey {
+            field: SortField::Attr(RunAttr::StartTime),
+            ascending: false,
+        });
+    }
+    if !keys
+        .iter()
+        .any(|k| k.field == SortField::Attr(RunAttr::RunId))
+    {
+        keys.push(SortKey {
+            field: SortField::Attr(RunAttr::RunId),
+            ascending: true,
+        });
+    }
+    Ok(keys)
+}
+
+/// Whether the ordering is MLflow's default (`start_time DESC, run_id ASC`).
+pub(crate) fn is_default_order(keys: &[SortKey]) -> bool {
+    matches!(keys, [a, b] if a.field == SortField::Attr(RunAttr::StartTime) && !a.ascending
+        && b.field == SortField::Attr(RunAttr::RunId) && b.ascending)
+}
+
+/// Compares one field: present values first (for metrics: numbers, then NaN, then
+/// missing), whichever the direction; present values by the direction.
+fn compare_field(key: &SortKey, a: &RunRecord, b: &RunRecord) -> Ordering {
+    fn ranked<T>(v: Option<T>) -> (u8, Option<T>) {
+        (u8::from(v.is_none()) * 2, v)
+    }
+    let directed = |o: Ordering| if key.ascending { o } else { o.reverse() };
+    match &key.field {
+        SortField::Metric(k) => {
+            let rank = |r: &RunRecord| match r.latest_metrics.get(k) {
+                Some(m) if m.value.is_nan() => (1, 0.0),
+                Some(m) => (0, m.value),
+                None => (2, 0.0),
+            };
+            let (ra, va) = rank(a);
+            let (rb, vb) = rank(b);
+            ra.cmp(&rb).then_with(|| directed(va.total_cmp(&vb)))
+        }
+        SortField::Param(k) | SortField::Tag(k) => {
+            let get = |r: &'_ RunRecord| -> Option<String> {
+                match &key.field {
+                    SortField::Param(_) => r.params.get(k).cloned(),
+                    _ => r.tags.get(k).cloned(),
+                }
+            };
+            let (ra, va) = ranked(get(a));
+            let (rb, vb) = ranked(get(b));
+            ra.cmp(&rb).then_with(|| directed(va.cmp(&vb)))
+        }
+        SortField::Attr(attr) if attr.numeric() => {
+            let (ra, va) = ranked(attr.number(a));
+            let (rb, vb) = ranked(attr.number(b));
+            ra.cmp(&rb).then_with(|| directed(va.cmp(&vb)))
+        }
+        SortField::Attr(attr) => directed(attr.text(a).cmp(&attr.text(b))),
+    }
+}
+
+pub(crate) fn compare(keys: &[SortKey], a: &RunRecord, b: &RunRecord) -> Ordering {
+    keys.iter()
+        .map(|k| compare_field(k, a, b))
+        .find(|o| o.is_ne())
+        .unwrap_or(Ordering::Equal)
+}

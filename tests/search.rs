@@ -1,0 +1,592 @@
+//! SearchRuns and SearchExperiments with MLflow's filter language, order_by and paging:
+//! every filter form of the reference with its expected result set, in order.
+
+mod common;
+
+use arbor::pb::{self, tracking_service_client::TrackingServiceClient};
+use common::TestServer;
+use tonic::Code;
+use tonic::transport::Channel;
+
+type Client = TrackingServiceClient<Channel>;
+
+struct Fixture {
+    c: Client,
+    e1: String,
+    e2: String,
+    ids: std::collections::HashMap<String, String>,
+}
+
+struct RunSpec<'a> {
+    name: &'a str,
+    exp: &'a str,
+    start: i64,
+    user: &'a str,
+    parent: Option<&'a str>,
+    params: &'a [(&'a str, &'a str)],
+    tags: &'a [(&'a str, &'a str)],
+    metrics: &'a [(&'a str, f64)],
+    end: Option<(pb::RunStatus, i64)>,
+}
+
+impl Fixture {
+    async fn run(&mut self, s: RunSpec<'_>) {
+        let mut tags: Vec<pb::RunTag> = s
+            .tags
+            .iter()
+            .map(|(k, v)| pb::RunTag {
+                key: k.to_string(),
+                value: v.to_string(),
+            })
+            .collect();
+        if let Some(p) = s.parent {
+            tags.push(pb::RunTag {
+                key: "mlflow.parentRunId".into(),
+                value: self.ids[p].clone(),
+            });
+        }
+        let exp = if s.exp == "e1" {
+            self.e1.clone()
+        } else {
+            self.e2.clone()
+        };
+        let run = self
+            .c
+            .create_run(pb::CreateRunRequest {
+                experiment_id: exp,
+                user_id: s.user.into(),
+                run_name: s.name.into(),
+                start_time: Some(s.start),
+                tags,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .run
+            .unwrap();
+        let id = run.info.unwrap().run_id;
+        self.c
+            .log_batch(pb::LogBatchRequest {
+                run_id: id.clone(),
+                metrics: s
+                    .metrics
+                    .iter()
+                    .map(|(k, v)| pb::Metric {
+                        key: k.to_string(),
+                        value: *v,
+                        timestamp: 1,
+                        step: 0,
+                    })
+                    .collect(),
+                params: s
+                    .params
+                    .iter()
+                    .map(|(k, v)| pb::Param {
+                        key: k.to_string(),
+                        value: v.to_string(),
+                    })
+                    .collect(),
+                tags: vec![],
+            })
+            .await
+            .unwrap();
+        if let Some((status, end)) = s.end {
+            self.c
+                .update_run(pb::UpdateRunRequest {
+                    run_id: id.clone(),
+                    status: Some(status as i32),
+                    end_time: Some(end),
+                    run_name: None,
+                })
+                .await
+                .unwrap();
+        }
+        self.ids.insert(s.name.to_string(), id);
+    }
+
+    async fn search(
+        &mut self,
+        exps: &[&str],
+        view: pb::ViewType,
+        filter: &str,
+        order_by: &[&str],
+    ) -> Result<Vec<String>, tonic::Status> {
+        let mut names = Vec::new();
+        let mut token = String::new();
+        loop {
+            let page = self
+                .c
+                .search_runs(pb::SearchRunsRequest {
+                    experiment_ids: exps
+                        .iter()
+                        .map(|e| {
+                            if *e == "e1" {
+                                self.e1.clone()
+                            } else {
+                                self.e2.clone()
+                            }
+                        })
+                        .collect(),
+                    filter: filter.into(),
+                    run_view_type: view as i32,
+                    max_results: Some(2),
+                    order_by: order_by.iter().map(|s| s.to_string()).collect(),
+                    page_token: token,
+                })
+                .await?
+                .into_inner();
+            assert!(page.runs.len() <= 2);
+            names.extend(page.runs.into_iter().map(|r| r.info.unwrap().run_name));
+            if page.next_page_token.is_empty() {
+                return Ok(names);
+            }
+            token = page.next_page_token;
+        }
+    }
+
+    /// Runs of e1, active, default order, matching `filter`.
+    async fn names(&mut self, filter: &str) -> Vec<String> {
+        self.search(&["e1"], pb::ViewType::ActiveOnly, filter, &[])
+            .await
+            .unwrap_or_else(|e| panic!("{filter}: {e}"))
+    }
+
+    fn id(&self, name: &str) -> &str {
+        &self.ids[name]
+    }
+}
+
+async fn fixture(server: &TestServer) -> Fixture {
+    let mut c = server.client().await;
+    let exp = |name: &'static str| {
+        let mut c = c.clone();
+        async move {
+            c.create_experiment(pb::CreateExperimentRequest {
+                name: name.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .experiment_id
+        }
+    };
+    let (e1, e2) = (exp("e1").await, exp("e2").await);
+    let mut f = Fixture {
+        c: c.clone(),
+        e1,
+        e2,
+        ids: Default::default(),
+    };
+    let spec = |name, start, user| RunSpec {
+        name,
+        exp: "e1",
+        start,
+        user,
+        parent: None,
+        params: &[],
+        tags: &[],
+        metrics: &[],
+        end: None,
+    };
+    f.run(RunSpec {
+        params: &[("lr", "0.01"), ("batch", "32")],
+        tags: &[("team", "vision"), ("a.b", "x")],
+        metrics: &[("loss", 0.3), ("acc", 0.9)],
+        end: Some((pb::RunStatus::Finished, 1500)),
+        ..spec("alpha", 1000, "alice")
+    })
+    .await;
+    f.run(RunSpec {
+        parent: Some("alpha"),
+        params: &[("lr", "0.1")],
+        tags: &[("team", "nlp")],
+        metrics: &[("loss", 0.7), ("acc", f64::NAN)],
+        ..spec("beta-child_1", 2000, "bob")
+    })
+    .await;
+    f.run(RunSpec {
+        parent: Some("beta-child_1"),
+        params: &[("lr", "0.01")],
+        tags: &[("my tag", "spaced")],
+        metrics: &[("my metric", 5.0)],
+        end: Some((pb::RunStatus::Failed, 3500)),
+        ..spec("gamma-child_10", 3000, "alice")
+    })
+    .await;
+    f.run(RunSpec {
+        metrics: &[("loss", f64::NAN)],
+        ..spec("Delta", 4000, "carol")
+    })
+    .await;
+    f.run(RunSpec {
+        params: &[("lr", "0.01")],
+        ..spec("deleted-one", 5000, "dave")
+    })
+    .await;
+    f.run(RunSpec {
+        exp: "e2",
+        params: &[("lr", "0.01")],
+        metrics: &[("loss", 0.1)],
+        ..spec("foreign", 500, "erin")
+    })
+    .await;
+    let deleted = f.id("deleted-one").to_string();
+    c.delete_run(pb::DeleteRunRequest { run_id: deleted })
+        .await
+        .unwrap();
+    f
+}
+
+fn v(names: &[&str]) -> Vec<String> {
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+const A: &str = "alpha";
+const B: &str = "beta-child_1";
+const C: &str = "gamma-child_10";
+const D: &str = "Delta";
+
+#[tokio::test]
+async fn every_filter_form_gives_mlflows_result_set() {
+    let server = TestServer::start().await;
+    let mut f = fixture(&server).await;
+    let cases: Vec<(String, Vec<String>)> = vec![
+        ("".into(), v(&[D, C, B, A])),
+        // params, with every entity alias and both quote styles
+        ("params.lr = '0.01'".into(), v(&[C, A])),
+        ("param.lr = \"0.01\"".into(), v(&[C, A])),
+        ("parameter.lr = '0.1'".into(), v(&[B])),
+        ("parameters.lr = '0.1'".into(), v(&[B])),
+        ("params.lr != '0.01'".into(), v(&[B])),
+        ("params.lr LIKE '0.0%'".into(), v(&[C, A])),
+        ("params.lr like '0.0_'".into(), v(&[C, A])),
+        ("params.lr ILIKE '0.1'".into(), v(&[B])),
+        ("params.batch IS NULL".into(), v(&[D, C, B])),
+        ("params.batch IS NOT NULL".into(), v(&[A])),
+        ("`params`.lr = '0.1'".into(), v(&[B])),
+        // metrics: the latest value; NaN compares as 0, as MLflow's SQL store stores it
+        ("metrics.loss < 0.5".into(), v(&[D, A])),
+        ("metrics.loss <= 0.3".into(), v(&[D, A])),
+        ("metrics.loss > 0.3".into(), v(&[B])),
+        ("metrics.loss >= 0.3".into(), v(&[B, A])),
+        ("metrics.loss = 0.7".into(), v(&[B])),
+        ("metrics.loss != 0.3".into(), v(&[D, B])),
+        ("metric.acc > 0.5".into(), v(&[A])),
+        ("metrics.`my metric` = 5".into(), v(&[C])),
+        ("metrics.\"my metric\" >= 4.5e0".into(), v(&[C])),
+        ("metrics.loss > -1".into(), v(&[D, B, A])),
+        // tags, including dotted, quoted and backticked keys
+        ("tags.team = 'vision'".into(), v(&[A])),
+        ("tag.team != 'vision'".into(), v(&[B])),
+        ("tags.team LIKE 'v%'".into(), v(&[A])),
+        ("tags.team LIKE 'V%'".into(), v(&[])),
+        ("tags.team ILIKE 'V%'".into(), v(&[A])),
+        ("tags.team IS NULL".into(), v(&[D, C])),
+        ("tags.team IS NOT NULL".into(), v(&[B, A])),
+        ("tags.`a.b` = 'x'".into(), v(&[A])),
+        ("tags.\"a.b\" = 'x'".into(), v(&[A])),
+        ("tags.'a.b' = 'x'".into(), v(&[A])),
+        ("tags.\"my tag\" = 'spaced'".into(), v(&[C])),
+        ("tags.mlflow.runName = 'alpha'".into(), v(&[A])),
+        ("tags.mlflow.runName ILIKE '%CHILD_1%'".into(), v(&[C, B])),
+        (
+            format!("tags.mlflow.rootRunId = '{}'", f.id(A)),
+            v(&[C, B, A]),
+        ),
+        (format!("tags.mlflow.parentRunId = '{}'", f.id(A)), v(&[B])),
+        (format!("tags.mlflow.parentRunId = '{}'", f.id(B)), v(&[C])),
+        // attributes, with aliases
+        (format!("attributes.run_id = '{}'", f.id(B)), v(&[B])),
+        (
+            format!("run_id IN ('{}', '{}')", f.id(A), f.id(C)),
+            v(&[C, A]),
+        ),
+        (format!("attr.run_id NOT IN ('{}')", f.id(A)), v(&[D, C, B])),
+        (format!("run.run_id != '{}'", f.id(A)), v(&[D, C, B])),
+        ("attributes.run_name = 'alpha'".into(), v(&[A])),
+        ("run_name LIKE '%child%'".into(), v(&[C, B])),
+        ("attributes.`Run name` = 'Delta'".into(), v(&[D])),
+        ("attributes.\"run name\" ILIKE 'delta'".into(), v(&[D])),
+        ("attributes.status = 'FINISHED'".into(), v(&[A])),
+        ("status != 'RUNNING'".into(), v(&[C, A])),
+        ("attributes.user_id = 'alice'".into(), v(&[C, A])),
+        (
+            "attributes.artifact_uri LIKE '%/artifacts'".into(),
+            v(&[D, C, B, A]),
+        ),
+        ("attributes.start_time > 2500".into(), v(&[D, C])),
+        ("created >= 2000".into(), v(&[D, C, B])),
+        ("Created < 2000".into(), v(&[A])),
+        ("attributes.end_time < 3000".into(), v(&[A])),
+        ("attributes.end_time != 0".into(), v(&[C, A])),
+        // datasets: no run has inputs
+        ("datasets.name = 'train'".into(), v(&[])),
+        ("dataset.digest IN ('abc')".into(), v(&[])),
+        // conjunctions, keywords in any case
+        ("params.lr = '0.01' AND metrics.loss < 0.5".into(), v(&[A])),
+        ("params.lr = '0.01' and tags.team IS NULL".into(), v(&[C])),
+        (
+            "params.lr = '0.01' And attributes.user_id = 'alice' AND tags.team = 'vision'".into(),
+            v(&[A]),
+        ),
+        (
+            format!(
+                "tags.mlflow.rootRunId = '{}' AND metrics.loss > 0.5",
+                f.id(A)
+            ),
+            v(&[B]),
+        ),
+    ];
+    for (filter, expected) in cases {
+        assert_eq!(f.names(&filter).await, expected, "filter {filter:?}");
+    }
+
+    // View types and several experiments.
+    assert_eq!(
+        f.search(&["e1"], pb::ViewType::All, "params.lr = '0.01'", &[])
+            .await
+            .unwrap(),
+        v(&["deleted-one", C, A])
+    );
+    assert_eq!(
+        f.search(&["e1"], pb::ViewType::DeletedOnly, "", &[])
+            .await
+            .unwrap(),
+        v(&["deleted-one"])
+    );
+    assert_eq!(
+        f.search(
+            &["e1", "e2"],
+            pb::ViewType::ActiveOnly,
+            "params.lr = '0.01'",
+            &[]
+        )
+        .await
+        .unwrap(),
+        v(&[C, A, "foreign"])
+    );
+    assert_eq!(
+        f.search(&["e1", "e2"], pb::ViewType::ActiveOnly, "", &[])
+            .await
+            .unwrap(),
+        v(&[D, C, B, A, "foreign"])
+    );
+    server.stop_and_check_rebuild().await;
+}
+
+#[tokio::test]
+async fn order_by_keys_directions_and_null_placement() {
+    let server = TestServer::start().await;
+    let mut f = fixture(&server).await;
+    let cases: Vec<(Vec<&str>, Vec<String>)> = vec![
+        // numbers, then NaN, then missing, in both directions
+        (vec!["metrics.loss ASC"], v(&[A, B, D, C])),
+        (vec!["metrics.loss DESC"], v(&[B, A, D, C])),
+        (vec!["metrics.loss"], v(&[A, B, D, C])),
+        (vec!["params.lr DESC"], v(&[B, C, A, D])),
+        (vec!["params.lr ASC", "start_time ASC"], v(&[A, C, B, D])),
+        (
+            vec!["param.lr asc", "attributes.start_time asc"],
+            v(&[A, C, B, D]),
+        ),
+        (vec!["attributes.run_name"], v(&[D, A, B, C])),
+        (vec!["tags.team ASC"], v(&[B, A, D, C])),
+        (vec!["attributes.end_time DESC"], v(&[C, A, D, B])),
+        (vec!["start_time ASC"], v(&[A, B, C, D])),
+        (vec!["created DESC"], v(&[D, C, B, A])),
+        (
+            vec!["attributes.status", "metrics.`my metric` DESC"],
+            v(&[C, A, D, B]),
+        ),
+    ];
+    for (order, expected) in cases {
+        let got = f
+            .search(&["e1"], pb::ViewType::ActiveOnly, "", &order)
+            .await
+            .unwrap();
+        assert_eq!(got, expected, "order_by {order:?}");
+    }
+    let got = f
+        .search(
+            &["e1"],
+            pb::ViewType::ActiveOnly,
+            "params.lr = '0.01'",
+            &["metrics.loss DESC"],
+        )
+        .await
+        .unwrap();
+    assert_eq!(got, v(&[A, C]));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_filters_are_refused_with_a_position() {
+    let server = TestServer::start().await;
+    let mut f = fixture(&server).await;
+    let bad_filters = [
+        ("params.lr = '0.01' OR params.lr = '0.1'", "OR"),
+        ("(params.lr = '0.01')", "parentheses"),
+        ("foo.lr = '1'", "invalid entity"),
+        ("metrics.loss LIKE '0.5'", "not allowed"),
+        ("params.lr < '1'", "not allowed"),
+        ("status IN ('RUNNING')", "only the run_id attribute"),
+        ("metrics.loss IS NULL", "not allowed"),
+        ("params.lr = 0.01", "quoted string"),
+        ("params.lr = unquoted", "not quoted"),
+        (
+            "attributes.lifecycle_stage = 'active'",
+            "invalid attribute key",
+        ),
+        ("metrics.loss < 'abc'", "expected a number"),
+        ("params.lr =", "expected a value"),
+        ("params.lr = 'a", "unterminated"),
+        ("params.lr = 'a' AND", "expected an identifier"),
+        ("params.lr 'a'", "expected a comparator"),
+        ("params.lr = 'a' params.x = 'b'", "expected AND"),
+        ("run_id IN 'a'", "expected '('"),
+        ("run_id IN ('a' 'b')", "expected ',' or ')'"),
+        ("params. = 'a'", "key"),
+        ("datasets.size = 'a'", "invalid dataset key"),
+        ("params.lr = 'a' ; DROP TABLE runs", "unexpected character"),
+    ];
+    for (filter, why) in bad_filters {
+        let err = f
+            .search(&["e1"], pb::ViewType::ActiveOnly, filter, &[])
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{filter}");
+        assert!(err.message().contains(why), "{filter}: {}", err.message());
+        assert!(
+            err.message().contains("position") || why == "OR" || why == "parentheses",
+            "{filter}: {}",
+            err.message()
+        );
+    }
+    for order in [
+        vec!["metrics.loss UP"],
+        vec!["metrics.loss", "metrics.loss DESC"],
+        vec!["datasets.name"],
+        vec![""],
+        vec!["attributes.nope"],
+    ] {
+        let err = f
+            .search(&["e1"], pb::ViewType::ActiveOnly, "", &order)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{order:?}");
+    }
+    // A token from one query shape is refused by another.
+    let page =
+        f.c.search_runs(pb::SearchRunsRequest {
+            experiment_ids: vec![f.e1.clone()],
+            max_results: Some(1),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let err =
+        f.c.search_runs(pb::SearchRunsRequest {
+            experiment_ids: vec![f.e1.clone()],
+            order_by: vec!["metrics.loss".into()],
+            page_token: page.next_page_token,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn search_experiments_filters_and_orders() {
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    for (name, tag) in [("alpha-exp", Some("me")), ("beta-exp", None)] {
+        c.create_experiment(pb::CreateExperimentRequest {
+            name: name.into(),
+            tags: tag
+                .map(|t| pb::ExperimentTag {
+                    key: "owner".into(),
+                    value: t.into(),
+                })
+                .into_iter()
+                .collect(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    let mut search = async |filter: &str, order: &[&str]| -> Result<Vec<String>, tonic::Status> {
+        Ok(c.search_experiments(pb::SearchExperimentsRequest {
+            filter: filter.into(),
+            order_by: order.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .experiments
+        .into_iter()
+        .map(|e| e.name)
+        .collect())
+    };
+    assert_eq!(
+        search("name = 'alpha-exp'", &[]).await.unwrap(),
+        v(&["alpha-exp"])
+    );
+    assert_eq!(
+        search("attribute.name LIKE '%-exp'", &["name DESC"])
+            .await
+            .unwrap(),
+        v(&["beta-exp", "alpha-exp"])
+    );
+    assert_eq!(
+        search("name ILIKE 'ALPHA%'", &[]).await.unwrap(),
+        v(&["alpha-exp"])
+    );
+    assert_eq!(
+        search("tags.owner = 'me'", &[]).await.unwrap(),
+        v(&["alpha-exp"])
+    );
+    assert_eq!(
+        search("tags.owner IS NULL", &["name ASC"]).await.unwrap(),
+        v(&["Default", "beta-exp"])
+    );
+    assert_eq!(
+        search("experiment_id IN ('0', '2')", &["experiment_id DESC"])
+            .await
+            .unwrap(),
+        v(&["beta-exp", "Default"])
+    );
+    assert_eq!(
+        search("experiment_id != '0'", &["name"]).await.unwrap(),
+        v(&["alpha-exp", "beta-exp"])
+    );
+    assert_eq!(
+        search("creation_time >= 0", &["name ASC"]).await.unwrap(),
+        v(&["Default", "alpha-exp", "beta-exp"])
+    );
+    assert_eq!(
+        search("", &["last_update_time DESC", "name ASC"])
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+    for bad in [
+        "attributes.name = 'x'",
+        "metrics.x > 1",
+        "name IN ('a')",
+        "experiment_id LIKE '1'",
+        "nope = 'x'",
+    ] {
+        let err = search(bad, &[]).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{bad}");
+    }
+    assert_eq!(
+        search("", &["name", "name DESC"]).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
+    server.stop().await;
+}
