@@ -41,3 +41,19 @@ impl From<prost::DecodeError> for Error {
         Self::Corrupt(e.to_string())
     }
 }
+
+/// Longest error message sent to a client. Messages quote what the client sent (keys,
+/// values, filters), which can be megabytes; gRPC carries messages in a header.
+pub const MAX_ERROR_MESSAGE_CHARS: usize = 4096;
+
+/// `text` cut to `max` characters, marked when cut.
+pub fn bounded(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((cut, _)) => format!(
+            "{}… ({} characters more)",
+            &text[..cut],
+            text[cut..].chars().count()
+        ),
+        None => text.to_string(),
+    }
+}

@@ -7,7 +7,7 @@ mod error;
 mod names;
 pub mod validation;
 
-pub use error::Error;
+pub use error::{Error, MAX_ERROR_MESSAGE_CHARS, bounded};
 pub(crate) use names::random_run_name;
 
 /// Tag that carries a run's name; kept equal to `run_name`.

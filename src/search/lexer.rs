@@ -46,9 +46,23 @@ impl Tok {
     }
 }
 
+/// Longest excerpt of the input quoted in an error: messages travel in headers and
+/// logs, so a megabyte filter must not come back whole.
+const EXCERPT_CHARS: usize = 120;
+
 pub(crate) fn error_at(input: &str, pos: usize, msg: impl std::fmt::Display) -> Error {
+    let shown = if input.chars().count() <= EXCERPT_CHARS {
+        format!("{input:?}")
+    } else {
+        // Centre the excerpt on the position.
+        let at = input.get(..pos).map_or(0, |s| s.chars().count());
+        let start = at.saturating_sub(EXCERPT_CHARS / 2);
+        let excerpt: String = input.chars().skip(start).take(EXCERPT_CHARS).collect();
+        format!("{excerpt:?} (an excerpt from character {start})")
+    };
+    let msg = crate::domain::bounded(&msg.to_string(), 4 * EXCERPT_CHARS);
     Error::invalid(format!(
-        "Invalid search expression {input:?}: {msg} at position {pos}"
+        "Invalid search expression {shown}: {msg} at position {pos}"
     ))
 }
 

@@ -3,17 +3,20 @@
 
 use tonic::Status;
 
-use crate::domain::{Error, KeyValue, MetricPoint, RunStatus, ViewType};
+use crate::domain::{
+    Error, KeyValue, MAX_ERROR_MESSAGE_CHARS, MetricPoint, RunStatus, ViewType, bounded,
+};
 use crate::pb;
 use crate::projection::{ExperimentRecord, RunRecord};
 
 pub(crate) fn status(e: Error) -> Status {
+    let b = |m: String| bounded(&m, MAX_ERROR_MESSAGE_CHARS);
     match e {
-        Error::NotFound(m) => Status::not_found(m),
-        Error::InvalidArgument(m) => Status::invalid_argument(m),
-        Error::AlreadyExists(m) => Status::already_exists(m),
-        Error::FailedPrecondition(m) => Status::failed_precondition(m),
-        Error::Unavailable(m) => Status::unavailable(m),
+        Error::NotFound(m) => Status::not_found(b(m)),
+        Error::InvalidArgument(m) => Status::invalid_argument(b(m)),
+        Error::AlreadyExists(m) => Status::already_exists(b(m)),
+        Error::FailedPrecondition(m) => Status::failed_precondition(b(m)),
+        Error::Unavailable(m) => Status::unavailable(b(m)),
         Error::Closed => Status::unavailable("the server is shutting down"),
         Error::Storage(e) => {
             tracing::error!(error = %e, "storage error");

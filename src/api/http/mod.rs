@@ -52,6 +52,7 @@ pub(crate) fn error_response(e: Error) -> Response {
             )
         }
     };
+    let message = crate::domain::bounded(&message, crate::domain::MAX_ERROR_MESSAGE_CHARS);
     (
         status,
         Json(serde_json::json!({ "error_code": code, "message": message })),
