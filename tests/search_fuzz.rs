@@ -186,7 +186,7 @@ fn the_parser_never_panics_and_accepts_the_grammar() {
             .map(|_| r.pick(PIECES))
             .collect::<Vec<_>>()
             .join(if r.below(2) == 0 { " " } else { "" });
-        check(&soup, &[soup.clone()]);
+        check(&soup, std::slice::from_ref(&soup));
         // Random characters.
         let noise: String = (0..r.below(40))
             .filter_map(|_| char::from_u32((r.next() % 0x250) as u32))
@@ -281,7 +281,7 @@ fn error_messages_stay_short() {
             err.len(),
             &err[..200]
         );
-        let err = validate_run_search("", &[input.clone()])
+        let err = validate_run_search("", std::slice::from_ref(&input))
             .unwrap_err()
             .to_string();
         assert!(
