@@ -17,6 +17,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "proto/arbor/v1/tracking.proto",
                 "proto/arbor/v1/events.proto",
                 "proto/arbor/v1/watch.proto",
+                "proto/arbor/v1/hierarchy.proto",
             ],
             &["proto"],
         )?;

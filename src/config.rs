@@ -24,6 +24,8 @@ pub enum CliCommand {
     Serve(ServeArgs),
     /// Re-derive every projection from the event log (the server must be stopped).
     Rebuild(StoreArgs),
+    /// Print a run's subtree with statuses (and a metric, with --metric).
+    Tree(TreeArgs),
     /// Follow a run's metrics live (a table on a terminal, one line per point when piped).
     Watch(WatchArgs),
 }
@@ -72,4 +74,22 @@ pub struct ServeArgs {
     pub listen: SocketAddr,
     #[command(flatten)]
     pub store: StoreArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct TreeArgs {
+    /// The run at the top of the tree.
+    pub run_id: String,
+    /// Show this metric's latest value on each run.
+    #[arg(long)]
+    pub metric: Option<String>,
+    /// Levels below the run to show (default: all).
+    #[arg(long)]
+    pub max_depth: Option<u32>,
+    /// Include deleted runs.
+    #[arg(long)]
+    pub all: bool,
+    /// The server's gRPC URL.
+    #[arg(long, env = "ARBOR_SERVER", default_value = "http://127.0.0.1:5000")]
+    pub server: String,
 }

@@ -14,6 +14,7 @@ pub mod search;
 pub mod server;
 pub mod store;
 pub mod stream;
+pub mod tree_view;
 pub mod watcher;
 
 /// The generated `arbor.v1` messages, clients and servers.

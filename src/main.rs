@@ -19,6 +19,7 @@ fn main() -> std::process::ExitCode {
         CliCommand::Serve(args) => serve(args),
         CliCommand::Rebuild(args) => rebuild(args),
         CliCommand::Watch(args) => watch(args),
+        CliCommand::Tree(args) => tree(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -82,6 +83,23 @@ fn watch(args: arbor::config::WatchArgs) -> Result<(), arbor::server::BoxError> 
         .enable_all()
         .build()?;
     runtime.block_on(arbor::watcher::watch(opts, &mut stdout.lock()))
+}
+
+fn tree(args: arbor::config::TreeArgs) -> Result<(), arbor::server::BoxError> {
+    let opts = arbor::tree_view::TreeOptions {
+        server: args.server,
+        run_id: args.run_id,
+        metric: args.metric,
+        max_depth: args.max_depth,
+        all: args.all,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(arbor::tree_view::print_tree(
+        opts,
+        &mut std::io::stdout().lock(),
+    ))
 }
 
 fn rebuild(args: arbor::config::StoreArgs) -> Result<(), arbor::server::BoxError> {

@@ -48,7 +48,7 @@ async fn random_operations_rebuild_to_the_same_state() {
     for i in 0..OPERATIONS {
         let run = rng.pick(&runs).cloned();
         let exp = rng.pick(&experiments).cloned().unwrap();
-        let command = match rng.below(14) {
+        let command = match rng.below(15) {
             0 => Command::CreateExperiment {
                 name: format!("e{}", rng.below(40)),
                 artifact_location: String::new(),
@@ -97,9 +97,18 @@ async fn random_operations_rebuild_to_the_same_state() {
             },
             8 => Command::DeleteRun {
                 run_id: run.clone().unwrap_or_default(),
+                cascade: rng.below(2) == 0,
             },
             9 => Command::RestoreRun {
                 run_id: run.clone().unwrap_or_default(),
+                cascade: rng.below(2) == 0,
+            },
+            14 => Command::GetOrCreateChildRun {
+                parent_run_id: run.clone().unwrap_or_default(),
+                run_name: format!("child-{}", rng.below(3)),
+                user_id: "u".into(),
+                start_time: Some(i as i64),
+                tags: vec![],
             },
             10 | 11 => {
                 let n = rng.below(20);
@@ -165,7 +174,9 @@ async fn random_operations_rebuild_to_the_same_state() {
                 accepted += 1;
                 match outcome {
                     Outcome::ExperimentCreated(id) => experiments.push(id),
-                    Outcome::Run(r) if !model.contains_key(&r.run_id) => {
+                    Outcome::Run(r) | Outcome::ChildRun(r, true)
+                        if !model.contains_key(&r.run_id) =>
+                    {
                         model.insert(
                             r.run_id.clone(),
                             ModelRun {

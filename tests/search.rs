@@ -232,9 +232,12 @@ async fn fixture(server: &TestServer) -> Fixture {
     })
     .await;
     let deleted = f.id("deleted-one").to_string();
-    c.delete_run(pb::DeleteRunRequest { run_id: deleted })
-        .await
-        .unwrap();
+    c.delete_run(pb::DeleteRunRequest {
+        run_id: deleted,
+        cascade: false,
+    })
+    .await
+    .unwrap();
     f
 }
 

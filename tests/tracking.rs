@@ -483,6 +483,7 @@ async fn runs_names_status_and_lifecycle() {
     // Delete: readable, refuses writes, restorable.
     c.delete_run(pb::DeleteRunRequest {
         run_id: run_id.clone(),
+        cascade: false,
     })
     .await
     .unwrap();
@@ -510,6 +511,7 @@ async fn runs_names_status_and_lifecycle() {
     assert_eq!(err.code(), Code::FailedPrecondition);
     c.restore_run(pb::RestoreRunRequest {
         run_id: run_id.clone(),
+        cascade: false,
     })
     .await
     .unwrap();
@@ -1028,6 +1030,7 @@ async fn search_runs_default_order_view_and_paging() {
 
     c.delete_run(pb::DeleteRunRequest {
         run_id: expected[0].clone(),
+        cascade: false,
     })
     .await
     .unwrap();

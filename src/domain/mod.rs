@@ -152,9 +152,20 @@ pub enum Command {
     },
     DeleteRun {
         run_id: String,
+        /// Also every run below it.
+        cascade: bool,
     },
     RestoreRun {
         run_id: String,
+        cascade: bool,
+    },
+    /// The parent's active child with this name, created if there is none.
+    GetOrCreateChildRun {
+        parent_run_id: String,
+        run_name: String,
+        user_id: String,
+        start_time: Option<i64>,
+        tags: Vec<KeyValue>,
     },
     LogBatch {
         run_id: String,

@@ -30,6 +30,8 @@ const MAX_GROUP: usize = 256;
 pub enum Outcome {
     ExperimentCreated(String),
     Run(Box<RunRecord>),
+    /// `GetOrCreateChildRun`: the child, and whether this call created it.
+    ChildRun(Box<RunRecord>, bool),
     Done,
 }
 
@@ -46,6 +48,7 @@ pub(crate) enum Request {
 enum Answer {
     Experiment(u64),
     Run(String),
+    ChildRun(String, bool),
     Done,
 }
 
@@ -181,6 +184,13 @@ impl Committer {
                 projection::load_run(pending, &id)?
                     .ok_or_else(|| Error::Corrupt(format!("run {id} vanished")))?,
             )),
+            Answer::ChildRun(id, created) => Outcome::ChildRun(
+                Box::new(
+                    projection::load_run(pending, &id)?
+                        .ok_or_else(|| Error::Corrupt(format!("run {id} vanished")))?,
+                ),
+                created,
+            ),
             Answer::Done => Outcome::Done,
         })
     }
@@ -425,21 +435,45 @@ fn decide(command: &Command, kv: &Pending, now: i64) -> Result<(Vec<Payload>, An
                 Answer::Run(r.run_id),
             ))
         }
-        Command::DeleteRun { run_id } => {
-            let r = find_run(kv, run_id)?;
-            done(if r.deleted {
-                vec![]
-            } else {
-                vec![Payload::RunDeleted(pb::RunDeleted { run_id: r.run_id })]
-            })
+        Command::DeleteRun { run_id, cascade } => {
+            done(lifecycle_events(kv, run_id, *cascade, true)?)
         }
-        Command::RestoreRun { run_id } => {
-            let r = find_run(kv, run_id)?;
-            done(if r.deleted {
-                vec![Payload::RunRestored(pb::RunRestored { run_id: r.run_id })]
-            } else {
-                vec![]
-            })
+        Command::RestoreRun { run_id, cascade } => {
+            done(lifecycle_events(kv, run_id, *cascade, false)?)
+        }
+        Command::GetOrCreateChildRun {
+            parent_run_id,
+            run_name,
+            user_id,
+            start_time,
+            tags,
+        } => {
+            validation::require("run_name", run_name)?;
+            let parent = active_run(kv, parent_run_id)?;
+            for child in projection::children(kv, &parent.run_id)? {
+                if let Some(c) = projection::load_run(kv, &child)?
+                    && !c.deleted
+                    && c.run_name == *run_name
+                {
+                    return Ok((vec![], Answer::ChildRun(c.run_id, false)));
+                }
+            }
+            let mut tags = tags.clone();
+            tags.retain(|t| t.key != TAG_PARENT_RUN_ID);
+            tags.push(KeyValue::new(TAG_PARENT_RUN_ID, &parent.run_id));
+            let (events, answer) = decide_create_run(
+                kv,
+                &parent.experiment_id.to_string(),
+                user_id,
+                run_name,
+                *start_time,
+                &tags,
+                now,
+            )?;
+            let Answer::Run(id) = answer else {
+                return Err(Error::Corrupt("create run answered no run".into()));
+            };
+            Ok((events, Answer::ChildRun(id, true)))
         }
         Command::LogBatch {
             run_id,
@@ -477,6 +511,38 @@ fn decide(command: &Command, kv: &Pending, now: i64) -> Result<(Vec<Payload>, An
             done(events)
         }
     }
+}
+
+/// `RunDeleted` (or `RunRestored`) for the run, and with `cascade` for every run below
+/// it, skipping those already in that state.
+fn lifecycle_events(
+    kv: &Pending,
+    run_id: &str,
+    cascade: bool,
+    delete: bool,
+) -> Result<Vec<Payload>, Error> {
+    let top = find_run(kv, run_id)?;
+    let mut runs = vec![top];
+    let mut i = 0;
+    while cascade && i < runs.len() {
+        for child in projection::children(kv, &runs[i].run_id)? {
+            if let Some(c) = projection::load_run(kv, &child)? {
+                runs.push(c);
+            }
+        }
+        i += 1;
+    }
+    Ok(runs
+        .into_iter()
+        .filter(|r| r.deleted != delete)
+        .map(|r| {
+            if delete {
+                Payload::RunDeleted(pb::RunDeleted { run_id: r.run_id })
+            } else {
+                Payload::RunRestored(pb::RunRestored { run_id: r.run_id })
+            }
+        })
+        .collect())
 }
 
 fn decide_create_run(

@@ -9,7 +9,8 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tokio::net::TcpListener;
 
-use crate::api::grpc::{TrackingApi, WatchApi};
+use crate::api::grpc::{HierarchyApi, TrackingApi, WatchApi};
+use crate::pb::hierarchy_service_server::HierarchyServiceServer;
 use crate::pb::tracking_service_server::TrackingServiceServer;
 use crate::pb::watch_service_server::WatchServiceServer;
 use crate::store::Store;
@@ -41,6 +42,9 @@ pub async fn run(
     health_reporter
         .set_serving::<WatchServiceServer<WatchApi>>()
         .await;
+    health_reporter
+        .set_serving::<HierarchyServiceServer<HierarchyApi>>()
+        .await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -57,6 +61,9 @@ pub async fn run(
     let routes = tonic::service::Routes::from(http)
         .add_service(tracking)
         .add_service(WatchServiceServer::new(WatchApi::new(store.clone())))
+        .add_service(HierarchyServiceServer::new(HierarchyApi::new(
+            store.clone(),
+        )))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);

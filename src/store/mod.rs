@@ -222,6 +222,86 @@ impl Store {
         Ok(out)
     }
 
+    /// A run and its subtree, `max_depth` levels down (absent: all, up to
+    /// `MAX_TREE_DEPTH`), children in start-time order. Runs the view excludes are left
+    /// out with their subtrees; the requested run itself is always there.
+    pub fn run_tree(
+        &self,
+        run_id: &str,
+        max_depth: Option<u32>,
+        view: ViewType,
+    ) -> Result<TreeNode, Error> {
+        let tree = self.tree()?;
+        let top = committer::find_run(&tree, run_id)?;
+        let max_depth = max_depth.unwrap_or(MAX_TREE_DEPTH).min(MAX_TREE_DEPTH);
+        // Breadth-first: every node's children come after it, so the tree is assembled
+        // from the back without recursion.
+        let mut nodes: Vec<(RunRecord, u32, Vec<usize>, u32)> = vec![(top, 0, vec![], 0)];
+        let mut i = 0;
+        while i < nodes.len() {
+            let depth = nodes[i].1;
+            let children = ordered_children(&tree, &nodes[i].0.run_id, view)?;
+            nodes[i].3 = u32::try_from(children.len()).unwrap_or(u32::MAX);
+            if depth < max_depth && nodes.len() < MAX_TREE_NODES {
+                for c in children {
+                    let at = nodes.len();
+                    nodes.push((c, depth + 1, vec![], 0));
+                    nodes[i].2.push(at);
+                }
+            }
+            i += 1;
+        }
+        let mut built: Vec<Option<TreeNode>> = (0..nodes.len()).map(|_| None).collect();
+        for (at, (run, _, kids, child_count)) in nodes.into_iter().enumerate().rev() {
+            let children = kids.iter().filter_map(|&k| built[k].take()).collect();
+            built[at] = Some(TreeNode {
+                run,
+                children,
+                child_count,
+            });
+        }
+        built[0]
+            .take()
+            .ok_or_else(|| Error::Corrupt("empty tree".into()))
+    }
+
+    /// A page of a run's children in start-time order.
+    pub fn children(
+        &self,
+        run_id: &str,
+        view: ViewType,
+        max_results: Option<i64>,
+        page_token: &str,
+    ) -> Result<(Vec<RunRecord>, Option<String>), Error> {
+        let limit = page_limit(max_results)?;
+        let offset = page::decode_offset(page_token)?;
+        let tree = self.tree()?;
+        committer::find_run(&tree, run_id)?;
+        Ok(page::slice(
+            ordered_children(&tree, run_id, view)?,
+            offset,
+            limit,
+        ))
+    }
+
+    /// The run's parent, its parent, and so on up to the root.
+    pub fn ancestors(&self, run_id: &str) -> Result<Vec<RunRecord>, Error> {
+        let tree = self.tree()?;
+        let run = committer::find_run(&tree, run_id)?;
+        let mut out: Vec<RunRecord> = Vec::new();
+        let mut parent = run.parent_run_id;
+        while !parent.is_empty() {
+            let p = projection::load_run(&tree, &parent)?
+                .ok_or_else(|| Error::Corrupt(format!("parent {parent} of a run is missing")))?;
+            parent = p.parent_run_id.clone();
+            out.push(p);
+            if out.len() > run.depth as usize {
+                return Err(Error::Corrupt(format!("the ancestors of {run_id} loop")));
+            }
+        }
+        Ok(out)
+    }
+
     /// The tree to read from; `Closed` once the store is closed.
     fn tree(&self) -> Result<sled::Tree, Error> {
         let handles = self.inner.handles.read().map_err(|_| Error::Closed)?;
@@ -322,6 +402,42 @@ impl Store {
         let (page, next) = page::slice(points, offset, limit);
         Ok((page.into_iter().map(|p| p.with_key(key)).collect(), next))
     }
+}
+
+/// Deepest level `run_tree` expands: protobuf decoders (prost among them) refuse
+/// messages nested deeper than about 100, and a tree is one nested message.
+pub const MAX_TREE_DEPTH: u32 = 64;
+/// Most runs in one `run_tree` answer; beyond it children are counted, not expanded.
+pub const MAX_TREE_NODES: usize = 50_000;
+
+/// A run and its subtree.
+#[derive(Debug, Clone)]
+pub struct TreeNode {
+    pub run: RunRecord,
+    pub children: Vec<TreeNode>,
+    /// Children in the view, also where they were not expanded.
+    pub child_count: u32,
+}
+
+fn ordered_children(
+    tree: &sled::Tree,
+    run_id: &str,
+    view: ViewType,
+) -> Result<Vec<RunRecord>, Error> {
+    let mut out = Vec::new();
+    for id in projection::children(tree, run_id)? {
+        if let Some(r) = projection::load_run(tree, &id)?
+            && view.admits(r.deleted)
+        {
+            out.push(r);
+        }
+    }
+    out.sort_by(|a, b| {
+        a.start_time
+            .cmp(&b.start_time)
+            .then_with(|| a.run_id.cmp(&b.run_id))
+    });
+    Ok(out)
 }
 
 fn page_limit(max_results: Option<i64>) -> Result<usize, Error> {

@@ -256,8 +256,12 @@ impl TrackingService for TrackingApi {
         &self,
         req: Request<pb::DeleteRunRequest>,
     ) -> Result<Response<pb::DeleteRunResponse>, Status> {
-        let run_id = req.into_inner().run_id;
-        self.done(Command::DeleteRun { run_id }).await?;
+        let r = req.into_inner();
+        self.done(Command::DeleteRun {
+            run_id: r.run_id,
+            cascade: r.cascade,
+        })
+        .await?;
         ok(pb::DeleteRunResponse {})
     }
 
@@ -265,8 +269,12 @@ impl TrackingService for TrackingApi {
         &self,
         req: Request<pb::RestoreRunRequest>,
     ) -> Result<Response<pb::RestoreRunResponse>, Status> {
-        let run_id = req.into_inner().run_id;
-        self.done(Command::RestoreRun { run_id }).await?;
+        let r = req.into_inner();
+        self.done(Command::RestoreRun {
+            run_id: r.run_id,
+            cascade: r.cascade,
+        })
+        .await?;
         ok(pb::RestoreRunResponse {})
     }
 

@@ -1,0 +1,100 @@
+//! `arbor.v1.HierarchyService`: the run tree, answered from the hierarchy index.
+
+use tonic::{Request, Response, Status};
+
+use super::convert::{self, status};
+use crate::domain::Command;
+use crate::pb::{self, hierarchy_service_server::HierarchyService};
+use crate::store::{Outcome, Store, TreeNode};
+
+pub struct HierarchyApi {
+    store: Store,
+}
+
+impl HierarchyApi {
+    pub fn new(store: Store) -> Self {
+        Self { store }
+    }
+}
+
+/// Depth is bounded by `MAX_TREE_DEPTH`, so this recursion is too.
+fn node(n: TreeNode) -> pb::RunNode {
+    pb::RunNode {
+        info: Some(convert::run_info(&n.run)),
+        latest_metrics: n.run.latest_metrics().map(convert::metric).collect(),
+        children: n.children.into_iter().map(node).collect(),
+        child_count: n.child_count,
+    }
+}
+
+#[tonic::async_trait]
+impl HierarchyService for HierarchyApi {
+    async fn get_run_tree(
+        &self,
+        req: Request<pb::GetRunTreeRequest>,
+    ) -> Result<Response<pb::GetRunTreeResponse>, Status> {
+        let r = req.into_inner();
+        let view = convert::view_type(r.view_type, "view_type")?;
+        let tree = self
+            .store
+            .run_tree(&r.run_id, r.max_depth, view)
+            .map_err(status)?;
+        Ok(Response::new(pb::GetRunTreeResponse {
+            root: Some(node(tree)),
+        }))
+    }
+
+    async fn list_children(
+        &self,
+        req: Request<pb::ListChildrenRequest>,
+    ) -> Result<Response<pb::ListChildrenResponse>, Status> {
+        let r = req.into_inner();
+        let view = convert::view_type(r.view_type, "view_type")?;
+        let (runs, next) = self
+            .store
+            .children(&r.run_id, view, r.max_results.map(i64::from), &r.page_token)
+            .map_err(status)?;
+        Ok(Response::new(pb::ListChildrenResponse {
+            runs: runs.into_iter().map(convert::run).collect(),
+            next_page_token: next.unwrap_or_default(),
+        }))
+    }
+
+    async fn get_ancestors(
+        &self,
+        req: Request<pb::GetAncestorsRequest>,
+    ) -> Result<Response<pb::GetAncestorsResponse>, Status> {
+        let ancestors = self
+            .store
+            .ancestors(&req.into_inner().run_id)
+            .map_err(status)?;
+        Ok(Response::new(pb::GetAncestorsResponse {
+            ancestors: ancestors.iter().map(convert::run_info).collect(),
+        }))
+    }
+
+    async fn get_or_create_child_run(
+        &self,
+        req: Request<pb::GetOrCreateChildRunRequest>,
+    ) -> Result<Response<pb::GetOrCreateChildRunResponse>, Status> {
+        let r = req.into_inner();
+        let outcome = self
+            .store
+            .submit(Command::GetOrCreateChildRun {
+                parent_run_id: r.parent_run_id,
+                run_name: r.run_name,
+                user_id: r.user_id,
+                start_time: r.start_time,
+                tags: r.tags.into_iter().map(convert::tag).collect(),
+            })
+            .await
+            .map_err(status)?;
+        match outcome {
+            Outcome::ChildRun(run, created) => Ok(Response::new(pb::GetOrCreateChildRunResponse {
+                run: Some(convert::run(*run)),
+                created,
+            })),
+            other => Err(Status::internal(format!("unexpected outcome {other:?}"))),
+        }
+    }
+}

@@ -1,0 +1,389 @@
+//! HierarchyService and `arbor tree` against a real server.
+
+mod common;
+
+use arbor::pb::{
+    self, hierarchy_service_client::HierarchyServiceClient,
+    tracking_service_client::TrackingServiceClient,
+};
+use common::TestServer;
+use tonic::Code;
+use tonic::transport::Channel;
+
+async fn run(
+    c: &mut TrackingServiceClient<Channel>,
+    name: &str,
+    start: i64,
+    parent: Option<&str>,
+    loss: Option<f64>,
+) -> String {
+    let tags = parent
+        .map(|p| {
+            vec![pb::RunTag {
+                key: "mlflow.parentRunId".into(),
+                value: p.into(),
+            }]
+        })
+        .unwrap_or_default();
+    let id = c
+        .create_run(pb::CreateRunRequest {
+            run_name: name.into(),
+            start_time: Some(start),
+            tags,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .run
+        .unwrap()
+        .info
+        .unwrap()
+        .run_id;
+    if let Some(v) = loss {
+        c.log_metric(pb::LogMetricRequest {
+            run_id: id.clone(),
+            key: "loss".into(),
+            value: v,
+            timestamp: 1,
+            step: 1,
+        })
+        .await
+        .unwrap();
+    }
+    id
+}
+
+fn names(nodes: &[pb::RunNode]) -> Vec<String> {
+    nodes
+        .iter()
+        .map(|n| n.info.as_ref().unwrap().run_name.clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn tree_children_ancestors_and_cascade() {
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    let mut h = HierarchyServiceClient::new(server.channel().await);
+    let root = run(&mut c, "root", 100, None, Some(1.0)).await;
+    let late = run(&mut c, "late", 300, Some(&root), Some(0.5)).await;
+    let early = run(&mut c, "early", 200, Some(&root), None).await;
+    let leaf = run(&mut c, "leaf", 400, Some(&early), Some(0.25)).await;
+    let gone = run(&mut c, "gone", 250, Some(&root), None).await;
+    c.delete_run(pb::DeleteRunRequest {
+        run_id: gone.clone(),
+        cascade: false,
+    })
+    .await
+    .unwrap();
+
+    let tree = |max_depth: Option<u32>, view: pb::ViewType| pb::GetRunTreeRequest {
+        run_id: root.clone(),
+        max_depth,
+        view_type: view as i32,
+    };
+    let t = h
+        .get_run_tree(tree(None, pb::ViewType::ActiveOnly))
+        .await
+        .unwrap()
+        .into_inner()
+        .root
+        .unwrap();
+    assert_eq!(t.info.as_ref().unwrap().run_name, "root");
+    assert_eq!(t.latest_metrics[0].value, 1.0);
+    assert_eq!(
+        names(&t.children),
+        vec!["early", "late"],
+        "start-time order, deleted left out"
+    );
+    assert_eq!(t.child_count, 2);
+    assert_eq!(names(&t.children[0].children), vec!["leaf"]);
+    assert_eq!(t.children[0].children[0].latest_metrics[0].value, 0.25);
+    let all = h
+        .get_run_tree(tree(None, pb::ViewType::All))
+        .await
+        .unwrap()
+        .into_inner()
+        .root
+        .unwrap();
+    assert_eq!(names(&all.children), vec!["early", "gone", "late"]);
+    let shallow = h
+        .get_run_tree(tree(Some(1), pb::ViewType::ActiveOnly))
+        .await
+        .unwrap()
+        .into_inner()
+        .root
+        .unwrap();
+    assert!(shallow.children[0].children.is_empty());
+    assert_eq!(
+        shallow.children[0].child_count, 1,
+        "counted though not expanded"
+    );
+    let alone = h
+        .get_run_tree(tree(Some(0), pb::ViewType::ActiveOnly))
+        .await
+        .unwrap()
+        .into_inner()
+        .root
+        .unwrap();
+    assert!(alone.children.is_empty());
+    assert_eq!(alone.child_count, 2);
+
+    // ListChildren pages in start-time order.
+    let mut got = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = h
+            .list_children(pb::ListChildrenRequest {
+                run_id: root.clone(),
+                max_results: Some(1),
+                page_token: token,
+                view_type: pb::ViewType::All as i32,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        got.extend(page.runs.into_iter().map(|r| r.info.unwrap().run_name));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(got, vec!["early", "gone", "late"]);
+
+    let path = h
+        .get_ancestors(pb::GetAncestorsRequest {
+            run_id: leaf.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .ancestors;
+    let path: Vec<&str> = path.iter().map(|r| r.run_name.as_str()).collect();
+    assert_eq!(path, vec!["early", "root"], "parent first, root last");
+    assert!(
+        h.get_ancestors(pb::GetAncestorsRequest {
+            run_id: root.clone()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .ancestors
+        .is_empty()
+    );
+    assert_eq!(
+        h.get_ancestors(pb::GetAncestorsRequest {
+            run_id: "nope".into()
+        })
+        .await
+        .unwrap_err()
+        .code(),
+        Code::NotFound
+    );
+    assert_eq!(
+        h.get_run_tree(pb::GetRunTreeRequest {
+            run_id: "nope".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err()
+        .code(),
+        Code::NotFound
+    );
+
+    // Cascade: the whole subtree goes and comes back.
+    c.delete_run(pb::DeleteRunRequest {
+        run_id: early.clone(),
+        cascade: true,
+    })
+    .await
+    .unwrap();
+    for id in [&early, &leaf] {
+        let r = c
+            .get_run(pb::GetRunRequest { run_id: id.clone() })
+            .await
+            .unwrap()
+            .into_inner()
+            .run
+            .unwrap();
+        assert_eq!(r.info.unwrap().lifecycle_stage, "deleted");
+    }
+    assert_eq!(
+        c.get_run(pb::GetRunRequest {
+            run_id: late.clone()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .run
+        .unwrap()
+        .info
+        .unwrap()
+        .lifecycle_stage,
+        "active"
+    );
+    c.restore_run(pb::RestoreRunRequest {
+        run_id: early.clone(),
+        cascade: true,
+    })
+    .await
+    .unwrap();
+    let r = c
+        .get_run(pb::GetRunRequest {
+            run_id: leaf.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .run
+        .unwrap();
+    assert_eq!(r.info.unwrap().lifecycle_stage, "active");
+    // Without cascade only the run itself.
+    c.delete_run(pb::DeleteRunRequest {
+        run_id: early.clone(),
+        cascade: false,
+    })
+    .await
+    .unwrap();
+    let r = c
+        .get_run(pb::GetRunRequest {
+            run_id: leaf.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .run
+        .unwrap();
+    assert_eq!(r.info.unwrap().lifecycle_stage, "active");
+    server.stop_and_check_rebuild().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_or_create_child_run_is_idempotent_under_concurrency() {
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    let h = HierarchyServiceClient::new(server.channel().await);
+    let parent = run(&mut c, "pipeline", 1, None, None).await;
+    let ask = |name: &str| pb::GetOrCreateChildRunRequest {
+        parent_run_id: parent.clone(),
+        run_name: name.into(),
+        tags: vec![pb::RunTag {
+            key: "stage".into(),
+            value: name.into(),
+        }],
+        ..Default::default()
+    };
+    let mut calls = Vec::new();
+    for _ in 0..16 {
+        let mut h = h.clone();
+        let req = ask("train");
+        calls.push(tokio::spawn(async move {
+            h.get_or_create_child_run(req).await.unwrap().into_inner()
+        }));
+    }
+    let mut ids = std::collections::HashSet::new();
+    let mut created = 0;
+    for call in calls {
+        let answer = call.await.unwrap();
+        let run = answer.run.unwrap();
+        assert_eq!(run.info.as_ref().unwrap().parent_run_id, parent);
+        assert!(
+            run.data
+                .unwrap()
+                .tags
+                .iter()
+                .any(|t| t.key == "stage" && t.value == "train")
+        );
+        ids.insert(run.info.unwrap().run_id);
+        created += usize::from(answer.created);
+    }
+    assert_eq!(ids.len(), 1, "every caller got the same run");
+    assert_eq!(created, 1, "it was created once");
+    let mut h = h;
+    let other = h
+        .get_or_create_child_run(ask("eval"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(other.created);
+    assert!(!ids.contains(&other.run.unwrap().info.unwrap().run_id));
+
+    // A deleted child does not count: a new one is made.
+    let train = ids.into_iter().next().unwrap();
+    c.delete_run(pb::DeleteRunRequest {
+        run_id: train.clone(),
+        cascade: false,
+    })
+    .await
+    .unwrap();
+    let again = h
+        .get_or_create_child_run(ask("train"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(again.created);
+    assert_ne!(again.run.unwrap().info.unwrap().run_id, train);
+
+    let err = h
+        .get_or_create_child_run(pb::GetOrCreateChildRunRequest {
+            parent_run_id: "nope".into(),
+            run_name: "x".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    let err = h
+        .get_or_create_child_run(pb::GetOrCreateChildRunRequest {
+            parent_run_id: parent.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    server.stop_and_check_rebuild().await;
+}
+
+#[tokio::test]
+async fn the_tree_command_prints_an_indented_tree() {
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    let root = run(&mut c, "root", 1, None, Some(0.5)).await;
+    let a = run(&mut c, "a", 2, Some(&root), Some(0.25)).await;
+    let a1 = run(&mut c, "a1", 3, Some(&a), None).await;
+    let b = run(&mut c, "b", 4, Some(&root), Some(0.125)).await;
+    c.update_run(pb::UpdateRunRequest {
+        run_id: a1.clone(),
+        status: Some(pb::RunStatus::Failed as i32),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_arbor"))
+        .args(["tree", &root, "--metric", "loss", "--server", &server.url()])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let expected = format!(
+        "root  {root}  RUNNING  loss=0.5\n├── a  {a}  RUNNING  loss=0.25\n│   └── a1  {a1}  FAILED  loss=-\n└── b  {b}  RUNNING  loss=0.125\n"
+    );
+    assert_eq!(text, expected);
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_arbor"))
+        .args(["tree", "missing", "--server", &server.url()])
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("NotFound")
+            || String::from_utf8_lossy(&out.stderr).contains("not found")
+    );
+    server.stop().await;
+}
