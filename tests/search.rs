@@ -420,6 +420,47 @@ async fn order_by_keys_directions_and_null_placement() {
         .await
         .unwrap();
     assert_eq!(got, v(&[A, C]));
+    // Ordered by a metric the filter requires: answered from the metric value index.
+    let indexed: Vec<(&[&str], &str, Vec<&str>, Vec<String>)> = vec![
+        (
+            &["e1"],
+            "metrics.loss < 0.8",
+            vec!["metrics.loss ASC"],
+            v(&[A, B, D]),
+        ),
+        (
+            &["e1"],
+            "metrics.loss < 0.8",
+            vec!["metrics.loss DESC"],
+            v(&[B, A, D]),
+        ),
+        (&["e1"], "metrics.loss > 0.5", vec!["metrics.loss"], v(&[B])),
+        (
+            &["e1", "e2"],
+            "metrics.loss < 0.8",
+            vec!["metrics.loss ASC"],
+            v(&["foreign", A, B, D]),
+        ),
+        (
+            &["e1", "e2"],
+            "params.lr = '0.01' and metrics.loss < 0.5",
+            vec!["metrics.loss ASC"],
+            v(&["foreign", A]),
+        ),
+        (
+            &["e1", "e2"],
+            "metrics.loss <= 0.7",
+            vec!["metrics.loss DESC", "params.lr"],
+            v(&[B, A, "foreign", D]),
+        ),
+    ];
+    for (exps, filter, order, expected) in indexed {
+        let got = f
+            .search(exps, pb::ViewType::ActiveOnly, filter, &order)
+            .await
+            .unwrap();
+        assert_eq!(got, expected, "{filter} order_by {order:?}");
+    }
     server.stop().await;
 }
 
@@ -592,4 +633,65 @@ async fn search_experiments_filters_and_orders() {
         Code::InvalidArgument
     );
     server.stop().await;
+}
+
+#[tokio::test]
+async fn metric_order_keeps_ties_in_mlflows_order_across_pages() {
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    let mut expected = Vec::new();
+    for (i, loss) in [0.5, 0.2, 0.5, 0.5, 0.9, 0.5, 0.2].into_iter().enumerate() {
+        let run = c
+            .create_run(pb::CreateRunRequest {
+                run_name: format!("r{i}"),
+                start_time: Some(i as i64),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .run
+            .unwrap()
+            .info
+            .unwrap()
+            .run_id;
+        c.log_metric(pb::LogMetricRequest {
+            run_id: run,
+            key: "loss".into(),
+            value: loss,
+            timestamp: 1,
+            step: 1,
+        })
+        .await
+        .unwrap();
+        expected.push((loss, i));
+    }
+    // loss ASC, then start_time DESC.
+    expected.sort_by(|a, b| a.0.total_cmp(&b.0).then(b.1.cmp(&a.1)));
+    let expected: Vec<String> = expected.into_iter().map(|(_, i)| format!("r{i}")).collect();
+    for page_size in [1, 2, 3, 4] {
+        let mut got = Vec::new();
+        let mut token = String::new();
+        loop {
+            let page = c
+                .search_runs(pb::SearchRunsRequest {
+                    experiment_ids: vec!["0".into()],
+                    filter: "metrics.loss >= 0".into(),
+                    order_by: vec!["metrics.loss ASC".into()],
+                    max_results: Some(page_size),
+                    page_token: token,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            got.extend(page.runs.into_iter().map(|r| r.info.unwrap().run_name));
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            token = page.next_page_token;
+        }
+        assert_eq!(got, expected, "page size {page_size}");
+    }
+    server.stop_and_check_rebuild().await;
 }

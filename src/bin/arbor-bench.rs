@@ -9,7 +9,10 @@
 //! points (one call, and in default 25,000-point pages), `LogMetricStream` ingest (1 and
 //! 8 clients), watch delivery latency (end of a `LogBatch` call to receipt by each
 //! watcher, 1, 100 and 1,000 watchers, while ingesting 10,000 points/s), and server
-//! memory with 1,000 watchers of which 10 read slowly.
+//! memory with 1,000 watchers of which 10 read slowly; and search over 100,000 runs in
+//! 1,000 three-level trees (a root, 9 children, 90 grandchildren each): by root, by param
+//! and metric ordered by the metric, by name pattern, all runs page by page, and
+//! `GetRunTree` of a root, with the server's memory once they are loaded.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -44,9 +47,12 @@ struct Args {
     /// Seconds of paced ingest in each watch workload.
     #[arg(long, default_value_t = 5)]
     watch_seconds: u64,
-    /// Skip the watch and stream workloads.
-    #[arg(long)]
-    no_streams: bool,
+    /// Which workloads to run: core (CreateRun, LogBatch, history), streams, search.
+    #[arg(long, value_delimiter = ',', default_value = "core,streams,search")]
+    workloads: Vec<String>,
+    /// Runs in the search workload (one experiment, 1,000 trees of 3 levels).
+    #[arg(long, default_value_t = 100_000)]
+    search_runs: usize,
 }
 
 /// Points a second in the watch workloads, as 100 batches of 100.
@@ -393,6 +399,247 @@ async fn watch_latency(
     Ok((latencies, rss_open, rss_end))
 }
 
+fn median(mut xs: Vec<Duration>) -> Duration {
+    xs.sort();
+    xs.get(xs.len() / 2).copied().unwrap_or_default()
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+const LRS: [&str; 5] = ["0.1", "0.01", "0.001", "0.0001", "0.00001"];
+
+/// Creates `total` runs as trees of 100 (1 root, 9 children, 90 grandchildren) with
+/// params lr and batch and a metric loss, over 8 connections; returns the root ids.
+async fn populate(url: &str, exp: &str, total: usize) -> Result<Vec<String>, BoxError> {
+    let trees = total.div_ceil(100);
+    let mut tasks = Vec::new();
+    for w in 0..8 {
+        let mut c = connect(url).await?;
+        let exp = exp.to_string();
+        tasks.push(tokio::spawn(async move {
+            let mut roots = Vec::new();
+            let mut n;
+            for t in (w..trees).step_by(8) {
+                let mut make = async |name: String,
+                                      parent: Option<String>,
+                                      n: usize|
+                       -> Result<String, BoxError> {
+                    let tags = parent
+                        .map(|p| {
+                            vec![pb::RunTag {
+                                key: "mlflow.parentRunId".into(),
+                                value: p,
+                            }]
+                        })
+                        .unwrap_or_default();
+                    let run = c
+                        .create_run(pb::CreateRunRequest {
+                            experiment_id: exp.clone(),
+                            run_name: name,
+                            start_time: Some(1_700_000_000_000 + (t * 100 + n) as i64),
+                            tags,
+                            ..Default::default()
+                        })
+                        .await?
+                        .into_inner()
+                        .run
+                        .and_then(|r| r.info)
+                        .ok_or("no run")?;
+                    let k = t * 100 + n;
+                    c.log_batch(pb::LogBatchRequest {
+                        run_id: run.run_id.clone(),
+                        metrics: vec![pb::Metric {
+                            key: "loss".into(),
+                            value: ((k * 7919) % 1000) as f64 / 1000.0,
+                            timestamp: 1,
+                            step: 1,
+                        }],
+                        params: vec![
+                            pb::Param {
+                                key: "lr".into(),
+                                value: LRS[k % 5].into(),
+                            },
+                            pb::Param {
+                                key: "batch".into(),
+                                value: (32 << (k % 3)).to_string(),
+                            },
+                        ],
+                        tags: vec![],
+                    })
+                    .await?;
+                    Ok(run.run_id)
+                };
+                let root = make(format!("root_{t}"), None, 0).await?;
+                n = 1;
+                for ch in 0..9 {
+                    let child = make(format!("root_{t}/child_{ch}"), Some(root.clone()), n).await?;
+                    n += 1;
+                    for g in 0..10 {
+                        make(
+                            format!("root_{t}/child_{ch}/leaf_{g}"),
+                            Some(child.clone()),
+                            n,
+                        )
+                        .await?;
+                        n += 1;
+                    }
+                }
+                roots.push(root);
+            }
+            Ok::<_, BoxError>(roots)
+        }));
+    }
+    let mut roots = Vec::new();
+    for t in tasks {
+        roots.extend(t.await??);
+    }
+    Ok(roots)
+}
+
+async fn timed_search(
+    c: &mut Client,
+    exp: &str,
+    filter: &str,
+    order_by: &[&str],
+    max: i32,
+    reps: usize,
+) -> Result<(Duration, usize), BoxError> {
+    let mut times = Vec::new();
+    let mut n = 0;
+    for _ in 0..reps {
+        let t = Instant::now();
+        let r = c
+            .search_runs(pb::SearchRunsRequest {
+                experiment_ids: vec![exp.into()],
+                filter: filter.into(),
+                max_results: Some(max),
+                order_by: order_by.iter().map(|s| s.to_string()).collect(),
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        times.push(t.elapsed());
+        n = r.runs.len();
+    }
+    Ok((median(times), n))
+}
+
+async fn search_bench(url: &str, total: usize, pid: Option<u32>) -> Result<(), BoxError> {
+    let mut c = connect(url).await?;
+    let exp = c
+        .create_experiment(pb::CreateExperimentRequest {
+            name: format!("search-{}", uuid::Uuid::new_v4().simple()),
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .experiment_id;
+    let t = Instant::now();
+    let roots = populate(url, &exp, total).await?;
+    println!(
+        "  search: created {total} runs in {} trees in {:.1} s",
+        roots.len(),
+        t.elapsed().as_secs_f64()
+    );
+    if let Some(pid) = pid {
+        println!(
+            "  search: server RSS with {total} runs loaded: {:.1} MiB",
+            rss_mib(pid).unwrap_or(f64::NAN)
+        );
+    }
+    let root = &roots[roots.len() / 2];
+    let (d, n) = timed_search(
+        &mut c,
+        &exp,
+        &format!("tags.mlflow.rootRunId = '{root}'"),
+        &[],
+        1000,
+        20,
+    )
+    .await?;
+    println!(
+        "  search (a) tags.mlflow.rootRunId = <root>: median {:.2} ms ({n} runs)",
+        ms(d)
+    );
+    let (d, n) = timed_search(
+        &mut c,
+        &exp,
+        "params.lr = '0.01' and metrics.loss < 0.5",
+        &["metrics.loss ASC"],
+        100,
+        10,
+    )
+    .await?;
+    println!(
+        "  search (b) params.lr = '0.01' and metrics.loss < 0.5 order by metrics.loss, 100 results: median {:.2} ms ({n} runs)",
+        ms(d)
+    );
+    let (d, n) = timed_search(
+        &mut c,
+        &exp,
+        "tags.mlflow.runName ILIKE '%child_1%'",
+        &[],
+        1000,
+        5,
+    )
+    .await?;
+    println!(
+        "  search (c) tags.mlflow.runName ILIKE '%child_1%', first 1000: median {:.2} ms ({n} runs)",
+        ms(d)
+    );
+    let mut times = Vec::new();
+    for _ in 0..3 {
+        let t = Instant::now();
+        let mut token = String::new();
+        let mut seen = 0;
+        loop {
+            let page = c
+                .search_runs(pb::SearchRunsRequest {
+                    experiment_ids: vec![exp.clone()],
+                    max_results: Some(1000),
+                    page_token: token,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            seen += page.runs.len();
+            token = page.next_page_token;
+            if token.is_empty() {
+                break;
+            }
+        }
+        times.push(t.elapsed());
+        if seen != roots.len() * 100 {
+            return Err(format!("paging saw {seen} runs").into());
+        }
+    }
+    println!(
+        "  search (d) all {} runs, 1000 a page: median {:.1} ms in all",
+        roots.len() * 100,
+        ms(median(times))
+    );
+    let mut h =
+        arbor::pb::hierarchy_service_client::HierarchyServiceClient::connect(url.to_string())
+            .await?;
+    let mut times = Vec::new();
+    for _ in 0..20 {
+        let t = Instant::now();
+        h.get_run_tree(pb::GetRunTreeRequest {
+            run_id: root.clone(),
+            ..Default::default()
+        })
+        .await?;
+        times.push(t.elapsed());
+    }
+    println!(
+        "  GetRunTree of a root (100 runs): median {:.2} ms",
+        ms(median(times))
+    );
+    Ok(())
+}
+
 fn main() -> Result<(), BoxError> {
     let args = Args::parse();
     let (spawned, url) = match &args.server {
@@ -422,6 +669,8 @@ fn main() -> Result<(), BoxError> {
         if let Some(pid) = pid {
             println!("  server RSS at start: {:.1} MiB", rss_mib(pid).unwrap_or(f64::NAN));
         }
+        let wants = |w: &str| args.workloads.iter().any(|x| x == w);
+        if wants("core") {
         for clients in [1, 8] {
             let rate = create_runs(&url, &exp, clients, args.runs_per_client / clients.max(1)).await?;
             println!("  CreateRun, {clients} client(s): {rate:>12.0} runs/s");
@@ -442,7 +691,8 @@ fn main() -> Result<(), BoxError> {
             best.as_secs_f64() * 1e3,
             paged.as_secs_f64() * 1e3
         );
-        if !args.no_streams {
+        }
+        if wants("streams") {
             for clients in [1, 8] {
                 let per_client = if clients == 1 { args.points_per_client } else { args.points_per_client / 2 };
                 let rate = stream_ingest(&url, &exp, clients, per_client).await?;
@@ -467,6 +717,9 @@ fn main() -> Result<(), BoxError> {
                 opened.unwrap_or(f64::NAN),
                 end.unwrap_or(f64::NAN)
             );
+        }
+        if wants("search") {
+            search_bench(&url, args.search_runs, pid).await?;
         }
         if let Some(pid) = pid {
             println!("  server RSS at end: {:.1} MiB", rss_mib(pid).unwrap_or(f64::NAN));

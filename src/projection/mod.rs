@@ -23,7 +23,7 @@ use crate::store::kv::{Kv, Pending};
 
 /// Bump when the projected layout changes: a store whose projections carry another
 /// version is rebuilt from its log when it is opened.
-pub(crate) const PROJECTION_VERSION: u64 = 2;
+pub(crate) const PROJECTION_VERSION: u64 = 3;
 
 pub(crate) fn load_experiment(kv: &impl Kv, id: u64) -> Result<Option<ExperimentRecord>, Error> {
     kv.get(&keys::experiment(id))?
@@ -217,6 +217,7 @@ pub(crate) fn apply(ev: &pb::Event, w: &mut Pending) -> Result<(), Error> {
                     keys::history_chunk(&e.run_id, &s.key, ev.seq),
                     history::encode(&s.timestamps, &s.steps, &s.values),
                 );
+                let before = rec.latest_metrics.get(&s.key).map(|l| l.value);
                 let mut latest = rec.latest_metrics.get(&s.key).cloned();
                 for i in 0..n {
                     let (t, st, v) = (s.timestamps[i], s.steps[i], s.values[i]);
@@ -229,6 +230,21 @@ pub(crate) fn apply(ev: &pb::Event, w: &mut Pending) -> Result<(), Error> {
                     }
                 }
                 if let Some(l) = latest {
+                    let changed = before.is_none_or(|b| b.to_bits() != l.value.to_bits());
+                    if changed {
+                        if let Some(b) = before {
+                            w.remove(keys::metric_value(
+                                rec.experiment_id,
+                                &s.key,
+                                b,
+                                &rec.run_id,
+                            ));
+                        }
+                        w.put(
+                            keys::metric_value(rec.experiment_id, &s.key, l.value, &rec.run_id),
+                            vec![],
+                        );
+                    }
                     rec.latest_metrics.insert(s.key.clone(), l);
                 }
             }

@@ -85,6 +85,29 @@ pub(crate) fn search_runs(
         Position::Offset(n) => n,
         Position::After(..) => return Err(page::invalid(q.page_token)),
     };
+    let k = offset.saturating_add(q.limit).saturating_add(1);
+    // Ordered by a metric the filter requires (so runs without it are out anyway): walk
+    // the metric's value index in order instead of loading every candidate, unless a
+    // hierarchy or id index gives a small set.
+    if let Some(runs::SortKey {
+        field: runs::SortField::Metric(key),
+        ascending,
+    }) = order.first()
+        && clauses.iter().any(|c| c.requires_metric(key))
+        && hint
+            .as_ref()
+            .is_none_or(|h| matches!(h, runs::IndexHint::Param(..)))
+    {
+        let mut matched = Vec::new();
+        for &exp in q.experiment_ids {
+            matched.extend(metric_scan(tree, exp, key, *ascending, k, &admits)?);
+        }
+        return Ok(page_of(
+            top_k(matched, k, |a, b| runs::compare(&order, a, b)),
+            offset,
+            q.limit,
+        ));
+    }
     let candidates: Vec<String> = match hint {
         Some(runs::IndexHint::RunIds(ids)) => ids.into_iter().cloned().collect(),
         Some(runs::IndexHint::Root(root)) => members(tree, keys::DESCENDANT, root)?,
@@ -119,13 +142,70 @@ pub(crate) fn search_runs(
             matched.push(r);
         }
     }
-    let k = offset.saturating_add(q.limit).saturating_add(1);
-    let best = top_k(matched, k, |a, b| runs::compare(&order, a, b));
+    Ok(page_of(
+        top_k(matched, k, |a, b| runs::compare(&order, a, b)),
+        offset,
+        q.limit,
+    ))
+}
+
+/// The page at `offset` of the best runs, and the token of the next page if any.
+fn page_of(best: Vec<RunRecord>, offset: usize, limit: usize) -> (Vec<RunRecord>, Option<String>) {
     let total = best.len();
-    let page: Vec<RunRecord> = best.into_iter().skip(offset).take(q.limit).collect();
+    let page: Vec<RunRecord> = best.into_iter().skip(offset).take(limit).collect();
     let next =
         (offset + page.len() < total).then(|| page::encode(Position::Offset(offset + page.len())));
-    Ok((page, next))
+    (page, next)
+}
+
+/// The first `k` admitted runs of one experiment in the order of metric `key` (numbers
+/// by the direction, then NaN), plus any that tie with the k-th, so that sorting the
+/// union by the full ordering is exact.
+fn metric_scan(
+    tree: &sled::Tree,
+    experiment_id: u64,
+    key: &str,
+    ascending: bool,
+    k: usize,
+    admits: &impl Fn(&RunRecord) -> bool,
+) -> Result<Vec<RunRecord>, Error> {
+    let prefix = keys::metric_values(experiment_id, key);
+    let mut numbers = prefix.clone();
+    numbers.push(0);
+    let mut nans = prefix.clone();
+    nans.push(1);
+    let numbers = tree.scan_prefix(&numbers).keys();
+    let nans = tree.scan_prefix(&nans).keys();
+    let ordered: Box<dyn Iterator<Item = sled::Result<sled::IVec>>> = if ascending {
+        Box::new(numbers.chain(nans))
+    } else {
+        Box::new(numbers.rev().chain(nans))
+    };
+    // Rank byte and value: the part of a key that ties compare.
+    let value_end = prefix.len() + 9;
+    let mut matched = Vec::new();
+    let mut boundary: Option<Vec<u8>> = None;
+    for entry in ordered {
+        let entry = entry?;
+        let Some(value) = entry.get(prefix.len()..value_end) else {
+            return Err(Error::Corrupt("metric value index".into()));
+        };
+        if let Some(b) = &boundary
+            && b.as_slice() != value
+        {
+            break;
+        }
+        let run_id = keys::member_of(&entry, value_end);
+        if let Some(r) = projection::load_run(tree, &run_id)?
+            && admits(&r)
+        {
+            matched.push(r);
+            if matched.len() == k {
+                boundary = Some(value.to_vec());
+            }
+        }
+    }
+    Ok(matched)
 }
 
 fn members(tree: &sled::Tree, table: u8, owner: &str) -> Result<Vec<String>, Error> {

@@ -346,6 +346,11 @@ impl Clause {
         }
     }
 
+    /// Whether only runs that have metric `key` can match.
+    pub(crate) fn requires_metric(&self, key: &str) -> bool {
+        matches!(self, Clause::Metric { key: k, .. } if k == key)
+    }
+
     /// The run ids an index can give for this clause: `Some` means only these can match.
     pub(crate) fn index_hint(&self) -> Option<IndexHint<'_>> {
         match self {

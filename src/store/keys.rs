@@ -23,6 +23,10 @@ pub(crate) const RUN_BY_START: u8 = b'S';
 /// Runs by param value: `P | experiment | key | 0 | value | 0 | run_id` → (). Params are
 /// immutable, so entries are never removed.
 pub(crate) const PARAM_VALUE: u8 = b'P';
+/// Runs by latest metric value: `Q | experiment | key | 0 | rank | value | run_id` → (),
+/// where rank is 0 for numbers and 1 for NaN, and the value is encoded so that bytes
+/// sort as numbers do. Ordering by a metric walks this instead of sorting.
+pub(crate) const METRIC_VALUE: u8 = b'Q';
 /// Metric history chunks: `H | run | 0 | key | 0 | seq` → packed points.
 pub(crate) const HISTORY: u8 = b'H';
 
@@ -139,5 +143,38 @@ pub(crate) fn param_value(experiment_id: u64, key: &str, value: &str) -> Vec<u8>
     k.push(0);
     k.extend_from_slice(value.as_bytes());
     k.push(0);
+    k
+}
+
+/// `Q | experiment | key | 0`: every run of the experiment with a latest `key`.
+pub(crate) fn metric_values(experiment_id: u64, key: &str) -> Vec<u8> {
+    let mut k = vec![METRIC_VALUE];
+    k.extend_from_slice(&experiment_id.to_be_bytes());
+    k.extend_from_slice(key.as_bytes());
+    k.push(0);
+    k
+}
+
+/// An f64 as 8 bytes that sort like the numbers (for non-NaN values).
+pub(crate) fn sortable_f64(v: f64) -> [u8; 8] {
+    let bits = v.to_bits();
+    let flipped = if bits >> 63 == 1 {
+        !bits
+    } else {
+        bits ^ (1 << 63)
+    };
+    flipped.to_be_bytes()
+}
+
+pub(crate) fn metric_value(experiment_id: u64, key: &str, value: f64, run_id: &str) -> Vec<u8> {
+    let mut k = metric_values(experiment_id, key);
+    if value.is_nan() {
+        k.push(1);
+        k.extend_from_slice(&[0; 8]);
+    } else {
+        k.push(0);
+        k.extend_from_slice(&sortable_f64(value));
+    }
+    k.extend_from_slice(run_id.as_bytes());
     k
 }
