@@ -421,7 +421,8 @@ async fn order_by_keys_directions_and_null_placement() {
         .unwrap();
     assert_eq!(got, v(&[A, C]));
     // Ordered by a metric the filter requires: answered from the metric value index.
-    let indexed: Vec<(&[&str], &str, Vec<&str>, Vec<String>)> = vec![
+    type Case<'a> = (&'a [&'a str], &'a str, Vec<&'a str>, Vec<String>);
+    let indexed: Vec<Case> = vec![
         (
             &["e1"],
             "metrics.loss < 0.8",
