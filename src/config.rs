@@ -57,12 +57,16 @@ pub struct StoreArgs {
     /// sled's page cache in MiB.
     #[arg(long, env = "ARBOR_CACHE_MB", default_value_t = 64)]
     pub cache_mb: u64,
+    /// Where artifact files live (default: DATA_DIR/artifacts).
+    #[arg(long, env = "ARBOR_ARTIFACTS_DIR")]
+    pub artifacts_dir: Option<PathBuf>,
 }
 
 impl StoreArgs {
     pub fn store_config(&self) -> StoreConfig {
         StoreConfig {
             cache_bytes: self.cache_mb.saturating_mul(1024 * 1024),
+            artifacts_dir: self.artifacts_dir.clone(),
         }
     }
 }

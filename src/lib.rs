@@ -6,6 +6,7 @@
 //! port.
 
 pub mod api;
+pub mod artifacts;
 pub mod config;
 pub mod domain;
 pub(crate) mod log;

@@ -10,6 +10,13 @@ pub enum Error {
     /// The request is malformed or breaks a rule (names, limits, immutable params).
     #[error("{0}")]
     InvalidArgument(String),
+    /// The request itself is malformed (not JSON, wrong content type): MLflow's
+    /// `BAD_REQUEST`, gRPC's INVALID_ARGUMENT.
+    #[error("{0}")]
+    BadRequest(String),
+    /// No such API endpoint (MLflow's `ENDPOINT_NOT_FOUND`).
+    #[error("{0}")]
+    EndpointNotFound(String),
     /// The thing to create exists already (experiment names are unique).
     #[error("{0}")]
     AlreadyExists(String),

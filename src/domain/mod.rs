@@ -178,4 +178,59 @@ pub enum Command {
         run_id: String,
         key: String,
     },
+    /// MLflow's `LogInputs`: datasets (with their input tags) and models a run used.
+    LogInputs {
+        run_id: String,
+        datasets: Vec<crate::pb::DatasetInput>,
+        models: Vec<String>,
+    },
+    /// MLflow's `LogOutputs`: models a run produced.
+    LogOutputs {
+        run_id: String,
+        models: Vec<(String, i64)>,
+    },
+    /// MLflow's legacy `LogModel`: appends to the run's `mlflow.log-model.history` tag.
+    AppendModelHistory {
+        run_id: String,
+        model_json: String,
+    },
+    /// A file was stored (or removed) through the artifact proxy.
+    RecordArtifact {
+        path: String,
+        size: u64,
+        deleted: bool,
+    },
+    CreateLoggedModel {
+        experiment_id: String,
+        name: String,
+        model_type: String,
+        source_run_id: String,
+        params: Vec<KeyValue>,
+        tags: Vec<KeyValue>,
+    },
+    FinalizeLoggedModel {
+        model_id: String,
+        status: i32,
+        status_message: String,
+    },
+    SetLoggedModelTags {
+        model_id: String,
+        tags: Vec<KeyValue>,
+    },
+    DeleteLoggedModelTag {
+        model_id: String,
+        key: String,
+    },
+    LogLoggedModelParams {
+        model_id: String,
+        params: Vec<KeyValue>,
+    },
+    DeleteLoggedModel {
+        model_id: String,
+    },
 }
+
+/// Tag on a run holding its legacy `LogModel` history, a JSON list.
+pub const TAG_LOG_MODEL_HISTORY: &str = "mlflow.log-model.history";
+/// Input tag naming a dataset's role (`training`, `eval`, ...).
+pub const INPUT_TAG_CONTEXT: &str = "mlflow.data.context";

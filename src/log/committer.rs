@@ -32,6 +32,7 @@ pub enum Outcome {
     Run(Box<RunRecord>),
     /// `GetOrCreateChildRun`: the child, and whether this call created it.
     ChildRun(Box<RunRecord>, bool),
+    LoggedModel(Box<crate::projection::LoggedModelRecord>),
     Done,
 }
 
@@ -45,10 +46,11 @@ pub(crate) enum Request {
 }
 
 /// What to hand back once a command's events are projected.
-enum Answer {
+pub(crate) enum Answer {
     Experiment(u64),
     Run(String),
     ChildRun(String, bool),
+    LoggedModel(String),
     Done,
 }
 
@@ -191,6 +193,10 @@ impl Committer {
                 ),
                 created,
             ),
+            Answer::LoggedModel(id) => Outcome::LoggedModel(Box::new(
+                projection::load_logged_model(pending, &id)?
+                    .ok_or_else(|| Error::Corrupt(format!("logged model {id} vanished")))?,
+            )),
             Answer::Done => Outcome::Done,
         })
     }
@@ -201,7 +207,7 @@ fn experiment_not_found(id: &str) -> Error {
 }
 
 /// Loads an experiment named by a client.
-fn find_experiment(kv: &impl Kv, id: &str) -> Result<ExperimentRecord, Error> {
+pub(crate) fn find_experiment(kv: &impl Kv, id: &str) -> Result<ExperimentRecord, Error> {
     let n = validation::experiment_id(id)?;
     projection::load_experiment(kv, n)?.ok_or_else(|| experiment_not_found(id))
 }
@@ -222,7 +228,7 @@ pub(crate) fn find_run(kv: &impl Kv, run_id: &str) -> Result<RunRecord, Error> {
         .ok_or_else(|| Error::NotFound(format!("Run with id={run_id} not found")))
 }
 
-fn active_run(kv: &impl Kv, run_id: &str) -> Result<RunRecord, Error> {
+pub(crate) fn active_run(kv: &impl Kv, run_id: &str) -> Result<RunRecord, Error> {
     let r = find_run(kv, run_id)?;
     if r.deleted {
         return Err(Error::FailedPrecondition(format!(
@@ -293,6 +299,16 @@ fn check_root_tag(value: &str, root: &str) -> Result<(), Error> {
 fn decide(command: &Command, kv: &Pending, now: i64) -> Result<(Vec<Payload>, Answer), Error> {
     let done = |payloads: Vec<Payload>| Ok((payloads, Answer::Done));
     match command {
+        Command::LogInputs { .. }
+        | Command::LogOutputs { .. }
+        | Command::AppendModelHistory { .. }
+        | Command::RecordArtifact { .. }
+        | Command::CreateLoggedModel { .. }
+        | Command::FinalizeLoggedModel { .. }
+        | Command::SetLoggedModelTags { .. }
+        | Command::DeleteLoggedModelTag { .. }
+        | Command::LogLoggedModelParams { .. }
+        | Command::DeleteLoggedModel { .. } => super::extras::decide(command, kv),
         Command::CreateExperiment {
             name,
             artifact_location,

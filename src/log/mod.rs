@@ -3,6 +3,7 @@
 //! rewritten. This module reads it; `committer` writes it.
 
 pub(crate) mod committer;
+mod extras;
 
 use prost::Message;
 

@@ -14,7 +14,7 @@ pub mod records;
 use prost::Message;
 
 pub(crate) use rebuild::{dump, rebuild};
-pub use records::{ExperimentRecord, LatestMetric, RunRecord};
+pub use records::{ExperimentRecord, LatestMetric, LoggedModelRecord, RunRecord};
 
 use crate::domain::{Error, RunStatus, TAG_PARENT_RUN_ID, TAG_ROOT_RUN_ID, TAG_RUN_NAME};
 use crate::pb::{self, event::Payload};
@@ -23,7 +23,7 @@ use crate::store::kv::{Kv, Pending};
 
 /// Bump when the projected layout changes: a store whose projections carry another
 /// version is rebuilt from its log when it is opened.
-pub(crate) const PROJECTION_VERSION: u64 = 3;
+pub(crate) const PROJECTION_VERSION: u64 = 4;
 
 pub(crate) fn load_experiment(kv: &impl Kv, id: u64) -> Result<Option<ExperimentRecord>, Error> {
     kv.get(&keys::experiment(id))?
@@ -35,6 +35,24 @@ pub(crate) fn load_run(kv: &impl Kv, run_id: &str) -> Result<Option<RunRecord>, 
     kv.get(&keys::run(run_id))?
         .map(|b| RunRecord::decode(b.as_slice()).map_err(Error::from))
         .transpose()
+}
+
+pub(crate) fn load_logged_model(
+    kv: &impl Kv,
+    model_id: &str,
+) -> Result<Option<LoggedModelRecord>, Error> {
+    kv.get(&keys::logged_model(model_id))?
+        .map(|b| LoggedModelRecord::decode(b.as_slice()).map_err(Error::from))
+        .transpose()
+}
+
+fn logged_model(w: &Pending, model_id: &str) -> Result<LoggedModelRecord, Error> {
+    load_logged_model(w, model_id)?
+        .ok_or_else(|| Error::Corrupt(format!("event names unknown logged model {model_id}")))
+}
+
+fn save_logged_model(w: &mut Pending, m: &LoggedModelRecord) {
+    w.put(keys::logged_model(&m.model_id), m.encode_to_vec());
 }
 
 pub(crate) fn experiment_id_by_name(kv: &impl Kv, name: &str) -> Result<Option<u64>, Error> {
@@ -251,6 +269,80 @@ pub(crate) fn apply(ev: &pb::Event, w: &mut Pending) -> Result<(), Error> {
             save_run(w, &rec);
         }
         Payload::RunReparented(e) => apply_reparented(w, &e.run_id, &e.new_parent_run_id)?,
+        Payload::InputsLogged(e) => {
+            let mut rec = run(w, &e.run_id)?;
+            rec.dataset_inputs.extend(e.datasets.iter().cloned());
+            rec.model_inputs
+                .extend(e.models.iter().map(|m| m.model_id.clone()));
+            save_run(w, &rec);
+        }
+        Payload::OutputsLogged(e) => {
+            let mut rec = run(w, &e.run_id)?;
+            rec.model_outputs.extend(e.models.iter().cloned());
+            save_run(w, &rec);
+        }
+        // Artifact files live in the artifact store; the log records that they changed.
+        Payload::ArtifactWritten(_) | Payload::ArtifactDeleted(_) => {}
+        Payload::LoggedModelCreated(e) => {
+            let rec = LoggedModelRecord {
+                model_id: e.model_id.clone(),
+                experiment_id: parse_experiment_id(&e.experiment_id)?,
+                name: e.name.clone(),
+                model_type: e.model_type.clone(),
+                source_run_id: e.source_run_id.clone(),
+                status: 1,
+                status_message: String::new(),
+                creation_time: now,
+                last_updated_time: now,
+                artifact_uri: e.artifact_uri.clone(),
+                creator_id: e.creator_id.clone(),
+                params: e
+                    .params
+                    .iter()
+                    .map(|p| (p.key.clone(), p.value.clone()))
+                    .collect(),
+                tags: e
+                    .tags
+                    .iter()
+                    .map(|t| (t.key.clone(), t.value.clone()))
+                    .collect(),
+                deleted: false,
+            };
+            save_logged_model(w, &rec);
+        }
+        Payload::LoggedModelFinalized(e) => {
+            let mut rec = logged_model(w, &e.model_id)?;
+            rec.status = e.status;
+            rec.status_message = e.status_message.clone();
+            rec.last_updated_time = now;
+            save_logged_model(w, &rec);
+        }
+        Payload::LoggedModelTagsSet(e) => {
+            let mut rec = logged_model(w, &e.model_id)?;
+            rec.tags
+                .extend(e.tags.iter().map(|t| (t.key.clone(), t.value.clone())));
+            rec.last_updated_time = now;
+            save_logged_model(w, &rec);
+        }
+        Payload::LoggedModelTagDeleted(e) => {
+            let mut rec = logged_model(w, &e.model_id)?;
+            rec.tags.remove(&e.key);
+            rec.last_updated_time = now;
+            save_logged_model(w, &rec);
+        }
+        Payload::LoggedModelParamsLogged(e) => {
+            let mut rec = logged_model(w, &e.model_id)?;
+            rec.params
+                .extend(e.params.iter().map(|p| (p.key.clone(), p.value.clone())));
+            rec.last_updated_time = now;
+            save_logged_model(w, &rec);
+        }
+        Payload::LoggedModelDeleted(e) => {
+            let mut rec = logged_model(w, &e.model_id)?;
+            rec.deleted = true;
+            rec.last_updated_time = now;
+            save_logged_model(w, &rec);
+        }
     }
     Ok(())
 }
@@ -303,6 +395,9 @@ fn apply_run_created(w: &mut Pending, e: &pb::RunCreated) -> Result<(), Error> {
         params: Default::default(),
         tags,
         latest_metrics: Default::default(),
+        dataset_inputs: vec![],
+        model_inputs: vec![],
+        model_outputs: vec![],
     };
     save_run(w, &rec);
     w.put(keys::experiment_run(experiment_id, &e.run_id), vec![]);

@@ -79,6 +79,46 @@ pub struct RunRecord {
     pub tags: BTreeMap<String, String>,
     #[prost(btree_map = "string, message", tag = "15")]
     pub latest_metrics: BTreeMap<String, LatestMetric>,
+    #[prost(message, repeated, tag = "16")]
+    pub dataset_inputs: Vec<crate::pb::DatasetInput>,
+    #[prost(string, repeated, tag = "17")]
+    pub model_inputs: Vec<String>,
+    #[prost(message, repeated, tag = "18")]
+    pub model_outputs: Vec<crate::pb::ModelOutput>,
+}
+
+/// A logged model (MLflow 3's `LoggedModel`), stored under `O`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct LoggedModelRecord {
+    #[prost(string, tag = "1")]
+    pub model_id: String,
+    #[prost(uint64, tag = "2")]
+    pub experiment_id: u64,
+    #[prost(string, tag = "3")]
+    pub name: String,
+    #[prost(string, tag = "4")]
+    pub model_type: String,
+    #[prost(string, tag = "5")]
+    pub source_run_id: String,
+    /// MLflow's LoggedModelStatus number (1 pending, 2 ready, 3 upload failed).
+    #[prost(int32, tag = "6")]
+    pub status: i32,
+    #[prost(string, tag = "7")]
+    pub status_message: String,
+    #[prost(int64, tag = "8")]
+    pub creation_time: i64,
+    #[prost(int64, tag = "9")]
+    pub last_updated_time: i64,
+    #[prost(string, tag = "10")]
+    pub artifact_uri: String,
+    #[prost(string, tag = "11")]
+    pub creator_id: String,
+    #[prost(btree_map = "string, string", tag = "12")]
+    pub params: BTreeMap<String, String>,
+    #[prost(btree_map = "string, string", tag = "13")]
+    pub tags: BTreeMap<String, String>,
+    #[prost(bool, tag = "14")]
+    pub deleted: bool,
 }
 
 impl RunRecord {

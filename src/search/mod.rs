@@ -34,6 +34,45 @@ pub fn validate_experiment_search(filter: &str, order_by: &[String]) -> Result<(
     Ok(())
 }
 
+/// A logged-model filter: `name`, `model_id`, `source_run_id`, `status`, `model_type`,
+/// `tags.<key>` and `params.<key>` with `=`, `!=`, `LIKE`, `ILIKE`, joined by AND.
+pub fn compile_model_filter(
+    filter: &str,
+) -> Result<impl Fn(&crate::projection::LoggedModelRecord) -> bool + use<>, Error> {
+    use parser::{Entity, Op};
+    type Get = fn(&crate::projection::LoggedModelRecord, &str) -> Option<String>;
+    let mut tests: Vec<(Get, String, runs::StrTest)> = Vec::new();
+    for c in parser::parse_filter(filter)? {
+        let ops = [Op::Eq, Op::Ne, Op::Like, Op::ILike];
+        let what = format!("'{}'", c.ident.key);
+        let test = runs::str_test(filter, &c, &ops, &what)?;
+        let get: Get = match (c.ident.entity, c.ident.key.as_str()) {
+            (Entity::Tag, _) => |m, k| m.tags.get(k).cloned(),
+            (Entity::Param, _) => |m, k| m.params.get(k).cloned(),
+            (Entity::Attribute, "name") => |m, _| Some(m.name.clone()),
+            (Entity::Attribute, "model_id") => |m, _| Some(m.model_id.clone()),
+            (Entity::Attribute, "source_run_id") => |m, _| Some(m.source_run_id.clone()),
+            (Entity::Attribute, "model_type") => |m, _| Some(m.model_type.clone()),
+            (Entity::Attribute, "status") => {
+                |m, _| Some(crate::api::mlflow::json::logged_model_status(m.status).to_string())
+            }
+            _ => {
+                return Err(lexer::error_at(
+                    filter,
+                    c.ident.pos,
+                    "logged models can be filtered on name, model_id, source_run_id, status, model_type, tags.<key> and params.<key>",
+                ));
+            }
+        };
+        tests.push((get, c.ident.key.clone(), test));
+    }
+    Ok(move |m: &crate::projection::LoggedModelRecord| {
+        tests
+            .iter()
+            .all(|(get, key, test)| test.check(get(m, key).as_deref()))
+    })
+}
+
 /// Keeps the best `k` of `items` by `cmp`, sorted, without sorting the rest.
 fn top_k<T>(mut items: Vec<T>, k: usize, cmp: impl Fn(&T, &T) -> std::cmp::Ordering) -> Vec<T> {
     if k == 0 {

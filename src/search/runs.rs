@@ -129,6 +129,13 @@ fn stored_value(v: f64) -> f64 {
     }
 }
 
+#[derive(Clone, Copy)]
+pub(crate) enum DatasetField {
+    Name,
+    Digest,
+    Context,
+}
+
 pub(crate) enum Clause {
     Metric {
         key: String,
@@ -152,8 +159,9 @@ pub(crate) enum Clause {
         op: NumOp,
         value: f64,
     },
-    /// Runs have no dataset inputs yet: such a clause matches only what lacks them.
+    /// Matches when any of the run's dataset inputs does.
     Dataset {
+        field: DatasetField,
         test: StrTest,
     },
 }
@@ -315,7 +323,13 @@ pub(crate) fn compile_filter(input: &str) -> Result<Vec<Clause>, Error> {
                         format!("invalid dataset key '{key}'; expected name, digest or context"),
                     ));
                 }
+                let field = match key.as_str() {
+                    "name" => DatasetField::Name,
+                    "digest" => DatasetField::Digest,
+                    _ => DatasetField::Context,
+                };
                 Clause::Dataset {
+                    field,
                     test: str_test(
                         input,
                         &c,
@@ -342,7 +356,18 @@ impl Clause {
             Clause::Time { attr, op, value } => {
                 attr.number(r).is_some_and(|t| op.check(t as f64, *value))
             }
-            Clause::Dataset { test } => test.check(None),
+            Clause::Dataset { field, test } => r.dataset_inputs.iter().any(|d| {
+                let value = match field {
+                    DatasetField::Name => d.dataset.as_ref().map(|x| x.name.as_str()),
+                    DatasetField::Digest => d.dataset.as_ref().map(|x| x.digest.as_str()),
+                    DatasetField::Context => d
+                        .tags
+                        .iter()
+                        .find(|t| t.key == crate::domain::INPUT_TAG_CONTEXT)
+                        .map(|t| t.value.as_str()),
+                };
+                test.check(value)
+            }),
         }
     }
 

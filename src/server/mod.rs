@@ -57,7 +57,9 @@ pub async fn run(
     let tracking = TrackingServiceServer::new(TrackingApi::new(store.clone()))
         .max_decoding_message_size(MAX_GRPC_REQUEST_BYTES);
 
-    let http = crate::api::http::router(store.clone()).fallback(fallback);
+    let http = crate::api::http::router(store.clone())
+        .merge(crate::api::mlflow::router(store.clone()))
+        .fallback(fallback);
     let routes = tonic::service::Routes::from(http)
         .add_service(tracking)
         .add_service(WatchServiceServer::new(WatchApi::new(store.clone())))

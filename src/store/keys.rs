@@ -27,6 +27,8 @@ pub(crate) const PARAM_VALUE: u8 = b'P';
 /// where rank is 0 for numbers and 1 for NaN, and the value is encoded so that bytes
 /// sort as numbers do. Ordering by a metric walks this instead of sorting.
 pub(crate) const METRIC_VALUE: u8 = b'Q';
+/// Logged models: `O | model_id` → `LoggedModelRecord`.
+pub(crate) const LOGGED_MODEL: u8 = b'O';
 /// Metric history chunks: `H | run | 0 | key | 0 | seq` → packed points.
 pub(crate) const HISTORY: u8 = b'H';
 
@@ -176,5 +178,11 @@ pub(crate) fn metric_value(experiment_id: u64, key: &str, value: f64, run_id: &s
         k.extend_from_slice(&sortable_f64(value));
     }
     k.extend_from_slice(run_id.as_bytes());
+    k
+}
+
+pub(crate) fn logged_model(model_id: &str) -> Vec<u8> {
+    let mut k = vec![LOGGED_MODEL];
+    k.extend_from_slice(model_id.as_bytes());
     k
 }

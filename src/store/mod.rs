@@ -34,12 +34,15 @@ pub const SEARCH_MAX_RESULTS_THRESHOLD: i64 = 50_000;
 pub struct StoreConfig {
     /// sled's page cache. sled defaults to 1 GiB; a tracking server should idle small.
     pub cache_bytes: u64,
+    /// Where artifact files go; absent: `<dir>/artifacts`.
+    pub artifacts_dir: Option<PathBuf>,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
             cache_bytes: 64 * 1024 * 1024,
+            artifacts_dir: None,
         }
     }
 }
@@ -68,6 +71,7 @@ pub struct Store {
 
 struct Inner {
     hub: Hub,
+    artifacts: crate::artifacts::ArtifactStore,
     /// Taken out by `close`, so that the database (and its file lock) is released even
     /// while stray handles of the `Store` live on, such as a client connection that
     /// outlives the server; reads after that get `Closed`.
@@ -134,6 +138,12 @@ impl Store {
         Ok(Store {
             inner: Arc::new(Inner {
                 hub,
+                artifacts: crate::artifacts::ArtifactStore::new(
+                    config
+                        .artifacts_dir
+                        .clone()
+                        .unwrap_or_else(|| dir.join("artifacts")),
+                ),
                 handles: RwLock::new(Some(Handles { db, tree })),
                 tx,
                 committer: Mutex::new(Some(handle)),
@@ -189,6 +199,11 @@ impl Store {
         {
             tracing::error!(error = %e, "final flush failed");
         }
+    }
+
+    /// The artifact files' store.
+    pub fn artifacts(&self) -> &crate::artifacts::ArtifactStore {
+        &self.inner.artifacts
     }
 
     pub(crate) fn hub(&self) -> &Hub {
@@ -298,6 +313,30 @@ impl Store {
             if out.len() > run.depth as usize {
                 return Err(Error::Corrupt(format!("the ancestors of {run_id} loop")));
             }
+        }
+        Ok(out)
+    }
+
+    /// A logged model; deleted ones only with `allow_deleted`.
+    pub fn get_logged_model(
+        &self,
+        model_id: &str,
+        allow_deleted: bool,
+    ) -> Result<crate::projection::LoggedModelRecord, Error> {
+        match projection::load_logged_model(&self.tree()?, model_id)? {
+            Some(m) if allow_deleted || !m.deleted => Ok(m),
+            _ => Err(Error::NotFound(format!(
+                "Logged model with ID '{model_id}' not found."
+            ))),
+        }
+    }
+
+    /// Every logged model, deleted ones included.
+    pub fn logged_models(&self) -> Result<Vec<crate::projection::LoggedModelRecord>, Error> {
+        let mut out = Vec::new();
+        for kv in self.tree()?.scan_prefix([keys::LOGGED_MODEL]) {
+            let (_, v) = kv?;
+            out.push(<crate::projection::LoggedModelRecord as prost::Message>::decode(v.as_ref())?);
         }
         Ok(out)
     }
@@ -473,4 +512,14 @@ pub fn rebuild(dir: &Path, config: &StoreConfig) -> Result<RebuildReport, Error>
         keys_after: after.len(),
         keys_changed,
     })
+}
+
+/// The offset an offset page token stands for (for listings paged outside the store).
+pub fn page_offset(token: &str) -> Result<usize, Error> {
+    page::decode_offset(token)
+}
+
+/// A page of `items` at `offset`, and the next page's token.
+pub fn page_slice<T>(items: Vec<T>, offset: usize, limit: usize) -> (Vec<T>, Option<String>) {
+    page::slice(items, offset, limit)
 }

@@ -37,7 +37,19 @@ fn run_of(ev: &pb::Event) -> Option<&str> {
         Payload::TagDeleted(e) => &e.run_id,
         Payload::MetricsLogged(e) => &e.run_id,
         Payload::RunReparented(e) => &e.run_id,
-        Payload::ExperimentCreated(_)
+        Payload::InputsLogged(e) => &e.run_id,
+        Payload::OutputsLogged(e) => &e.run_id,
+        Payload::ArtifactWritten(e) if !e.run_id.is_empty() => &e.run_id,
+        Payload::ArtifactDeleted(e) if !e.run_id.is_empty() => &e.run_id,
+        Payload::ArtifactWritten(_)
+        | Payload::ArtifactDeleted(_)
+        | Payload::LoggedModelCreated(_)
+        | Payload::LoggedModelFinalized(_)
+        | Payload::LoggedModelTagsSet(_)
+        | Payload::LoggedModelTagDeleted(_)
+        | Payload::LoggedModelParamsLogged(_)
+        | Payload::LoggedModelDeleted(_)
+        | Payload::ExperimentCreated(_)
         | Payload::ExperimentRenamed(_)
         | Payload::ExperimentDeleted(_)
         | Payload::ExperimentRestored(_)
@@ -56,6 +68,7 @@ fn experiment_of(ev: &pb::Event) -> Option<&str> {
         Payload::ExperimentTagSet(e) => &e.experiment_id,
         Payload::ExperimentTagDeleted(e) => &e.experiment_id,
         Payload::RunCreated(e) => &e.experiment_id,
+        Payload::LoggedModelCreated(e) => &e.experiment_id,
         _ => return None,
     })
 }

@@ -14,6 +14,8 @@ pub(crate) fn status(e: Error) -> Status {
     match e {
         Error::NotFound(m) => Status::not_found(b(m)),
         Error::InvalidArgument(m) => Status::invalid_argument(b(m)),
+        Error::BadRequest(m) => Status::invalid_argument(b(m)),
+        Error::EndpointNotFound(m) => Status::unimplemented(b(m)),
         Error::AlreadyExists(m) => Status::already_exists(b(m)),
         Error::FailedPrecondition(m) => Status::failed_precondition(b(m)),
         Error::Unavailable(m) => Status::unavailable(b(m)),

@@ -23,6 +23,8 @@ pub(crate) fn error_response(e: Error) -> Response {
     let (status, code, message) = match e {
         Error::NotFound(m) => (StatusCode::NOT_FOUND, "RESOURCE_DOES_NOT_EXIST", m),
         Error::InvalidArgument(m) => (StatusCode::BAD_REQUEST, "INVALID_PARAMETER_VALUE", m),
+        Error::BadRequest(m) => (StatusCode::BAD_REQUEST, "BAD_REQUEST", m),
+        Error::EndpointNotFound(m) => (StatusCode::NOT_FOUND, "ENDPOINT_NOT_FOUND", m),
         Error::AlreadyExists(m) => (StatusCode::BAD_REQUEST, "RESOURCE_ALREADY_EXISTS", m),
         Error::FailedPrecondition(m) => (StatusCode::BAD_REQUEST, "INVALID_PARAMETER_VALUE", m),
         Error::Unavailable(m) => (

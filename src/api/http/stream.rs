@@ -39,18 +39,7 @@ pub(super) struct StreamParams {
     from_seq: Option<u64>,
 }
 
-/// A double as MLflow's JSON writes it.
-pub(crate) fn json_double(v: f64) -> serde_json::Value {
-    if v.is_nan() {
-        json!("NaN")
-    } else if v == f64::INFINITY {
-        json!("Infinity")
-    } else if v == f64::NEG_INFINITY {
-        json!("-Infinity")
-    } else {
-        json!(v)
-    }
-}
+use crate::api::mlflow::json::double as json_double;
 
 fn metrics_event(m: &pb::WatchMetricsResponse) -> Event {
     let points: Vec<serde_json::Value> = m

@@ -1,0 +1,192 @@
+//! The artifact store: files under a root directory (default `<data-dir>/artifacts`),
+//! laid out as MLflow's `mlflow-artifacts:` paths (`<experiment>/<run>/artifacts/...`,
+//! `<experiment>/models/<model>/artifacts/...`). Uploads stream to a temporary file that
+//! is synced and renamed into place, so a reader never sees half a file and an
+//! acknowledged upload survives a crash; downloads stream from disk.
+
+use std::path::{Component, Path, PathBuf};
+
+use tokio::io::AsyncWriteExt;
+
+use crate::domain::Error;
+
+#[derive(Clone, Debug)]
+pub struct ArtifactStore {
+    root: PathBuf,
+}
+
+/// One entry of a listing: a name relative to the listed directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileInfo {
+    pub path: String,
+    pub is_dir: bool,
+    pub file_size: Option<u64>,
+}
+
+fn io(e: std::io::Error) -> Error {
+    Error::Storage(sled::Error::Io(e))
+}
+
+fn invalid_path() -> Error {
+    Error::invalid("Invalid path")
+}
+
+/// Refuses what could leave the root: absolute paths, `..`, `.`, backslashes, NULs and
+/// drive letters, as MLflow's `validate_path_is_safe` does.
+pub fn check_path(rel: &str) -> Result<(), Error> {
+    if rel.starts_with('/')
+        || rel.contains('\\')
+        || rel.contains('\0')
+        || rel.get(1..2) == Some(":")
+    {
+        return Err(invalid_path());
+    }
+    for c in Path::new(rel).components() {
+        match c {
+            Component::Normal(_) => {}
+            _ => return Err(invalid_path()),
+        }
+    }
+    if rel.split('/').any(|part| part == ".." || part == ".") {
+        return Err(invalid_path());
+    }
+    Ok(())
+}
+
+impl ArtifactStore {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn resolve(&self, rel: &str) -> Result<PathBuf, Error> {
+        let rel = rel.trim_end_matches('/');
+        check_path(rel)?;
+        Ok(if rel.is_empty() {
+            self.root.clone()
+        } else {
+            self.root.join(rel)
+        })
+    }
+
+    /// Streams `body` into the file at `rel`, replacing it atomically; returns its size.
+    pub async fn write<S, E>(&self, rel: &str, mut body: S) -> Result<u64, Error>
+    where
+        S: tokio_stream::Stream<Item = Result<axum::body::Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        use tokio_stream::StreamExt;
+        if rel.trim_end_matches('/').is_empty() {
+            return Err(invalid_path());
+        }
+        let target = self.resolve(rel)?;
+        let dir = target.parent().ok_or_else(invalid_path)?.to_path_buf();
+        tokio::fs::create_dir_all(&dir).await.map_err(io)?;
+        let tmp = dir.join(format!(".upload-{}", uuid::Uuid::new_v4().simple()));
+        let mut file = tokio::fs::File::create(&tmp).await.map_err(io)?;
+        let mut size = 0u64;
+        let written: Result<(), Error> = async {
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk
+                    .map_err(|e| Error::invalid(format!("the upload was interrupted: {e}")))?;
+                size += chunk.len() as u64;
+                file.write_all(&chunk).await.map_err(io)?;
+            }
+            file.sync_all().await.map_err(io)?;
+            Ok(())
+        }
+        .await;
+        if let Err(e) = written {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(e);
+        }
+        tokio::fs::rename(&tmp, &target).await.map_err(io)?;
+        // The rename is durable once the directory is synced.
+        tokio::fs::File::open(&dir)
+            .await
+            .map_err(io)?
+            .sync_all()
+            .await
+            .map_err(io)?;
+        Ok(size)
+    }
+
+    /// The file at `rel` for reading, with its size; `NotFound` if it is not a file.
+    pub async fn open(&self, rel: &str) -> Result<(tokio::fs::File, u64), Error> {
+        let path = self.resolve(rel)?;
+        let not_found = || Error::NotFound(format!("File {rel} not found"));
+        let meta = tokio::fs::metadata(&path).await.map_err(|_| not_found())?;
+        if !meta.is_file() {
+            return Err(not_found());
+        }
+        let file = tokio::fs::File::open(&path)
+            .await
+            .map_err(|_| not_found())?;
+        Ok((file, meta.len()))
+    }
+
+    /// The entries of the directory `rel`, sorted; empty for a missing path or a file.
+    pub async fn list(&self, rel: &str) -> Result<Vec<FileInfo>, Error> {
+        let path = self.resolve(rel)?;
+        let mut out = Vec::new();
+        let Ok(mut entries) = tokio::fs::read_dir(&path).await else {
+            return Ok(out);
+        };
+        while let Some(e) = entries.next_entry().await.map_err(io)? {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with(".upload-") {
+                continue;
+            }
+            let meta = e.metadata().await.map_err(io)?;
+            out.push(FileInfo {
+                path: name,
+                is_dir: meta.is_dir(),
+                file_size: meta.is_file().then_some(meta.len()),
+            });
+        }
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(out)
+    }
+
+    /// Removes the file or directory at `rel`; `NotFound` if there is none.
+    pub async fn delete(&self, rel: &str) -> Result<(), Error> {
+        if rel.trim_end_matches('/').is_empty() {
+            return Err(invalid_path());
+        }
+        let path = self.resolve(rel)?;
+        let meta = tokio::fs::metadata(&path)
+            .await
+            .map_err(|_| Error::NotFound(format!("File {rel} not found")))?;
+        if meta.is_dir() {
+            tokio::fs::remove_dir_all(&path).await.map_err(io)
+        } else {
+            tokio::fs::remove_file(&path).await.map_err(io)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_path;
+
+    #[test]
+    fn traversal_is_refused() {
+        for ok in ["a.txt", "1/abc/artifacts/dir/file.bin", "x y/z", ""] {
+            check_path(ok).unwrap();
+        }
+        for bad in [
+            "../x",
+            "a/../../b",
+            "/etc/passwd",
+            "a/./b",
+            "c:/x",
+            "a\\..\\b",
+            "a/\0",
+        ] {
+            assert!(check_path(bad).is_err(), "{bad}");
+        }
+    }
+}
