@@ -116,19 +116,6 @@ impl RunAttr {
 const SEARCHABLE: &str =
     "run_id, run_name, status, user_id, artifact_uri, start_time, end_time, created";
 
-/// The value MLflow's SQL store compares a metric filter with: it stores NaN as 0 (with
-/// a separate `is_nan` flag) and ±Infinity as ±1.7976931348623157e308, so `loss < 0.5`
-/// matches a NaN loss there. Arbor filters the same way, so result sets agree.
-fn stored_value(v: f64) -> f64 {
-    if v.is_nan() {
-        0.0
-    } else if v.is_infinite() {
-        f64::MAX.copysign(v)
-    } else {
-        v
-    }
-}
-
 #[derive(Clone, Copy)]
 pub(crate) enum DatasetField {
     Name,
@@ -346,10 +333,12 @@ pub(crate) fn compile_filter(input: &str) -> Result<Vec<Clause>, Error> {
 impl Clause {
     pub(crate) fn matches(&self, r: &RunRecord) -> bool {
         match self {
+            // IEEE comparisons, as `mlflow server` answers (checked side by side in
+            // tests/python/test_against_mlflow_server.py): a NaN matches only `!=`.
             Clause::Metric { key, op, value } => r
                 .latest_metrics
                 .get(key)
-                .is_some_and(|m| op.check(stored_value(m.value), *value)),
+                .is_some_and(|m| op.check(m.value, *value)),
             Clause::Param { key, test } => test.check(r.params.get(key).map(String::as_str)),
             Clause::Tag { key, test } => test.check(r.tags.get(key).map(String::as_str)),
             Clause::Text { attr, test } => test.check(attr.text(r)),
