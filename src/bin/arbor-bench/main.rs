@@ -14,6 +14,8 @@
 //! and metric ordered by the metric, by name pattern, all runs page by page, and
 //! `GetRunTree` of a root, with the server's memory once they are loaded.
 
+mod rest;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -53,6 +55,16 @@ struct Args {
     /// Runs in the search workload (one experiment, 1,000 trees of 3 levels).
     #[arg(long, default_value_t = 100_000)]
     search_runs: usize,
+    /// `grpc` (Arbor's own API) or `rest` (MLflow's REST API, for any MLflow-compatible
+    /// server).
+    #[arg(long, default_value = "grpc")]
+    protocol: String,
+    /// REST: smaller workloads, for a run of a minute or two.
+    #[arg(long)]
+    quick: bool,
+    /// REST: also write the figures as JSON here.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
 }
 
 /// Points a second in the watch workloads, as 100 batches of 100.
@@ -655,6 +667,44 @@ fn main() -> Result<(), BoxError> {
         .worker_threads(2)
         .enable_all()
         .build()?;
+    if args.protocol == "rest" {
+        let opts = if args.quick {
+            rest::RestOptions {
+                log_metric_calls: 300,
+                batches_per_client: 10,
+                search_trees: 10,
+                history_points: 20_000,
+            }
+        } else {
+            rest::RestOptions {
+                log_metric_calls: 2000,
+                batches_per_client: 40,
+                search_trees: 100,
+                history_points: 100_000,
+            }
+        };
+        let result = rt.block_on(async {
+            println!("arbor-bench (MLflow REST) against {url}");
+            let report = rest::run(&url, &opts, |line| println!("  {line}")).await?;
+            let rss = pid.and_then(rss_mib);
+            if let Some(r) = rss {
+                println!("  server RSS at end: {r:.1} MiB");
+            }
+            if let Some(path) = &args.json {
+                let mut v = serde_json::to_value(&report)?;
+                v["server_rss_mib"] = serde_json::json!(rss);
+                std::fs::write(path, serde_json::to_string_pretty(&v)?)?;
+            }
+            Ok::<_, BoxError>(())
+        });
+        if let Some(mut s) = spawned {
+            let _ = Command::new("kill")
+                .args(["-TERM", &s.child.id().to_string()])
+                .status();
+            let _ = s.child.wait();
+        }
+        return result;
+    }
     let result = rt.block_on(async {
         let mut c = connect(&url).await?;
         let exp = c

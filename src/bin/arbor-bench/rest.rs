@@ -1,0 +1,449 @@
+//! MLflow REST workloads, identical for every MLflow-compatible server, so Arbor can be
+//! set beside `mlflow server` and others on one machine: creating a run hierarchy,
+//! sequential single `log-metric` calls, `log-batch` ingest with 1 and 8 clients,
+//! `runs/search` over a three-level hierarchy (by root, by param and metric ordered by
+//! the metric, by name pattern, all runs page by page) and `get-history` of a long
+//! metric. Each search also records how many runs it returned, to compare servers.
+
+use std::time::{Duration, Instant};
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use serde_json::{Value, json};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+/// One keep-alive HTTP/1.1 connection, reopened when the server closed it while idle
+/// (uvicorn, behind `mlflow server`, does after a few seconds).
+pub struct RestClient {
+    sender: Sender,
+    host: String,
+}
+
+async fn open(host: &str) -> Result<Sender, BoxError> {
+    let stream = tokio::net::TcpStream::connect(host).await?;
+    stream.set_nodelay(true)?;
+    let (sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    Ok(sender)
+}
+
+impl RestClient {
+    pub async fn connect(url: &str) -> Result<RestClient, BoxError> {
+        let host = url
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string();
+        Ok(RestClient {
+            sender: open(&host).await?,
+            host,
+        })
+    }
+
+    pub async fn call(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, BoxError> {
+        // Nothing was sent on a closed connection, so reopening is safe for any request.
+        if self.sender.is_closed() || self.sender.ready().await.is_err() {
+            self.sender = open(&self.host).await?;
+        }
+        let bytes = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
+        let mut req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", &self.host);
+        if body.is_some() {
+            req = req.header("content-type", "application/json");
+        }
+        let resp = self
+            .sender
+            .send_request(req.body(Full::new(bytes))?)
+            .await?;
+        let status = resp.status();
+        let out = resp.into_body().collect().await?.to_bytes();
+        if !status.is_success() {
+            return Err(format!(
+                "{method} {path}: HTTP {status}: {}",
+                String::from_utf8_lossy(&out)
+            )
+            .into());
+        }
+        if out.is_empty() {
+            return Ok(json!({}));
+        }
+        Ok(serde_json::from_slice(&out)?)
+    }
+
+    async fn post(&mut self, path: &str, body: Value) -> Result<Value, BoxError> {
+        self.call("POST", &format!("/api/2.0/mlflow/{path}"), Some(&body))
+            .await
+    }
+
+    async fn get(&mut self, path_and_query: &str) -> Result<Value, BoxError> {
+        self.call("GET", &format!("/api/2.0/mlflow/{path_and_query}"), None)
+            .await
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize, Default)]
+pub struct SearchResult {
+    pub query: String,
+    pub ms: f64,
+    pub runs: usize,
+}
+
+#[derive(Debug, Clone, serde::Serialize, Default)]
+pub struct RestReport {
+    pub hierarchy_runs: usize,
+    pub hierarchy_seconds: f64,
+    pub log_metric_per_s: f64,
+    pub log_metric_p50_ms: f64,
+    pub log_metric_p99_ms: f64,
+    pub log_batch_points_per_s_1: f64,
+    pub log_batch_points_per_s_8: f64,
+    pub search_runs_total: usize,
+    pub search_populate_seconds: f64,
+    pub searches: Vec<SearchResult>,
+    pub history_points: usize,
+    pub history_ms: f64,
+}
+
+pub struct RestOptions {
+    pub log_metric_calls: usize,
+    pub batches_per_client: usize,
+    /// Trees of 100 runs (1 root, 9 children, 90 grandchildren).
+    pub search_trees: usize,
+    pub history_points: usize,
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    sorted
+        .get(((sorted.len().max(1) - 1) as f64 * p).round() as usize)
+        .copied()
+        .unwrap_or_default()
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+async fn create_experiment(c: &mut RestClient, prefix: &str) -> Result<String, BoxError> {
+    let name = format!("{prefix}-{}", uuid::Uuid::new_v4().simple());
+    let r = c
+        .post("experiments/create", json!({ "name": name }))
+        .await?;
+    Ok(r["experiment_id"]
+        .as_str()
+        .ok_or("no experiment_id")?
+        .to_string())
+}
+
+async fn create_run(
+    c: &mut RestClient,
+    exp: &str,
+    name: &str,
+    start: i64,
+    tags: Value,
+) -> Result<String, BoxError> {
+    let r = c
+        .post(
+            "runs/create",
+            json!({ "experiment_id": exp, "run_name": name, "start_time": start, "tags": tags }),
+        )
+        .await?;
+    Ok(r["run"]["info"]["run_id"]
+        .as_str()
+        .ok_or("no run_id")?
+        .to_string())
+}
+
+fn batch(run: &str, start: usize, n: usize) -> Value {
+    let t0 = 1_700_000_000_000i64;
+    let metrics: Vec<Value> = (start..start + n)
+        .map(|i| json!({ "key": "loss", "value": 1.0 / (i as f64 + 1.0), "timestamp": t0 + i as i64, "step": i }))
+        .collect();
+    json!({ "run_id": run, "metrics": metrics })
+}
+
+/// Creates `trees` trees of 100 runs over 8 connections, each run with params lr (5
+/// values) and batch and a metric loss, tagged with its root in `mlflow.rootRunId` (as
+/// Databricks and the seed workflow do; Arbor keeps that tag itself and accepts it).
+async fn populate(url: &str, exp: &str, trees: usize) -> Result<Vec<String>, BoxError> {
+    const LRS: [&str; 5] = ["0.1", "0.01", "0.001", "0.0001", "0.00001"];
+    let mut tasks = Vec::new();
+    for w in 0..8 {
+        let mut c = RestClient::connect(url).await?;
+        let exp = exp.to_string();
+        tasks.push(tokio::spawn(async move {
+            let mut roots = Vec::new();
+            for t in (w..trees).step_by(8) {
+                let mut n = 0usize;
+                let mut make = async |c: &mut RestClient, name: String, parent: Option<&str>, root: Option<&str>| -> Result<String, BoxError> {
+                    let k = t * 100 + n;
+                    n += 1;
+                    let mut tags = vec![];
+                    if let Some(p) = parent {
+                        tags.push(json!({ "key": "mlflow.parentRunId", "value": p }));
+                    }
+                    if let Some(r) = root {
+                        tags.push(json!({ "key": "mlflow.rootRunId", "value": r }));
+                    }
+                    let id = create_run(c, &exp, &name, 1_700_000_000_000 + k as i64, Value::Array(tags)).await?;
+                    let mut body = json!({
+                        "run_id": id,
+                        "metrics": [{ "key": "loss", "value": ((k * 7919) % 1000) as f64 / 1000.0, "timestamp": 1, "step": 1 }],
+                        "params": [{ "key": "lr", "value": LRS[k % 5] }, { "key": "batch", "value": (32 << (k % 3)).to_string() }],
+                    });
+                    if root.is_none() {
+                        body["tags"] = json!([{ "key": "mlflow.rootRunId", "value": id }]);
+                    }
+                    c.post("runs/log-batch", body).await?;
+                    Ok(id)
+                };
+                let root = make(&mut c, format!("root_{t}"), None, None).await?;
+                for ch in 0..9 {
+                    let child = make(&mut c, format!("root_{t}/child_{ch}"), Some(&root), Some(&root)).await?;
+                    for g in 0..10 {
+                        make(&mut c, format!("root_{t}/child_{ch}/leaf_{g}"), Some(&child), Some(&root)).await?;
+                    }
+                }
+                roots.push(root);
+            }
+            Ok::<_, BoxError>(roots)
+        }));
+    }
+    let mut roots = Vec::new();
+    for t in tasks {
+        roots.extend(t.await??);
+    }
+    roots.sort();
+    Ok(roots)
+}
+
+async fn search(
+    c: &mut RestClient,
+    exp: &str,
+    filter: &str,
+    order_by: &[&str],
+    max: usize,
+) -> Result<(Duration, usize), BoxError> {
+    let mut times = Vec::new();
+    let mut n = 0;
+    for _ in 0..5 {
+        let t = Instant::now();
+        let r = c
+            .post("runs/search", json!({ "experiment_ids": [exp], "filter": filter, "order_by": order_by, "max_results": max, "run_view_type": "ACTIVE_ONLY" }))
+            .await?;
+        times.push(t.elapsed());
+        n = r["runs"].as_array().map_or(0, Vec::len);
+    }
+    times.sort();
+    Ok((times[times.len() / 2], n))
+}
+
+pub async fn run(
+    url: &str,
+    opts: &RestOptions,
+    log: impl Fn(&str),
+) -> Result<RestReport, BoxError> {
+    let mut report = RestReport::default();
+    let mut c = RestClient::connect(url).await?;
+    let exp = create_experiment(&mut c, "rest-bench").await?;
+
+    // Hierarchy: 1 root, 10 children, 10 grandchildren each.
+    let t = Instant::now();
+    let root = create_run(&mut c, &exp, "root", now_ms(), json!([])).await?;
+    let mut count = 1;
+    for ch in 0..10 {
+        let child = create_run(
+            &mut c,
+            &exp,
+            &format!("child_{ch}"),
+            now_ms(),
+            json!([{ "key": "mlflow.parentRunId", "value": root }]),
+        )
+        .await?;
+        count += 1;
+        for g in 0..10 {
+            create_run(
+                &mut c,
+                &exp,
+                &format!("child_{ch}/leaf_{g}"),
+                now_ms(),
+                json!([{ "key": "mlflow.parentRunId", "value": child }]),
+            )
+            .await?;
+            count += 1;
+        }
+    }
+    report.hierarchy_runs = count;
+    report.hierarchy_seconds = t.elapsed().as_secs_f64();
+    log(&format!(
+        "hierarchy: {count} runs in {:.2} s",
+        report.hierarchy_seconds
+    ));
+
+    // Sequential single log-metric calls.
+    let run = create_run(&mut c, &exp, "log-metric", now_ms(), json!([])).await?;
+    let mut lat = Vec::with_capacity(opts.log_metric_calls);
+    let t = Instant::now();
+    for i in 0..opts.log_metric_calls {
+        let s = Instant::now();
+        c.post("runs/log-metric", json!({ "run_id": run, "key": "m", "value": i as f64, "timestamp": 1_700_000_000_000i64 + i as i64, "step": i })).await?;
+        lat.push(s.elapsed());
+    }
+    report.log_metric_per_s = opts.log_metric_calls as f64 / t.elapsed().as_secs_f64();
+    lat.sort();
+    report.log_metric_p50_ms = ms(pct(&lat, 0.5));
+    report.log_metric_p99_ms = ms(pct(&lat, 0.99));
+    log(&format!(
+        "log-metric: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms",
+        report.log_metric_per_s, report.log_metric_p50_ms, report.log_metric_p99_ms
+    ));
+
+    // log-batch ingest, 1000 metrics a batch, 1 and 8 clients.
+    for clients in [1usize, 8] {
+        let mut conns = Vec::new();
+        for _ in 0..clients {
+            let mut c = RestClient::connect(url).await?;
+            let run = create_run(&mut c, &exp, "ingest", now_ms(), json!([])).await?;
+            conns.push((c, run));
+        }
+        let batches = opts.batches_per_client;
+        let t = Instant::now();
+        let mut tasks = Vec::new();
+        for (mut c, run) in conns {
+            tasks.push(tokio::spawn(async move {
+                for b in 0..batches {
+                    c.post("runs/log-batch", batch(&run, b * 1000, 1000))
+                        .await?;
+                }
+                Ok::<_, BoxError>(())
+            }));
+        }
+        for t in tasks {
+            t.await??;
+        }
+        let rate = (clients * batches * 1000) as f64 / t.elapsed().as_secs_f64();
+        if clients == 1 {
+            report.log_batch_points_per_s_1 = rate;
+        } else {
+            report.log_batch_points_per_s_8 = rate;
+        }
+        log(&format!(
+            "log-batch, {clients} client(s): {rate:.0} points/s"
+        ));
+    }
+
+    // Search over a three-level hierarchy.
+    let sexp = create_experiment(&mut c, "rest-search").await?;
+    let t = Instant::now();
+    let roots = populate(url, &sexp, opts.search_trees).await?;
+    report.search_populate_seconds = t.elapsed().as_secs_f64();
+    report.search_runs_total = roots.len() * 100;
+    log(&format!(
+        "search: created {} runs in {:.1} s",
+        report.search_runs_total, report.search_populate_seconds
+    ));
+    let root = &roots[roots.len() / 2];
+    let queries: Vec<(String, Vec<&str>, usize)> = vec![
+        (format!("tags.mlflow.rootRunId = '{root}'"), vec![], 1000),
+        (
+            "params.lr = '0.01' and metrics.loss < 0.5".into(),
+            vec!["metrics.loss ASC"],
+            100,
+        ),
+        ("tags.mlflow.runName ILIKE '%child_1%'".into(), vec![], 1000),
+    ];
+    for (i, (filter, order, max)) in queries.iter().enumerate() {
+        let (d, n) = search(&mut c, &sexp, filter, order, *max).await?;
+        let label = [
+            "(a) rootRunId = <root>",
+            "(b) lr = 0.01 and loss < 0.5 by loss, 100",
+            "(c) runName ILIKE '%child_1%'",
+        ][i];
+        log(&format!("search {label}: {:.2} ms, {n} runs", ms(d)));
+        report.searches.push(SearchResult {
+            query: label.into(),
+            ms: ms(d),
+            runs: n,
+        });
+    }
+    let t = Instant::now();
+    let mut token: Option<String> = None;
+    let mut seen = 0;
+    loop {
+        let mut body = json!({ "experiment_ids": [sexp], "max_results": 1000, "run_view_type": "ACTIVE_ONLY" });
+        if let Some(tok) = &token {
+            body["page_token"] = json!(tok);
+        }
+        let r = c.post("runs/search", body).await?;
+        seen += r["runs"].as_array().map_or(0, Vec::len);
+        token = r["next_page_token"]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .map(String::from);
+        if token.is_none() {
+            break;
+        }
+    }
+    let d = t.elapsed();
+    log(&format!(
+        "search (d) all runs, 1000 a page: {:.1} ms, {seen} runs",
+        ms(d)
+    ));
+    report.searches.push(SearchResult {
+        query: "(d) all runs, 1000 a page".into(),
+        ms: ms(d),
+        runs: seen,
+    });
+
+    // get-history of a long metric, paged as the client does (25,000 a page).
+    let run = create_run(&mut c, &exp, "history", now_ms(), json!([])).await?;
+    for b in 0..opts.history_points.div_ceil(1000) {
+        c.post("runs/log-batch", batch(&run, b * 1000, 1000))
+            .await?;
+    }
+    let mut times = Vec::new();
+    let mut got = 0;
+    for _ in 0..3 {
+        let t = Instant::now();
+        got = 0;
+        let mut token: Option<String> = None;
+        loop {
+            let mut q =
+                format!("metrics/get-history?run_id={run}&metric_key=loss&max_results=25000");
+            if let Some(tok) = &token {
+                q.push_str(&format!("&page_token={tok}"));
+            }
+            let r = c.get(&q).await?;
+            got += r["metrics"].as_array().map_or(0, Vec::len);
+            token = r["next_page_token"]
+                .as_str()
+                .filter(|s| !s.is_empty())
+                .map(String::from);
+            if token.is_none() {
+                break;
+            }
+        }
+        times.push(t.elapsed());
+    }
+    times.sort();
+    report.history_points = got;
+    report.history_ms = ms(times[times.len() / 2]);
+    log(&format!(
+        "get-history: {got} points in {:.1} ms",
+        report.history_ms
+    ));
+    Ok(report)
+}
