@@ -547,3 +547,66 @@ async fn bulk_interval_legacy_log_model_and_outputs() {
     );
     s.stop_and_check_rebuild().await;
 }
+
+#[tokio::test]
+async fn log_inputs_are_stored_searchable_and_summarised() {
+    let s = TestServer::start().await;
+    let run = create_run(&s, "0").await;
+    let dataset = json!({"name": "toy", "digest": "abc123", "source_type": "local", "source": "{\"uri\": \"x\"}"});
+    let body = json!({"run_id": run, "datasets": [{"tags": [{"key": "mlflow.data.context", "value": "training"}], "dataset": dataset}]});
+    for _ in 0..2 {
+        let (status, out) = rest(
+            s.addr,
+            "POST",
+            "/api/2.0/mlflow/runs/log-inputs",
+            Some(body.clone()),
+        )
+        .await;
+        assert_eq!(status, 200, "{out}");
+    }
+    let (_, got) = rest(
+        s.addr,
+        "GET",
+        &format!("/api/2.0/mlflow/runs/get?run_id={run}"),
+        None,
+    )
+    .await;
+    let inputs = got["run"]["inputs"]["dataset_inputs"].as_array().unwrap();
+    assert_eq!(
+        inputs.len(),
+        1,
+        "the same dataset in the same role is recorded once"
+    );
+    assert_eq!(inputs[0]["dataset"]["digest"], "abc123");
+    let (_, found) = rest(
+        s.addr,
+        "POST",
+        "/api/2.0/mlflow/runs/search",
+        Some(json!({"experiment_ids": ["0"], "filter": "dataset.context = 'training'"})),
+    )
+    .await;
+    assert_eq!(found["runs"].as_array().unwrap().len(), 1);
+    let (_, sums) = rest(
+        s.addr,
+        "POST",
+        "/ajax-api/2.0/mlflow/experiments/search-datasets",
+        Some(json!({"experiment_ids": ["0"]})),
+    )
+    .await;
+    assert_eq!(
+        sums,
+        json!({"dataset_summaries": [{"experiment_id": "0", "name": "toy", "digest": "abc123", "context": "training"}]})
+    );
+    let (status, out) = rest(
+        s.addr,
+        "POST",
+        "/api/2.0/mlflow/runs/log-inputs",
+        Some(json!({"run_id": run, "datasets": [{"dataset": {"name": "n"}}]})),
+    )
+    .await;
+    assert_eq!(
+        (status, out["error_code"].as_str().unwrap()),
+        (400, "INVALID_PARAMETER_VALUE")
+    );
+    s.stop_and_check_rebuild().await;
+}

@@ -318,6 +318,7 @@ pub(crate) async fn dispatch(
             ))
         }
         ("GET", ["metrics", "get-history-bulk-interval"]) => bulk_interval(state, &p),
+        ("POST", ["experiments", "search-datasets"]) => search_datasets(state, &p),
         ("POST", ["runs", "log-inputs"]) => {
             let mut datasets = Vec::new();
             for d in p.objects("datasets")? {
@@ -500,6 +501,64 @@ pub(crate) async fn dispatch(
         }
         _ => Err(endpoint_not_found(method, path)),
     }
+}
+
+/// Most experiments `search-datasets` takes, as MLflow.
+const SEARCH_DATASETS_MAX_EXPERIMENTS: usize = 20;
+
+/// MLflow's `SearchDatasets` (the UI's dataset list): the distinct (name, digest,
+/// context) of the dataset inputs of the experiments' active runs.
+fn search_datasets(state: &State, p: &Params) -> Result<Value, Error> {
+    let ids = p.strings("experiment_ids")?;
+    if ids.is_empty() || ids.len() > SEARCH_DATASETS_MAX_EXPERIMENTS {
+        return Err(Error::invalid(format!(
+            "SearchDatasets request must specify between 1 and {SEARCH_DATASETS_MAX_EXPERIMENTS} experiment_ids. Received {} experiment_ids.",
+            ids.len()
+        )));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    let mut token = String::new();
+    loop {
+        let (runs, next) = state.store.search_runs(
+            &ids,
+            crate::domain::ViewType::ActiveOnly,
+            "",
+            &[],
+            Some(50_000),
+            &token,
+        )?;
+        for r in &runs {
+            for d in &r.dataset_inputs {
+                let Some(ds) = &d.dataset else { continue };
+                let context = d
+                    .tags
+                    .iter()
+                    .find(|t| t.key == crate::domain::INPUT_TAG_CONTEXT)
+                    .map(|t| t.value.clone());
+                seen.insert((
+                    r.experiment_id.to_string(),
+                    ds.name.clone(),
+                    ds.digest.clone(),
+                    context,
+                ));
+            }
+        }
+        match next {
+            Some(t) => token = t,
+            None => break,
+        }
+    }
+    let summaries = seen
+        .into_iter()
+        .map(|(experiment_id, name, digest, context)| {
+            let mut v = json!({ "experiment_id": experiment_id, "name": name, "digest": digest });
+            if let Some(c) = context {
+                v["context"] = json!(c);
+            }
+            v
+        })
+        .collect();
+    Ok(json::page("dataset_summaries", summaries, None))
 }
 
 /// The path under the artifact root of an `mlflow-artifacts:/...` URI.
