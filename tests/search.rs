@@ -697,3 +697,63 @@ async fn metric_order_keeps_ties_in_mlflows_order_across_pages() {
     }
     server.stop_and_check_rebuild().await;
 }
+
+#[tokio::test]
+async fn name_filters_follow_renames() {
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    let id = c
+        .create_run(pb::CreateRunRequest {
+            run_name: "before".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .run
+        .unwrap()
+        .info
+        .unwrap()
+        .run_id;
+    let mut names = async |filter: &str| -> Vec<String> {
+        c.search_runs(pb::SearchRunsRequest {
+            experiment_ids: vec!["0".into()],
+            filter: filter.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .runs
+        .into_iter()
+        .map(|r| r.info.unwrap().run_name)
+        .collect()
+    };
+    assert_eq!(
+        names("attributes.run_name = 'before'").await,
+        vec!["before"]
+    );
+    let mut c2 = server.client().await;
+    c2.set_tag(pb::SetTagRequest {
+        run_id: id.clone(),
+        key: "mlflow.runName".into(),
+        value: "middle".into(),
+    })
+    .await
+    .unwrap();
+    assert!(names("tags.mlflow.runName = 'before'").await.is_empty());
+    assert_eq!(
+        names("tags.mlflow.runName LIKE 'mid%'").await,
+        vec!["middle"]
+    );
+    c2.update_run(pb::UpdateRunRequest {
+        run_id: id,
+        run_name: Some("after".into()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert!(names("run_name ILIKE '%MIDDLE%'").await.is_empty());
+    assert_eq!(names("run_name ILIKE '%AFTER%'").await, vec!["after"]);
+    server.stop_and_check_rebuild().await;
+}

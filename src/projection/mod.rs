@@ -23,7 +23,7 @@ use crate::store::kv::{Kv, Pending};
 
 /// Bump when the projected layout changes: a store whose projections carry another
 /// version is rebuilt from its log when it is opened.
-pub(crate) const PROJECTION_VERSION: u64 = 4;
+pub(crate) const PROJECTION_VERSION: u64 = 5;
 
 pub(crate) fn load_experiment(kv: &impl Kv, id: u64) -> Result<Option<ExperimentRecord>, Error> {
     kv.get(&keys::experiment(id))?
@@ -181,6 +181,7 @@ pub(crate) fn apply(ev: &pb::Event, w: &mut Pending) -> Result<(), Error> {
                 rec.end_time = Some(end_time);
             }
             if let Some(name) = &e.run_name {
+                rename_run(w, &rec, name);
                 rec.run_name = name.clone();
                 rec.tags.insert(TAG_RUN_NAME.to_string(), name.clone());
             }
@@ -210,6 +211,7 @@ pub(crate) fn apply(ev: &pb::Event, w: &mut Pending) -> Result<(), Error> {
             let mut rec = run(w, &e.run_id)?;
             for t in &e.tags {
                 if t.key == TAG_RUN_NAME {
+                    rename_run(w, &rec, &t.value);
                     rec.run_name = t.value.clone();
                 }
                 rec.tags.insert(t.key.clone(), t.value.clone());
@@ -347,6 +349,19 @@ pub(crate) fn apply(ev: &pb::Event, w: &mut Pending) -> Result<(), Error> {
     Ok(())
 }
 
+/// Moves a run's entry in the name index.
+fn rename_run(w: &mut Pending, rec: &RunRecord, new_name: &str) {
+    w.remove(keys::run_by_name(
+        rec.experiment_id,
+        &rec.run_name,
+        &rec.run_id,
+    ));
+    w.put(
+        keys::run_by_name(rec.experiment_id, new_name, &rec.run_id),
+        vec![],
+    );
+}
+
 fn set_experiment_deleted(w: &mut Pending, id: &str, deleted: bool, now: i64) -> Result<(), Error> {
     let mut rec = experiment(w, id)?;
     rec.deleted = deleted;
@@ -403,6 +418,10 @@ fn apply_run_created(w: &mut Pending, e: &pb::RunCreated) -> Result<(), Error> {
     w.put(keys::experiment_run(experiment_id, &e.run_id), vec![]);
     w.put(
         keys::run_by_start(experiment_id, e.start_time, &e.run_id),
+        vec![],
+    );
+    w.put(
+        keys::run_by_name(experiment_id, &e.run_name, &e.run_id),
         vec![],
     );
     w.put(keys::member(keys::DESCENDANT, &root, &e.run_id), vec![]);

@@ -135,7 +135,7 @@ pub(crate) fn search_runs(
         && clauses.iter().any(|c| c.requires_metric(key))
         && hint
             .as_ref()
-            .is_none_or(|h| matches!(h, runs::IndexHint::Param(..)))
+            .is_none_or(|h| matches!(h, runs::IndexHint::Param(..) | runs::IndexHint::Name(_)))
     {
         let mut matched = Vec::new();
         for &exp in q.experiment_ids {
@@ -151,6 +151,19 @@ pub(crate) fn search_runs(
         Some(runs::IndexHint::RunIds(ids)) => ids.into_iter().cloned().collect(),
         Some(runs::IndexHint::Root(root)) => members(tree, keys::DESCENDANT, root)?,
         Some(runs::IndexHint::Parent(parent)) => members(tree, keys::CHILD, parent)?,
+        Some(runs::IndexHint::Name(test)) => {
+            let mut out = Vec::new();
+            for &exp in q.experiment_ids {
+                for k in tree.keys_with_prefix(&keys::runs_by_name(exp))? {
+                    let (name, run) = keys::name_and_run(&k)
+                        .ok_or_else(|| Error::Corrupt("name index".into()))?;
+                    if test.check(Some(&name)) {
+                        out.push(run);
+                    }
+                }
+            }
+            out
+        }
         Some(runs::IndexHint::Param(key, value)) => {
             let mut out = Vec::new();
             for &exp in q.experiment_ids {

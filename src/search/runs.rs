@@ -9,7 +9,7 @@ use super::like::Pattern;
 use super::parser::{
     Comparison, Entity, Ident, Op, OrderTerm, Value, parse_filter, parse_order_term,
 };
-use crate::domain::{Error, TAG_PARENT_RUN_ID, TAG_ROOT_RUN_ID};
+use crate::domain::{Error, TAG_PARENT_RUN_ID, TAG_ROOT_RUN_ID, TAG_RUN_NAME};
 use crate::projection::RunRecord;
 
 /// A test on a string that may be absent.
@@ -388,6 +388,15 @@ impl Clause {
                 key,
                 test: StrTest::Eq(v),
             } => Some(IndexHint::Param(key, v)),
+            Clause::Tag { key, test }
+                if key == TAG_RUN_NAME && !matches!(test, StrTest::IsNull) =>
+            {
+                Some(IndexHint::Name(test))
+            }
+            Clause::Text {
+                attr: RunAttr::RunName,
+                test,
+            } => Some(IndexHint::Name(test)),
             _ => None,
         }
     }
@@ -398,6 +407,8 @@ pub(crate) enum IndexHint<'a> {
     Root(&'a str),
     Parent(&'a str),
     Param(&'a str, &'a str),
+    /// A test on the run name, answered from the name index.
+    Name(&'a StrTest),
 }
 
 impl IndexHint<'_> {
@@ -408,6 +419,7 @@ impl IndexHint<'_> {
             IndexHint::Parent(_) => 1,
             IndexHint::Root(_) => 2,
             IndexHint::Param(..) => 3,
+            IndexHint::Name(_) => 4,
         }
     }
 }

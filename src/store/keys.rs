@@ -27,6 +27,9 @@ pub(crate) const PARAM_VALUE: u8 = b'P';
 /// where rank is 0 for numbers and 1 for NaN, and the value is encoded so that bytes
 /// sort as numbers do. Ordering by a metric walks this instead of sorting.
 pub(crate) const METRIC_VALUE: u8 = b'Q';
+/// Runs by name: `A | experiment | name length (u32) | name | run_id` → (). A name filter
+/// (`LIKE '%x%'` included) is tested on these keys, so only matching runs are loaded.
+pub(crate) const RUN_BY_NAME: u8 = b'A';
 /// Logged models: `O | model_id` → `LoggedModelRecord`.
 pub(crate) const LOGGED_MODEL: u8 = b'O';
 /// Metric history chunks: `H | run | 0 | key | 0 | seq` → packed points.
@@ -185,4 +188,31 @@ pub(crate) fn logged_model(model_id: &str) -> Vec<u8> {
     let mut k = vec![LOGGED_MODEL];
     k.extend_from_slice(model_id.as_bytes());
     k
+}
+
+pub(crate) fn runs_by_name(experiment_id: u64) -> Vec<u8> {
+    let mut k = vec![RUN_BY_NAME];
+    k.extend_from_slice(&experiment_id.to_be_bytes());
+    k
+}
+
+pub(crate) fn run_by_name(experiment_id: u64, name: &str, run_id: &str) -> Vec<u8> {
+    let mut k = runs_by_name(experiment_id);
+    let len = u32::try_from(name.len()).unwrap_or(u32::MAX);
+    k.extend_from_slice(&len.to_be_bytes());
+    k.extend_from_slice(name.as_bytes());
+    k.extend_from_slice(run_id.as_bytes());
+    k
+}
+
+/// The (name, run id) of a `run_by_name` key.
+pub(crate) fn name_and_run(key: &[u8]) -> Option<(String, String)> {
+    let rest = key.get(9..)?;
+    let len = usize::try_from(u32::from_be_bytes(rest.get(..4)?.try_into().ok()?)).ok()?;
+    let name = rest.get(4..4 + len)?;
+    let run = rest.get(4 + len..)?;
+    Some((
+        String::from_utf8_lossy(name).into_owned(),
+        String::from_utf8_lossy(run).into_owned(),
+    ))
 }
