@@ -122,7 +122,11 @@ def run_server(name, args, out_dir):
     if not os.path.exists(cmd[0]):
         return {"status": f"not installed ({cmd[0]} missing)"}
     log = open(os.path.join(out_dir, f"{name}-server.log"), "w")
-    proc = subprocess.Popen(cmd, cwd=data, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        proc = subprocess.Popen(cmd, cwd=data, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    except OSError as e:
+        log.close()
+        return {"status": f"could not start: {e}"}
     url = f"http://127.0.0.1:{port}"
     try:
         if not wait_ready(url, proc):
@@ -181,6 +185,8 @@ def main():
     ap.add_argument("--no-chart", action="store_true")
     ap.add_argument("--no-grpc", action="store_true", help="skip Arbor's gRPC-only workloads")
     args = ap.parse_args()
+    # Servers start in their own data directories: every path must be absolute.
+    args.venv, args.arbor_bin, args.bench_bin = (os.path.abspath(p) for p in (args.venv, args.arbor_bin, args.bench_bin))
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     out_dir = args.out or os.path.join(ROOT, "bench", "results", stamp)
     os.makedirs(out_dir, exist_ok=True)
@@ -196,12 +202,16 @@ def main():
 
     # Same queries, same data: the result counts must agree.
     count_keys = [f"search_{k}_runs" for k in "abcd"] + ["history_points"]
+    # The figure each count belongs to, to mark figures whose answers differ.
+    counted = {f"search_{k}_runs": f"search_{k}_ms" for k in "abcd"} | {"history_points": "history_ms"}
+    differs = set()
     mismatches = []
     for peer in peers:
         if results[peer].get("status") != "ok" or results["arbor"].get("status") != "ok":
             continue
         for k in count_keys:
             if results[peer].get(k) != results["arbor"].get(k):
+                differs.add((counted[k], peer))
                 mismatches.append(f"{k}: arbor {results['arbor'].get(k)}, {peer} {results[peer].get(k)}")
 
     meta = {
@@ -217,7 +227,11 @@ def main():
     for key, label, better in FIGURES:
         vals = [results[n].get(key) if results[n].get("status") == "ok" else None for n in names]
         ratios = [ratio(vals[0], results[p].get(key) if results[p].get("status") == "ok" else None, better) for p in peers]
-        lines.append(f"| {label} | " + " | ".join(fmt(v) for v in vals) + " | " + " | ".join("-" if r is None else f"{r:,.1f}x" for r in ratios) + " |")
+        cells = []
+        for p, r in zip(peers, ratios):
+            mark = " (results differ)" if (key, p) in differs else ""
+            cells.append("-" if r is None else f"{r:,.1f}x{mark}")
+        lines.append(f"| {label} | " + " | ".join(fmt(v) for v in vals) + " | " + " | ".join(cells) + " |")
     table = "\n".join(lines)
     print()
     print(f"{meta['date']}; {meta['machine']}; versions: {meta['versions']}; {'quick' if args.quick else 'full'} run in {meta['seconds']} s")
@@ -240,7 +254,7 @@ def main():
         except ImportError:
             print("matplotlib is not installed: no chart")
             return
-        labels = [label for _, label, _ in FIGURES]
+        labels = [label + (" [results differ]" if any((k, p) in differs for p in peers) else "") for k, label, _ in FIGURES]
         fig, ax = plt.subplots(figsize=(11, 7))
         height = 0.8 / len(peers)
         for i, p in enumerate(peers):
