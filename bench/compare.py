@@ -142,10 +142,10 @@ def run_server(name, args, out_dir):
             result = json.load(f)
         result["server_rss_mib"] = tree_rss_mib(proc.pid)
         result["disk_mib"] = disk_mib(data)
-        for key, s in zip("abcd", result["searches"]):
+        for key, s in zip("abcd", result.get("searches", [])):
             result[f"search_{key}_ms"] = s["ms"]
             result[f"search_{key}_runs"] = s["runs"]
-        result["status"] = "ok"
+        result["status"] = "ok" if not result.get("errors") else "partly failed: " + "; ".join(result["errors"])[:500]
         return result
     finally:
         stop(proc)
@@ -163,7 +163,7 @@ def versions(args):
 
 
 def ratio(arbor, peer, better):
-    if not arbor or not peer:
+    if not isinstance(arbor, (int, float)) or not isinstance(peer, (int, float)) or not arbor or not peer:
         return None
     return arbor / peer if better == "higher" else peer / arbor
 
@@ -207,7 +207,7 @@ def main():
     differs = set()
     mismatches = []
     for peer in peers:
-        if results[peer].get("status") != "ok" or results["arbor"].get("status") != "ok":
+        if "search_a_runs" not in results[peer] or "search_a_runs" not in results["arbor"]:
             continue
         for k in count_keys:
             if results[peer].get(k) != results["arbor"].get(k):
@@ -225,8 +225,8 @@ def main():
     lines = [f"| figure | {' | '.join(names)} | " + " | ".join(f"Arbor vs {p}" for p in peers) + " |",
              "|---|" + "---|" * (len(names) + len(peers))]
     for key, label, better in FIGURES:
-        vals = [results[n].get(key) if results[n].get("status") == "ok" else None for n in names]
-        ratios = [ratio(vals[0], results[p].get(key) if results[p].get("status") == "ok" else None, better) for p in peers]
+        vals = [results[n].get(key) for n in names]
+        ratios = [ratio(vals[0], results[p].get(key), better) for p in peers]
         cells = []
         for p, r in zip(peers, ratios):
             mark = " (results differ)" if (key, p) in differs else ""
@@ -258,7 +258,7 @@ def main():
         fig, ax = plt.subplots(figsize=(11, 7))
         height = 0.8 / len(peers)
         for i, p in enumerate(peers):
-            rs = [ratio(results["arbor"].get(k), results[p].get(k), b) or 0 for k, _, b in FIGURES] if results[p].get("status") == "ok" else [0] * len(FIGURES)
+            rs = [ratio(results["arbor"].get(k), results[p].get(k), b) or 0 for k, _, b in FIGURES]
             ax.barh([y + i * height for y in range(len(FIGURES))], rs, height=height, label=f"vs {p}")
         ax.axvline(1, color="black", linewidth=1)
         ax.set_xscale("log")

@@ -112,6 +112,25 @@ pub struct RestReport {
     pub searches: Vec<SearchResult>,
     pub history_points: usize,
     pub history_ms: f64,
+    /// Workloads that failed on this server, with the server's answer.
+    pub errors: Vec<String>,
+}
+
+impl RestReport {
+    fn new() -> RestReport {
+        let nan = f64::NAN;
+        RestReport {
+            hierarchy_seconds: nan,
+            log_metric_per_s: nan,
+            log_metric_p50_ms: nan,
+            log_metric_p99_ms: nan,
+            log_batch_points_per_s_1: nan,
+            log_batch_points_per_s_8: nan,
+            search_populate_seconds: nan,
+            history_ms: nan,
+            ..RestReport::default()
+        }
+    }
 }
 
 pub struct RestOptions {
@@ -251,22 +270,54 @@ async fn search(
     Ok((times[times.len() / 2], n))
 }
 
+/// Runs every workload; one that fails is recorded in `errors` (its figures stay NaN,
+/// null in the JSON) and the others still run.
 pub async fn run(
     url: &str,
     opts: &RestOptions,
     log: impl Fn(&str),
 ) -> Result<RestReport, BoxError> {
-    let mut report = RestReport::default();
+    let mut report = RestReport::new();
     let mut c = RestClient::connect(url).await?;
     let exp = create_experiment(&mut c, "rest-bench").await?;
+    let results = [
+        (
+            "writes",
+            writes(url, opts, &log, &mut report, &mut c, &exp).await,
+        ),
+        (
+            "search",
+            searches(url, opts, &log, &mut report, &mut c, &exp).await,
+        ),
+        (
+            "history",
+            history(url, opts, &log, &mut report, &mut c, &exp).await,
+        ),
+    ];
+    for (name, result) in results {
+        if let Err(e) = result {
+            log(&format!("{name} FAILED: {e}"));
+            report.errors.push(format!("{name}: {e}"));
+        }
+    }
+    Ok(report)
+}
 
+async fn writes(
+    url: &str,
+    opts: &RestOptions,
+    log: &impl Fn(&str),
+    report: &mut RestReport,
+    c: &mut RestClient,
+    exp: &str,
+) -> Result<(), BoxError> {
     // Hierarchy: 1 root, 10 children, 10 grandchildren each.
     let t = Instant::now();
-    let root = create_run(&mut c, &exp, "root", now_ms(), json!([])).await?;
+    let root = create_run(c, &exp, "root", now_ms(), json!([])).await?;
     let mut count = 1;
     for ch in 0..10 {
         let child = create_run(
-            &mut c,
+            c,
             &exp,
             &format!("child_{ch}"),
             now_ms(),
@@ -276,7 +327,7 @@ pub async fn run(
         count += 1;
         for g in 0..10 {
             create_run(
-                &mut c,
+                c,
                 &exp,
                 &format!("child_{ch}/leaf_{g}"),
                 now_ms(),
@@ -294,7 +345,7 @@ pub async fn run(
     ));
 
     // Sequential single log-metric calls.
-    let run = create_run(&mut c, &exp, "log-metric", now_ms(), json!([])).await?;
+    let run = create_run(c, &exp, "log-metric", now_ms(), json!([])).await?;
     let mut lat = Vec::with_capacity(opts.log_metric_calls);
     let t = Instant::now();
     for i in 0..opts.log_metric_calls {
@@ -345,8 +396,19 @@ pub async fn run(
         ));
     }
 
+    Ok(())
+}
+
+async fn searches(
+    url: &str,
+    opts: &RestOptions,
+    log: &impl Fn(&str),
+    report: &mut RestReport,
+    c: &mut RestClient,
+    _exp: &str,
+) -> Result<(), BoxError> {
     // Search over a three-level hierarchy.
-    let sexp = create_experiment(&mut c, "rest-search").await?;
+    let sexp = create_experiment(c, "rest-search").await?;
     let t = Instant::now();
     let roots = populate(url, &sexp, opts.search_trees).await?;
     report.search_populate_seconds = t.elapsed().as_secs_f64();
@@ -366,7 +428,7 @@ pub async fn run(
         ("tags.mlflow.runName ILIKE '%child_1%'".into(), vec![], 1000),
     ];
     for (i, (filter, order, max)) in queries.iter().enumerate() {
-        let (d, n) = search(&mut c, &sexp, filter, order, *max).await?;
+        let (d, n) = search(c, &sexp, filter, order, *max).await?;
         let label = [
             "(a) rootRunId = <root>",
             "(b) lr = 0.01 and loss < 0.5 by loss, 100",
@@ -408,8 +470,19 @@ pub async fn run(
         runs: seen,
     });
 
+    Ok(())
+}
+
+async fn history(
+    _url: &str,
+    opts: &RestOptions,
+    log: &impl Fn(&str),
+    report: &mut RestReport,
+    c: &mut RestClient,
+    exp: &str,
+) -> Result<(), BoxError> {
     // get-history of a long metric, paged as the client does (25,000 a page).
-    let run = create_run(&mut c, &exp, "history", now_ms(), json!([])).await?;
+    let run = create_run(c, &exp, "history", now_ms(), json!([])).await?;
     for b in 0..opts.history_points.div_ceil(1000) {
         c.post("runs/log-batch", batch(&run, b * 1000, 1000))
             .await?;
@@ -445,5 +518,5 @@ pub async fn run(
         "get-history: {got} points in {:.1} ms",
         report.history_ms
     ));
-    Ok(report)
+    Ok(())
 }
