@@ -313,12 +313,12 @@ async fn writes(
 ) -> Result<(), BoxError> {
     // Hierarchy: 1 root, 10 children, 10 grandchildren each.
     let t = Instant::now();
-    let root = create_run(c, &exp, "root", now_ms(), json!([])).await?;
+    let root = create_run(c, exp, "root", now_ms(), json!([])).await?;
     let mut count = 1;
     for ch in 0..10 {
         let child = create_run(
             c,
-            &exp,
+            exp,
             &format!("child_{ch}"),
             now_ms(),
             json!([{ "key": "mlflow.parentRunId", "value": root }]),
@@ -328,7 +328,7 @@ async fn writes(
         for g in 0..10 {
             create_run(
                 c,
-                &exp,
+                exp,
                 &format!("child_{ch}/leaf_{g}"),
                 now_ms(),
                 json!([{ "key": "mlflow.parentRunId", "value": child }]),
@@ -345,7 +345,7 @@ async fn writes(
     ));
 
     // Sequential single log-metric calls.
-    let run = create_run(c, &exp, "log-metric", now_ms(), json!([])).await?;
+    let run = create_run(c, exp, "log-metric", now_ms(), json!([])).await?;
     let mut lat = Vec::with_capacity(opts.log_metric_calls);
     let t = Instant::now();
     for i in 0..opts.log_metric_calls {
@@ -367,7 +367,7 @@ async fn writes(
         let mut conns = Vec::new();
         for _ in 0..clients {
             let mut c = RestClient::connect(url).await?;
-            let run = create_run(&mut c, &exp, "ingest", now_ms(), json!([])).await?;
+            let run = create_run(&mut c, exp, "ingest", now_ms(), json!([])).await?;
             conns.push((c, run));
         }
         let batches = opts.batches_per_client;
@@ -482,7 +482,7 @@ async fn history(
     exp: &str,
 ) -> Result<(), BoxError> {
     // get-history of a long metric, paged as the client does (25,000 a page).
-    let run = create_run(c, &exp, "history", now_ms(), json!([])).await?;
+    let run = create_run(c, exp, "history", now_ms(), json!([])).await?;
     for b in 0..opts.history_points.div_ceil(1000) {
         c.post("runs/log-batch", batch(&run, b * 1000, 1000))
             .await?;
