@@ -40,13 +40,13 @@ struct Table {
 }
 
 impl Table {
-    fn update(&mut self, p: &pb::MetricUpdate) {
+    fn update(&mut self, run_id: &str, key: &str, step: i64, value: f64) {
         let row = self
             .rows
-            .entry((p.run_id.clone(), p.key.clone()))
+            .entry((run_id.to_string(), key.to_string()))
             .or_default();
-        row.step = p.step;
-        row.value = p.value;
+        row.step = step;
+        row.value = value;
         row.points += 1;
     }
 
@@ -116,16 +116,19 @@ pub async fn watch(
                 .await?
                 .into_inner();
             while let Some(msg) = stream.message().await? {
-                for p in &msg.points {
-                    if opts.table {
-                        table.update(p);
-                    } else {
-                        writeln!(
-                            out,
-                            "{}\t{}\t{}\t{}\t{}\t{}",
-                            p.seq, p.run_id, p.key, p.step, p.value, p.timestamp
-                        )
-                        .map_err(|e| tonic::Status::cancelled(e.to_string()))?;
+                for s in &msg.series {
+                    let points = s.values.iter().zip(&s.steps).zip(&s.timestamps);
+                    for ((&value, &step), &timestamp) in points {
+                        if opts.table {
+                            table.update(&msg.run_id, &s.key, step, value);
+                        } else {
+                            writeln!(
+                                out,
+                                "{}\t{}\t{}\t{}\t{}\t{}",
+                                msg.seq, msg.run_id, s.key, step, value, timestamp
+                            )
+                            .map_err(|e| tonic::Status::cancelled(e.to_string()))?;
+                        }
                     }
                 }
                 if opts.table {

@@ -436,7 +436,7 @@ async fn rest_and_grpc_share_one_store_and_one_log() {
     .await;
     let msg = stream.message().await.unwrap().unwrap();
     assert_eq!(
-        (msg.points[0].key.as_str(), msg.points[0].value),
+        (msg.series[0].key.as_str(), msg.series[0].values[0]),
         ("loss", 0.5),
         "a REST write on a gRPC stream"
     );

@@ -77,23 +77,51 @@ async fn watch(
     .into_inner()
 }
 
+/// One point of a watch message, flattened from its columns.
+#[derive(Debug, Clone)]
+struct Point {
+    run_id: String,
+    key: String,
+    value: f64,
+    step: i64,
+    seq: u64,
+}
+
+fn flatten(m: &pb::WatchMetricsResponse) -> Vec<Point> {
+    let mut out = Vec::new();
+    for s in &m.series {
+        assert_eq!(s.values.len(), s.steps.len());
+        assert_eq!(s.values.len(), s.timestamps.len());
+        for (&value, &step) in s.values.iter().zip(&s.steps) {
+            out.push(Point {
+                run_id: m.run_id.clone(),
+                key: s.key.clone(),
+                value,
+                step,
+                seq: m.seq,
+            });
+        }
+    }
+    out
+}
+
 /// Reads messages until `n` points have arrived; returns (seq of last message, points).
 async fn read_points(
     s: &mut tonic::Streaming<pb::WatchMetricsResponse>,
     n: usize,
-) -> (u64, Vec<pb::MetricUpdate>) {
+) -> (u64, Vec<Point>) {
     let mut points = Vec::new();
     let mut last = 0;
     while points.len() < n {
         let msg = s.message().await.unwrap().expect("stream ended early");
         last = msg.seq;
-        points.extend(msg.points);
+        points.extend(flatten(&msg));
     }
     assert_eq!(points.len(), n, "more points than expected");
     (last, points)
 }
 
-fn steps(points: &[pb::MetricUpdate]) -> Vec<i64> {
+fn steps(points: &[Point]) -> Vec<i64> {
     points.iter().map(|p| p.step).collect()
 }
 
@@ -108,7 +136,7 @@ async fn reconnecting_with_last_seq_plus_one_misses_and_repeats_nothing() {
     let mut s = watch(&mut w, Scope::RunId(run.clone()), &[], None).await;
     let position = s.message().await.unwrap().unwrap();
     assert!(
-        position.points.is_empty(),
+        position.series.is_empty(),
         "the first message marks the position"
     );
     for i in 1..4 {
@@ -140,6 +168,10 @@ async fn reconnecting_with_last_seq_plus_one_misses_and_repeats_nothing() {
     s.message().await.unwrap().unwrap();
     let (_, all) = read_points(&mut s, 70).await;
     assert_eq!(steps(&all), (0..70).collect::<Vec<_>>());
+    assert!(
+        all.iter().all(|p| p.value == p.step as f64),
+        "values arrive with their steps"
+    );
 
     let err = w
         .watch_metrics(pb::WatchMetricsRequest {

@@ -158,25 +158,16 @@ impl Scope {
         if !self.has_run(&m.run_id)? {
             return Ok(None);
         }
-        let mut points = Vec::new();
-        for s in &m.series {
-            if !self.keys.is_empty() && !self.keys.contains(&s.key) {
-                continue;
-            }
-            for ((&value, &step), &timestamp) in s.values.iter().zip(&s.steps).zip(&s.timestamps) {
-                points.push(pb::MetricUpdate {
-                    run_id: m.run_id.clone(),
-                    key: s.key.clone(),
-                    value,
-                    step,
-                    timestamp,
-                    seq: ev.seq,
-                });
-            }
-        }
-        Ok((!points.is_empty()).then_some(pb::WatchMetricsResponse {
+        let series: Vec<pb::MetricSeries> = m
+            .series
+            .iter()
+            .filter(|s| self.keys.is_empty() || self.keys.contains(&s.key))
+            .cloned()
+            .collect();
+        Ok((!series.is_empty()).then(|| pb::WatchMetricsResponse {
             seq: ev.seq,
-            points,
+            run_id: m.run_id.clone(),
+            series,
         }))
     }
 

@@ -86,7 +86,7 @@ impl WatchService for WatchApi {
         let position = |seq| {
             Some(pb::WatchMetricsResponse {
                 seq,
-                points: vec![],
+                ..Default::default()
             })
         };
         Ok(Response::new(spawn(

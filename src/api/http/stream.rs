@@ -42,16 +42,15 @@ pub(super) struct StreamParams {
 use crate::api::mlflow::json::double as json_double;
 
 fn metrics_event(m: &pb::WatchMetricsResponse) -> Event {
-    let points: Vec<serde_json::Value> = m
-        .points
-        .iter()
-        .map(|p| {
-            json!({
-                "run_id": p.run_id, "key": p.key, "value": json_double(p.value),
-                "step": p.step, "timestamp": p.timestamp, "seq": p.seq,
-            })
-        })
-        .collect();
+    let mut points = Vec::new();
+    for s in &m.series {
+        for ((value, step), timestamp) in s.values.iter().zip(&s.steps).zip(&s.timestamps) {
+            points.push(json!({
+                "run_id": m.run_id, "key": s.key, "value": json_double(*value),
+                "step": step, "timestamp": timestamp, "seq": m.seq,
+            }));
+        }
+    }
     let kind = if points.is_empty() {
         "position"
     } else {
@@ -120,7 +119,7 @@ pub(super) async fn stream(
         |seq| {
             Some(pb::WatchMetricsResponse {
                 seq,
-                points: vec![],
+                ..Default::default()
             })
         },
         move |ev| scope.metrics(ev),

@@ -359,10 +359,10 @@ async fn watch_latency(
             while points < batches * WATCH_BATCH as usize {
                 let Some(msg) = s.message().await? else { break };
                 let now = Instant::now();
-                if let Some(first) = msg.points.first() {
-                    got.push((usize::try_from(first.step / WATCH_BATCH).unwrap_or(0), now));
+                if let Some(first) = msg.series.first().and_then(|s| s.steps.first()) {
+                    got.push((usize::try_from(first / WATCH_BATCH).unwrap_or(0), now));
                 }
-                points += msg.points.len();
+                points += msg.series.iter().map(|s| s.values.len()).sum::<usize>();
                 if is_slow {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
