@@ -15,9 +15,24 @@ const BIN: &str = env!("CARGO_BIN_EXE_arbor");
 
 /// Starts `arbor serve` on port 0 and reads the address it prints.
 fn spawn_server(dir: &std::path::Path) -> (Child, SocketAddr) {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir)
+    let mut cmd = Command::new(BIN);
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir);
+    start(cmd)
+}
+
+/// The same, configured through `ARBOR_*` environment variables alone.
+fn spawn_server_from_env(dir: &std::path::Path) -> (Child, SocketAddr) {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("serve")
+        .env("ARBOR_LISTEN", "127.0.0.1:0")
+        .env("ARBOR_DATA_DIR", dir)
+        .env("ARBOR_CACHE_MB", "16");
+    start(cmd)
+}
+
+fn start(mut cmd: Command) -> (Child, SocketAddr) {
+    let mut child = cmd
         .env(
             "ARBOR_LOG",
             std::env::var("TEST_ARBOR_LOG").unwrap_or("warn".into()),
@@ -259,7 +274,7 @@ async fn projections_are_rebuilt_when_missing() {
         }
         db.flush().unwrap();
     }
-    let (mut server, addr) = spawn_server(dir.path());
+    let (mut server, addr) = spawn_server_from_env(dir.path());
     let mut c = client(addr).await;
     let e = c
         .get_experiment_by_name(pb::GetExperimentByNameRequest {
