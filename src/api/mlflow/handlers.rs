@@ -24,6 +24,12 @@ async fn write(state: &State, command: Command) -> Result<Outcome, Error> {
     state.store.submit(command).await
 }
 
+/// Writes and answers MLflow's empty response.
+async fn done(state: &State, command: Command) -> Result<Value, Error> {
+    write(state, command).await?;
+    Ok(empty())
+}
+
 fn metric_point(p: &Params) -> Result<MetricPoint, Error> {
     Ok(MetricPoint {
         key: p.required("key")?,
@@ -100,38 +106,35 @@ pub(crate) async fn dispatch(
             ))
         }
         ("POST", ["experiments", "delete"]) => {
-            write(
+            done(
                 state,
                 Command::DeleteExperiment {
                     experiment_id: p.required("experiment_id")?,
                 },
             )
-            .await?;
-            Ok(empty())
+            .await
         }
         ("POST", ["experiments", "restore"]) => {
-            write(
+            done(
                 state,
                 Command::RestoreExperiment {
                     experiment_id: p.required("experiment_id")?,
                 },
             )
-            .await?;
-            Ok(empty())
+            .await
         }
         ("POST", ["experiments", "update"]) => {
-            write(
+            done(
                 state,
                 Command::RenameExperiment {
                     experiment_id: p.required("experiment_id")?,
                     new_name: p.required("new_name")?,
                 },
             )
-            .await?;
-            Ok(empty())
+            .await
         }
         ("POST", ["experiments", "set-experiment-tag"]) => {
-            write(
+            done(
                 state,
                 Command::SetExperimentTag {
                     experiment_id: p.required("experiment_id")?,
@@ -139,19 +142,17 @@ pub(crate) async fn dispatch(
                     value: p.string_or_empty("value")?,
                 },
             )
-            .await?;
-            Ok(empty())
+            .await
         }
         ("POST", ["experiments", "delete-experiment-tag"]) => {
-            write(
+            done(
                 state,
                 Command::DeleteExperimentTag {
                     experiment_id: p.required("experiment_id")?,
                     key: p.required("key")?,
                 },
             )
-            .await?;
-            Ok(empty())
+            .await
         }
         ("POST", ["runs", "create"]) => {
             let run = expect_run(
@@ -188,26 +189,24 @@ pub(crate) async fn dispatch(
             Ok(json!({ "run_info": json::run_info(&run) }))
         }
         ("POST", ["runs", "delete"]) => {
-            write(
+            done(
                 state,
                 Command::DeleteRun {
                     run_id: p.run_id()?,
                     cascade: p.bool("cascade")?.unwrap_or(false),
                 },
             )
-            .await?;
-            Ok(empty())
+            .await
         }
         ("POST", ["runs", "restore"]) => {
-            write(
+            done(
                 state,
                 Command::RestoreRun {
                     run_id: p.run_id()?,
                     cascade: p.bool("cascade")?.unwrap_or(false),
                 },
             )
-            .await?;
-            Ok(empty())
+            .await
         }
         ("GET", ["runs", "get"]) => {
             let run = state.store.get_run(&p.run_id()?)?;
@@ -216,7 +215,7 @@ pub(crate) async fn dispatch(
         ("POST", ["runs", "log-metric"]) => {
             let run_id = p.run_id()?;
             let point = metric_point(&p)?;
-            write(
+            done(
                 state,
                 Command::LogBatch {
                     run_id,
@@ -226,12 +225,11 @@ pub(crate) async fn dispatch(
                     origin: BatchOrigin::Single,
                 },
             )
-            .await?;
-            Ok(empty())
+            .await
         }
         ("POST", ["runs", "log-parameter"]) => {
             let param = KeyValue::new(p.required("key")?, p.string_or_empty("value")?);
-            write(
+            done(
                 state,
                 Command::LogBatch {
                     run_id: p.run_id()?,
@@ -241,12 +239,11 @@ pub(crate) async fn dispatch(
                     origin: BatchOrigin::Single,
                 },
             )
-            .await?;
-            Ok(empty())
+            .await
         }
         ("POST", ["runs", "set-tag"]) => {
             let tag = KeyValue::new(p.required("key")?, p.string_or_empty("value")?);
-            write(
+            done(
                 state,
                 Command::LogBatch {
                     run_id: p.run_id()?,
@@ -256,19 +253,17 @@ pub(crate) async fn dispatch(
                     origin: BatchOrigin::Single,
                 },
             )
-            .await?;
-            Ok(empty())
+            .await
         }
         ("POST", ["runs", "delete-tag"]) => {
-            write(
+            done(
                 state,
                 Command::DeleteTag {
                     run_id: p.run_id()?,
                     key: p.required("key")?,
                 },
             )
-            .await?;
-            Ok(empty())
+            .await
         }
         ("POST", ["runs", "log-batch"]) => {
             let metrics = p
@@ -276,7 +271,7 @@ pub(crate) async fn dispatch(
                 .iter()
                 .map(metric_point)
                 .collect::<Result<Vec<_>, _>>()?;
-            write(
+            done(
                 state,
                 Command::LogBatch {
                     run_id: p.run_id()?,
@@ -286,8 +281,7 @@ pub(crate) async fn dispatch(
                     origin: BatchOrigin::Batch,
                 },
             )
-            .await?;
-            Ok(empty())
+            .await
         }
         ("POST" | "GET", ["runs", "search"]) => {
             let (runs, next) = state.store.search_runs(
@@ -347,7 +341,7 @@ pub(crate) async fn dispatch(
                 .iter()
                 .map(|m| m.required("model_id"))
                 .collect::<Result<Vec<_>, _>>()?;
-            write(
+            done(
                 state,
                 Command::LogInputs {
                     run_id: p.run_id()?,
@@ -355,8 +349,7 @@ pub(crate) async fn dispatch(
                     models,
                 },
             )
-            .await?;
-            Ok(empty())
+            .await
         }
         ("POST", ["runs", "outputs"]) => {
             let models = p
@@ -364,26 +357,24 @@ pub(crate) async fn dispatch(
                 .iter()
                 .map(|m| Ok((m.required("model_id")?, m.int("step")?.unwrap_or(0))))
                 .collect::<Result<Vec<_>, Error>>()?;
-            write(
+            done(
                 state,
                 Command::LogOutputs {
                     run_id: p.run_id()?,
                     models,
                 },
             )
-            .await?;
-            Ok(empty())
+            .await
         }
         ("POST", ["runs", "log-model"]) => {
-            write(
+            done(
                 state,
                 Command::AppendModelHistory {
                     run_id: p.run_id()?,
                     model_json: p.required("model_json")?,
                 },
             )
-            .await?;
-            Ok(empty())
+            .await
         }
         ("GET", ["artifacts", "list"]) => {
             let run = state.store.get_run(&p.run_id()?)?;
@@ -438,14 +429,13 @@ pub(crate) async fn dispatch(
             .await?,
         ),
         ("DELETE", ["logged-models", id]) => {
-            write(
+            done(
                 state,
                 Command::DeleteLoggedModel {
                     model_id: id.to_string(),
                 },
             )
-            .await?;
-            Ok(empty())
+            .await
         }
         ("PATCH", ["logged-models", id, "tags"]) => {
             write(
@@ -460,26 +450,24 @@ pub(crate) async fn dispatch(
             Ok(json!({ "model": json::logged_model(&m) }))
         }
         ("DELETE", ["logged-models", id, "tags", key]) => {
-            write(
+            done(
                 state,
                 Command::DeleteLoggedModelTag {
                     model_id: id.to_string(),
                     key: key.to_string(),
                 },
             )
-            .await?;
-            Ok(empty())
+            .await
         }
         ("POST", ["logged-models", id, "params"]) => {
-            write(
+            done(
                 state,
                 Command::LogLoggedModelParams {
                     model_id: id.to_string(),
                     params: p.key_values("params")?,
                 },
             )
-            .await?;
-            Ok(empty())
+            .await
         }
         ("GET", ["logged-models", id, "artifacts", "directories"]) => {
             let m = state.store.get_logged_model(id, false)?;
