@@ -539,14 +539,10 @@ fn lifecycle_events(
 ) -> Result<Vec<Payload>, Error> {
     let top = find_run(kv, run_id)?;
     let mut runs = vec![top];
-    let mut i = 0;
-    while cascade && i < runs.len() {
-        for child in projection::children(kv, &runs[i].run_id)? {
-            if let Some(c) = projection::load_run(kv, &child)? {
-                runs.push(c);
-            }
+    if cascade {
+        for id in projection::subtree(kv, run_id)?.iter().skip(1) {
+            runs.extend(projection::load_run(kv, id)?);
         }
-        i += 1;
     }
     Ok(runs
         .into_iter()

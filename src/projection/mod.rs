@@ -85,6 +85,18 @@ pub(crate) fn children(kv: &impl Kv, run_id: &str) -> Result<Vec<String>, Error>
         .collect())
 }
 
+/// The run and every run below it, breadth-first.
+pub(crate) fn subtree(kv: &impl Kv, run_id: &str) -> Result<Vec<String>, Error> {
+    let mut out = vec![run_id.to_string()];
+    let mut i = 0;
+    while i < out.len() {
+        let below = children(kv, &out[i])?;
+        out.extend(below);
+        i += 1;
+    }
+    Ok(out)
+}
+
 /// Ids of the runs of an experiment.
 pub(crate) fn experiment_run_ids(kv: &impl Kv, experiment_id: u64) -> Result<Vec<String>, Error> {
     let prefix = keys::experiment_runs(experiment_id);

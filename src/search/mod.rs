@@ -141,7 +141,7 @@ pub(crate) fn search_runs(
         for &exp in q.experiment_ids {
             matched.extend(metric_scan(tree, exp, key, *ascending, k, &admits)?);
         }
-        return Ok(page_of(
+        return Ok(page::slice(
             top_k(matched, k, |a, b| runs::compare(&order, a, b)),
             offset,
             q.limit,
@@ -194,20 +194,11 @@ pub(crate) fn search_runs(
             matched.push(r);
         }
     }
-    Ok(page_of(
+    Ok(page::slice(
         top_k(matched, k, |a, b| runs::compare(&order, a, b)),
         offset,
         q.limit,
     ))
-}
-
-/// The page at `offset` of the best runs, and the token of the next page if any.
-fn page_of(best: Vec<RunRecord>, offset: usize, limit: usize) -> (Vec<RunRecord>, Option<String>) {
-    let total = best.len();
-    let page: Vec<RunRecord> = best.into_iter().skip(offset).take(limit).collect();
-    let next =
-        (offset + page.len() < total).then(|| page::encode(Position::Offset(offset + page.len())));
-    (page, next)
 }
 
 /// The first `k` admitted runs of one experiment in the order of metric `key` (numbers
@@ -333,11 +324,7 @@ pub(crate) fn search_experiments(
 ) -> Result<(Vec<ExperimentRecord>, Option<String>), Error> {
     let clauses = experiments::compile_filter(filter)?;
     let order = experiments::compile_order(order_by)?;
-    let offset = match page::decode(page_token)? {
-        Position::Start => 0,
-        Position::Offset(n) => n,
-        Position::After(..) => return Err(page::invalid(page_token)),
-    };
+    let offset = page::decode_offset(page_token)?;
     let mut all = Vec::new();
     for kv in tree.scan_prefix([keys::EXPERIMENT]) {
         let (_, v) = kv?;

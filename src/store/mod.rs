@@ -226,15 +226,7 @@ impl Store {
 
     /// The run and every run below it.
     pub fn subtree(&self, run_id: &str) -> Result<Vec<String>, Error> {
-        let tree = self.tree()?;
-        let mut out = vec![run_id.to_string()];
-        let mut i = 0;
-        while i < out.len() {
-            let children = projection::children(&tree, &out[i])?;
-            out.extend(children);
-            i += 1;
-        }
-        Ok(out)
+        projection::subtree(&self.tree()?, run_id)
     }
 
     /// A run and its subtree, `max_depth` levels down (absent: all, up to

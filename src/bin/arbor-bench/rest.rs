@@ -11,6 +11,8 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use serde_json::{Value, json};
 
+use super::{ms, percentile};
+
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
@@ -139,17 +141,6 @@ pub struct RestOptions {
     /// Trees of 100 runs (1 root, 9 children, 90 grandchildren).
     pub search_trees: usize,
     pub history_points: usize,
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
-
-fn pct(sorted: &[Duration], p: f64) -> Duration {
-    sorted
-        .get(((sorted.len().max(1) - 1) as f64 * p).round() as usize)
-        .copied()
-        .unwrap_or_default()
 }
 
 fn now_ms() -> i64 {
@@ -355,8 +346,8 @@ async fn writes(
     }
     report.log_metric_per_s = opts.log_metric_calls as f64 / t.elapsed().as_secs_f64();
     lat.sort();
-    report.log_metric_p50_ms = ms(pct(&lat, 0.5));
-    report.log_metric_p99_ms = ms(pct(&lat, 0.99));
+    report.log_metric_p50_ms = ms(percentile(&lat, 0.5));
+    report.log_metric_p99_ms = ms(percentile(&lat, 0.99));
     log(&format!(
         "log-metric: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms",
         report.log_metric_per_s, report.log_metric_p50_ms, report.log_metric_p99_ms
