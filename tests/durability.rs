@@ -2,6 +2,8 @@
 //! SIGKILL is there after a restart, the log is gap-free, rebuilding it reproduces the
 //! projections, SIGTERM shuts down cleanly with exit 0, and `arbor rebuild` works.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -286,6 +288,44 @@ async fn projections_are_rebuilt_when_missing() {
         .experiment
         .unwrap();
     assert_eq!(e.experiment_id, exp);
+    sigterm(&server);
+    assert!(server.wait().unwrap().success());
+}
+
+#[tokio::test]
+async fn artifacts_go_where_artifacts_dir_says() {
+    let data = tempfile::tempdir().unwrap();
+    let artifacts = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data.path())
+        .arg("--artifacts-dir")
+        .arg(artifacts.path());
+    let (mut server, addr) = start(cmd);
+    let (status, _) = common::http(
+        addr,
+        "PUT",
+        "/api/2.0/mlflow-artifacts/artifacts/0/r/artifacts/model.bin",
+        None,
+        b"weights",
+    )
+    .await;
+    assert_eq!(status, 200);
+    let stored = artifacts.path().join("0/r/artifacts/model.bin");
+    assert_eq!(std::fs::read(&stored).unwrap(), b"weights");
+    assert!(
+        !data.path().join("artifacts").exists(),
+        "nothing under the data directory"
+    );
+    let (status, body) = common::http(
+        addr,
+        "GET",
+        "/api/2.0/mlflow-artifacts/artifacts/0/r/artifacts/model.bin",
+        None,
+        b"",
+    )
+    .await;
+    assert_eq!((status, body.as_slice()), (200, &b"weights"[..]));
     sigterm(&server);
     assert!(server.wait().unwrap().success());
 }
