@@ -194,15 +194,7 @@ async fn subtree_and_experiment_scopes_follow_new_runs_and_key_filters() {
     let server = TestServer::start().await;
     let mut c = server.client().await;
     let mut w = WatchServiceClient::new(server.channel().await);
-    let exp = c
-        .create_experiment(pb::CreateExperimentRequest {
-            name: "scoped".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .experiment_id;
+    let exp = common::create_experiment(&mut c, "scoped").await;
     let root = new_run(&mut c, &exp, None).await;
     let other_root = new_run(&mut c, &exp, None).await;
     let outsider = new_run(&mut c, "0", None).await;
@@ -345,15 +337,7 @@ async fn the_change_feed_is_gap_free_and_filters_by_experiment() {
     let server = TestServer::start().await;
     let mut c = server.client().await;
     let mut w = WatchServiceClient::new(server.channel().await);
-    let exp = c
-        .create_experiment(pb::CreateExperimentRequest {
-            name: "feed".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .experiment_id;
+    let exp = common::create_experiment(&mut c, "feed").await;
     let in_exp = new_run(&mut c, &exp, None).await;
     let elsewhere = new_run(&mut c, "0", None).await;
     log(&mut c, &in_exp, "loss", 0, 3).await;

@@ -4,22 +4,11 @@
 mod common;
 
 use arbor::pb::{self, tracking_service_client::TrackingServiceClient};
-use common::TestServer;
+use common::{TestServer, create_experiment};
 use tonic::Code;
 use tonic::transport::Channel;
 
 type Client = TrackingServiceClient<Channel>;
-
-async fn create_experiment(c: &mut Client, name: &str) -> String {
-    c.create_experiment(pb::CreateExperimentRequest {
-        name: name.into(),
-        ..Default::default()
-    })
-    .await
-    .expect("create experiment")
-    .into_inner()
-    .experiment_id
-}
 
 async fn create_run(c: &mut Client, exp: &str, tags: &[(&str, &str)]) -> pb::Run {
     c.create_run(pb::CreateRunRequest {

@@ -166,3 +166,15 @@ pub async fn rest(
     };
     (status, json)
 }
+
+/// Creates an experiment and returns its id.
+pub async fn create_experiment(c: &mut TrackingServiceClient<Channel>, name: &str) -> String {
+    c.create_experiment(arbor::pb::CreateExperimentRequest {
+        name: name.into(),
+        ..Default::default()
+    })
+    .await
+    .expect("create experiment")
+    .into_inner()
+    .experiment_id
+}
