@@ -606,3 +606,18 @@ async fn server_sent_events_stream_and_resume_with_last_event_id() {
     assert!(body.contains("INVALID_PARAMETER_VALUE"), "{body}");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn server_sent_events_end_with_the_resume_point_on_shutdown() {
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    let run = new_run(&mut c, "0", None).await;
+    let mut events = sse(server.addr, &format!("run_id={run}"), None).await;
+    next_sse(&mut events, "position").await;
+    log(&mut c, &run, "loss", 0, 3).await;
+    let (last, _) = next_sse(&mut events, "metrics").await;
+    server.stop().await;
+    let (_, end) = next_sse(&mut events, "end").await;
+    assert_eq!(end["reason"], "shutdown");
+    assert_eq!(end["resume_from_seq"], last + 1);
+}
