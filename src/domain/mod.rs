@@ -55,6 +55,11 @@ impl RunStatus {
     }
 }
 
+/// MLflow's name for a lifecycle stage.
+pub fn lifecycle_stage(deleted: bool) -> &'static str {
+    if deleted { "deleted" } else { "active" }
+}
+
 /// Which lifecycle stages a listing includes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ViewType {

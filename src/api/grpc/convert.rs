@@ -5,6 +5,7 @@ use tonic::Status;
 
 use crate::domain::{
     Error, KeyValue, MAX_ERROR_MESSAGE_CHARS, MetricPoint, RunStatus, ViewType, bounded,
+    lifecycle_stage,
 };
 use crate::pb;
 use crate::projection::{ExperimentRecord, RunRecord};
@@ -31,16 +32,12 @@ pub(crate) fn status(e: Error) -> Status {
     }
 }
 
-pub(crate) fn lifecycle(deleted: bool) -> &'static str {
-    if deleted { "deleted" } else { "active" }
-}
-
 pub(crate) fn experiment(e: ExperimentRecord) -> pb::Experiment {
     pb::Experiment {
         experiment_id: e.id.to_string(),
         name: e.name,
         artifact_location: e.artifact_location,
-        lifecycle_stage: lifecycle(e.deleted).into(),
+        lifecycle_stage: lifecycle_stage(e.deleted).into(),
         last_update_time: e.last_update_time,
         creation_time: e.creation_time,
         tags: e
@@ -70,7 +67,7 @@ pub(crate) fn run_info(r: &RunRecord) -> pb::RunInfo {
         start_time: r.start_time,
         end_time: r.end_time,
         artifact_uri: r.artifact_uri.clone(),
-        lifecycle_stage: lifecycle(r.deleted).into(),
+        lifecycle_stage: lifecycle_stage(r.deleted).into(),
         parent_run_id: r.parent_run_id.clone(),
         root_run_id: r.root_run_id.clone(),
         depth: r.depth,

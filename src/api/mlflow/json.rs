@@ -5,7 +5,7 @@
 use serde_json::{Map, Value, json};
 
 use crate::artifacts::FileInfo;
-use crate::domain::{MetricPoint, RunStatus};
+use crate::domain::{MetricPoint, RunStatus, lifecycle_stage};
 use crate::pb;
 use crate::projection::{ExperimentRecord, LoggedModelRecord, RunRecord};
 
@@ -20,10 +20,6 @@ pub(crate) fn double(v: f64) -> Value {
     } else {
         json!(v)
     }
-}
-
-fn lifecycle(deleted: bool) -> &'static str {
-    if deleted { "deleted" } else { "active" }
 }
 
 /// Inserts `items` under `key` unless empty.
@@ -42,7 +38,7 @@ pub(crate) fn experiment(e: &ExperimentRecord) -> Value {
     m.insert("experiment_id".into(), json!(e.id.to_string()));
     m.insert("name".into(), json!(e.name));
     m.insert("artifact_location".into(), json!(e.artifact_location));
-    m.insert("lifecycle_stage".into(), json!(lifecycle(e.deleted)));
+    m.insert("lifecycle_stage".into(), json!(lifecycle_stage(e.deleted)));
     m.insert("last_update_time".into(), json!(e.last_update_time));
     m.insert("creation_time".into(), json!(e.creation_time));
     list(&mut m, "tags", pairs(e.tags.iter()));
@@ -73,7 +69,7 @@ pub(crate) fn run_info(r: &RunRecord) -> Value {
         m.insert("end_time".into(), json!(end));
     }
     m.insert("artifact_uri".into(), json!(r.artifact_uri));
-    m.insert("lifecycle_stage".into(), json!(lifecycle(r.deleted)));
+    m.insert("lifecycle_stage".into(), json!(lifecycle_stage(r.deleted)));
     Value::Object(m)
 }
 
