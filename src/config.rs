@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::store::StoreConfig;
 
@@ -16,6 +16,18 @@ use crate::store::StoreConfig;
 pub struct Cli {
     #[command(subcommand)]
     pub command: CliCommand,
+    /// How log lines on stderr are written.
+    #[arg(long, global = true, env = "ARBOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// The shape of log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines, coloured only when stderr is a terminal.
+    Text,
+    /// One JSON object a line, for log shippers.
+    Json,
 }
 
 #[derive(Debug, Subcommand)]

@@ -4,17 +4,12 @@
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use arbor::config::{Cli, CliCommand};
+use arbor::config::{Cli, CliCommand, LogFormat};
 use arbor::store::{self, Store};
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("ARBOR_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    init_logging(cli.log_format);
     let result = match cli.command {
         CliCommand::Serve(args) => serve(args),
         CliCommand::Rebuild(args) => rebuild(args),
@@ -31,41 +26,54 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// Log lines on stderr, filtered by `ARBOR_LOG` (default `info`): plain text, with
+/// colour only on a terminal (a log file must not fill with escape codes), or JSON.
+fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
+    let filter = EnvFilter::try_from_env("ARBOR_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
 fn serve(args: arbor::config::ServeArgs) -> Result<(), arbor::server::BoxError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
+        // Handlers first: a SIGTERM that arrives any time after the address is announced
+        // (a supervisor stopping a server that just started) must shut down cleanly, not
+        // take the default action and kill the process.
+        let shutdown = shutdown_signal()?;
         let store = Store::open(&args.store.data_dir, &args.store.store_config())?;
         let listener = tokio::net::TcpListener::bind(args.listen).await?;
         let addr = listener.local_addr()?;
         tracing::info!(%addr, data_dir = %args.store.data_dir.display(), "arbor serving gRPC and HTTP");
         // Tests and scripts that bind port 0 read the address from this line.
         println!("arbor listening on {addr}");
-        arbor::server::run(listener, store, shutdown_signal()).await?;
+        arbor::server::run(listener, store, shutdown).await?;
         tracing::info!("shut down cleanly");
         Ok(())
     })
 }
 
-/// Completes on SIGINT or SIGTERM (what `docker stop` sends).
-async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
+/// Installs the SIGINT and SIGTERM (what `docker stop` sends) handlers now, and returns
+/// a future that completes when either arrives.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate => {}
-    }
-    tracing::info!("shutdown signal received; finishing in-flight requests");
+        tracing::info!("shutdown signal received; finishing in-flight requests");
+    })
 }
 
 fn watch(args: arbor::config::WatchArgs) -> Result<(), arbor::server::BoxError> {
