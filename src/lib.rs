@@ -8,6 +8,7 @@
 pub mod api;
 pub mod artifacts;
 pub mod config;
+pub(crate) mod db;
 pub mod domain;
 pub(crate) mod log;
 pub mod projection;

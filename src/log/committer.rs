@@ -10,14 +10,14 @@ use std::collections::HashMap;
 use prost::Message;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::db::keys;
+use crate::db::kv::{Kv, Pending};
 use crate::domain::{
     BatchOrigin, Command, DEFAULT_EXPERIMENT_ID, Error, KeyValue, MetricPoint, TAG_PARENT_RUN_ID,
     TAG_ROOT_RUN_ID, TAG_RUN_NAME, TAG_USER, random_run_name, validation,
 };
 use crate::pb::{self, event::Payload};
 use crate::projection::{self, ExperimentRecord, RunRecord};
-use crate::store::keys;
-use crate::store::kv::{Kv, Pending};
 use crate::stream::Publisher;
 
 /// Most requests committed as one group. Bounds the size of one sled batch (a group of

@@ -3,12 +3,12 @@
 //! run and experiment commands in `committer`; the same rules apply (validate against
 //! the pending state, return events, write nothing on refusal).
 
+use crate::db::kv::Pending;
 use crate::domain::{
     Command, Error, INPUT_TAG_CONTEXT, KeyValue, TAG_LOG_MODEL_HISTORY, validation,
 };
 use crate::pb::{self, event::Payload};
 use crate::projection::{self, LoggedModelRecord};
-use crate::store::kv::Pending;
 
 use super::committer::{Answer, active_run, find_experiment};
 

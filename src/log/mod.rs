@@ -7,9 +7,9 @@ mod extras;
 
 use prost::Message;
 
+use crate::db::keys;
 use crate::domain::Error;
 use crate::pb;
-use crate::store::keys;
 
 /// The events from `from_seq` on, in order.
 pub(crate) fn replay(

@@ -16,10 +16,10 @@ use prost::Message;
 pub(crate) use rebuild::{dump, rebuild};
 pub use records::{ExperimentRecord, LatestMetric, LoggedModelRecord, RunRecord};
 
+use crate::db::keys;
+use crate::db::kv::{Kv, Pending};
 use crate::domain::{Error, RunStatus, TAG_PARENT_RUN_ID, TAG_ROOT_RUN_ID, TAG_RUN_NAME};
 use crate::pb::{self, event::Payload};
-use crate::store::keys;
-use crate::store::kv::{Kv, Pending};
 
 /// Bump when the projected layout changes: a store whose projections carry another
 /// version is rebuilt from its log when it is opened.

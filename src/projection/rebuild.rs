@@ -4,10 +4,10 @@
 
 use std::collections::BTreeMap;
 
+use crate::db::keys;
+use crate::db::kv::Pending;
 use crate::domain::Error;
 use crate::log;
-use crate::store::keys;
-use crate::store::kv::Pending;
 
 /// Events applied per atomic batch while rebuilding; bounds the memory a rebuild uses.
 const REBUILD_BATCH_EVENTS: usize = 1024;

@@ -15,10 +15,10 @@ mod runs;
 use std::collections::HashSet;
 use std::ops::Bound;
 
+use crate::db::keys;
+use crate::db::kv::Kv;
 use crate::domain::{Error, ViewType};
 use crate::projection::{self, ExperimentRecord, RunRecord};
-use crate::store::keys;
-use crate::store::kv::Kv;
 use crate::store::page::{self, Position};
 
 /// Checks a filter and order without running them (the property tests call this).

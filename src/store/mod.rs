@@ -4,8 +4,6 @@
 //! projections and never wait for the writer. A second implementation (a distributed
 //! database) would take its place behind this same surface.
 
-pub(crate) mod keys;
-pub(crate) mod kv;
 pub(crate) mod page;
 
 use std::path::{Path, PathBuf};
@@ -13,6 +11,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::db::keys;
 use crate::domain::{Command, DEFAULT_EXPERIMENT_NAME, Error, MetricPoint, ViewType, validation};
 pub use crate::log::committer::Outcome;
 use crate::log::committer::{self, Committer, Request};
@@ -76,36 +75,17 @@ struct Inner {
     /// while stray handles of the `Store` live on, such as a client connection that
     /// outlives the server; reads after that get `Closed`.
     handles: RwLock<Option<Handles>>,
+    /// The file sled locks; `close` returns once nobody holds that lock.
+    lock_file: PathBuf,
     tx: mpsc::Sender<Request>,
     committer: Mutex<Option<std::thread::JoinHandle<()>>>,
-}
-
-fn open_db(dir: &Path, config: &StoreConfig) -> Result<(sled::Db, sled::Tree), Error> {
-    std::fs::create_dir_all(dir).map_err(|e| {
-        Error::Storage(sled::Error::Io(std::io::Error::new(
-            e.kind(),
-            format!("cannot create data directory {}: {e}", dir.display()),
-        )))
-    })?;
-    let db = sled::Config::new()
-        .path(db_path(dir))
-        .cache_capacity(config.cache_bytes)
-        // Every commit flushes before it answers; sled's timer would only add work.
-        .flush_every_ms(None)
-        .open()?;
-    let tree = db.open_tree("arbor")?;
-    Ok((db, tree))
-}
-
-fn db_path(dir: &Path) -> PathBuf {
-    dir.join("db")
 }
 
 impl Store {
     /// Opens (or creates) the store in `dir`. A new store gets the Default experiment;
     /// a store whose projections are from another layout version is rebuilt from its log.
     pub fn open(dir: &Path, config: &StoreConfig) -> Result<Store, Error> {
-        let (db, tree) = open_db(dir, config)?;
+        let (db, tree) = crate::db::open(dir, config.cache_bytes)?;
         let version = tree.get(keys::META_PROJECTION_VERSION)?;
         let current = projection::PROJECTION_VERSION.to_be_bytes();
         let log_empty = crate::log::last_seq(&tree)? == 0;
@@ -145,6 +125,7 @@ impl Store {
                         .unwrap_or_else(|| dir.join("artifacts")),
                 ),
                 handles: RwLock::new(Some(Handles { db, tree })),
+                lock_file: crate::db::lock_file(dir),
                 tx,
                 committer: Mutex::new(Some(handle)),
             }),
@@ -194,10 +175,12 @@ impl Store {
             );
         }
         let handles = self.inner.handles.write().ok().and_then(|mut h| h.take());
-        if let Some(h) = handles
-            && let Err(e) = h.db.flush()
-        {
-            tracing::error!(error = %e, "final flush failed");
+        if let Some(h) = handles {
+            if let Err(e) = h.db.flush() {
+                tracing::error!(error = %e, "final flush failed");
+            }
+            drop(h);
+            crate::db::wait_released(&self.inner.lock_file).await;
         }
     }
 
@@ -489,7 +472,7 @@ fn page_limit(max_results: Option<i64>) -> Result<usize, Error> {
 /// Re-derives every projection of the store in `dir` from its log (the store must not
 /// be open elsewhere), checking the log is gap-free, and reports what changed.
 pub fn rebuild(dir: &Path, config: &StoreConfig) -> Result<RebuildReport, Error> {
-    let (db, tree) = open_db(dir, config)?;
+    let (db, tree) = crate::db::open(dir, config.cache_bytes)?;
     let before = projection::dump(&tree)?;
     let events = projection::rebuild(&db, &tree)?;
     let after = projection::dump(&tree)?;
