@@ -10,6 +10,7 @@ mod experiments;
 mod lexer;
 mod like;
 mod parser;
+pub(crate) mod page;
 mod runs;
 
 use std::collections::HashSet;
@@ -19,7 +20,7 @@ use crate::db::keys;
 use crate::db::kv::Kv;
 use crate::domain::{Error, ViewType};
 use crate::projection::{self, ExperimentRecord, RunRecord};
-use crate::store::page::{self, Position};
+use page::Position;
 
 /// Checks a filter and order without running them (the property tests call this).
 pub fn validate_run_search(filter: &str, order_by: &[String]) -> Result<(), Error> {

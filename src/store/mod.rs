@@ -4,7 +4,6 @@
 //! projections and never wait for the writer. A second implementation (a distributed
 //! database) would take its place behind this same surface.
 
-pub(crate) mod page;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
@@ -12,6 +11,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::db::keys;
+use crate::search::page;
 use crate::domain::{Command, DEFAULT_EXPERIMENT_NAME, Error, MetricPoint, ViewType, validation};
 pub use crate::log::committer::Outcome;
 use crate::log::committer::{self, Committer, Request};
@@ -487,14 +487,4 @@ pub fn rebuild(dir: &Path, config: &StoreConfig) -> Result<RebuildReport, Error>
         keys_after: after.len(),
         keys_changed,
     })
-}
-
-/// The offset an offset page token stands for (for listings paged outside the store).
-pub fn page_offset(token: &str) -> Result<usize, Error> {
-    page::decode_offset(token)
-}
-
-/// A page of `items` at `offset`, and the next page's token.
-pub fn page_slice<T>(items: Vec<T>, offset: usize, limit: usize) -> (Vec<T>, Option<String>) {
-    page::slice(items, offset, limit)
 }
