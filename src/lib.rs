@@ -10,6 +10,7 @@ pub mod artifacts;
 pub mod config;
 pub(crate) mod db;
 pub mod domain;
+pub mod hierarchy;
 pub(crate) mod log;
 pub mod projection;
 pub mod search;

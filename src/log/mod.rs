@@ -1,9 +1,10 @@
 //! The event log: the one source of truth. Events are `arbor.v1.Event` protobufs keyed
 //! by a gap-free big-endian sequence number, appended only by the committer and never
-//! rewritten. This module reads it; `committer` writes it.
+//! rewritten. This module reads it; `committer` writes it, with what `decide` makes of each
+//! command.
 
 pub(crate) mod committer;
-mod extras;
+mod decide;
 
 use prost::Message;
 

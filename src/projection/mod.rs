@@ -18,7 +18,9 @@ pub use records::{ExperimentRecord, LatestMetric, LoggedModelRecord, RunRecord};
 
 use crate::db::keys;
 use crate::db::kv::{Kv, Pending};
-use crate::domain::{Error, RunStatus, TAG_PARENT_RUN_ID, TAG_ROOT_RUN_ID, TAG_RUN_NAME};
+use crate::domain::{
+    Error, RunStatus, TAG_PARENT_RUN_ID, TAG_ROOT_RUN_ID, TAG_RUN_NAME, validation,
+};
 use crate::pb::{self, event::Payload};
 
 /// Bump when the projected layout changes: a store whose projections carry another
@@ -35,6 +37,44 @@ pub(crate) fn load_run(kv: &impl Kv, run_id: &str) -> Result<Option<RunRecord>, 
     kv.get(&keys::run(run_id))?
         .map(|b| RunRecord::decode(b.as_slice()).map_err(Error::from))
         .transpose()
+}
+
+pub(crate) fn experiment_not_found(id: &str) -> Error {
+    Error::NotFound(format!("No Experiment with id={id} exists"))
+}
+
+/// An experiment named by a client; NotFound with MLflow's message if there is none.
+pub(crate) fn find_experiment(kv: &impl Kv, id: &str) -> Result<ExperimentRecord, Error> {
+    let n = validation::experiment_id(id)?;
+    load_experiment(kv, n)?.ok_or_else(|| experiment_not_found(id))
+}
+
+/// An experiment that may be written to: it exists and is not deleted.
+pub(crate) fn active_experiment(kv: &impl Kv, id: &str) -> Result<ExperimentRecord, Error> {
+    let e = find_experiment(kv, id)?;
+    if e.deleted {
+        return Err(Error::FailedPrecondition(format!(
+            "The experiment {id} must be in the 'active' state. Current state is deleted."
+        )));
+    }
+    Ok(e)
+}
+
+/// A run named by a client; NotFound with MLflow's message if there is none.
+pub(crate) fn find_run(kv: &impl Kv, run_id: &str) -> Result<RunRecord, Error> {
+    validation::require("run_id", run_id)?;
+    load_run(kv, run_id)?.ok_or_else(|| Error::NotFound(format!("Run with id={run_id} not found")))
+}
+
+/// A run that may be written to: it exists and is not deleted.
+pub(crate) fn active_run(kv: &impl Kv, run_id: &str) -> Result<RunRecord, Error> {
+    let r = find_run(kv, run_id)?;
+    if r.deleted {
+        return Err(Error::FailedPrecondition(format!(
+            "The run {run_id} must be in the 'active' state. Current state is deleted."
+        )));
+    }
+    Ok(r)
 }
 
 pub(crate) fn load_logged_model(
@@ -83,18 +123,6 @@ pub(crate) fn children(kv: &impl Kv, run_id: &str) -> Result<Vec<String>, Error>
         .iter()
         .map(|k| keys::member_of(k, prefix.len()))
         .collect())
-}
-
-/// The run and every run below it, breadth-first.
-pub(crate) fn subtree(kv: &impl Kv, run_id: &str) -> Result<Vec<String>, Error> {
-    let mut out = vec![run_id.to_string()];
-    let mut i = 0;
-    while i < out.len() {
-        let below = children(kv, &out[i])?;
-        out.extend(below);
-        i += 1;
-    }
-    Ok(out)
 }
 
 /// Ids of the runs of an experiment.

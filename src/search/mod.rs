@@ -9,8 +9,8 @@
 mod experiments;
 mod lexer;
 mod like;
-mod parser;
 pub(crate) mod page;
+mod parser;
 mod runs;
 
 use std::collections::HashSet;

@@ -4,19 +4,19 @@
 //! projections and never wait for the writer. A second implementation (a distributed
 //! database) would take its place behind this same surface.
 
-
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
 use tokio::sync::{mpsc, oneshot};
 
 use crate::db::keys;
-use crate::search::page;
 use crate::domain::{Command, DEFAULT_EXPERIMENT_NAME, Error, MetricPoint, ViewType, validation};
+use crate::hierarchy::{self, TreeNode};
 pub use crate::log::committer::Outcome;
-use crate::log::committer::{self, Committer, Request};
+use crate::log::committer::{Committer, Request};
 use crate::pb;
 use crate::projection::{self, ExperimentRecord, RunRecord, history};
+use crate::search::page;
 use crate::stream::Hub;
 
 /// Requests waiting for the committer. When full, writers wait: back-pressure on the
@@ -209,50 +209,19 @@ impl Store {
 
     /// The run and every run below it.
     pub fn subtree(&self, run_id: &str) -> Result<Vec<String>, Error> {
-        projection::subtree(&self.tree()?, run_id)
+        hierarchy::subtree(&self.tree()?, run_id)
     }
 
     /// A run and its subtree, `max_depth` levels down (absent: all, up to
-    /// `MAX_TREE_DEPTH`), children in start-time order. Runs the view excludes are left
-    /// out with their subtrees; the requested run itself is always there.
+    /// `hierarchy::MAX_TREE_DEPTH`), children in start-time order. Runs the view
+    /// excludes are left out with their subtrees; the requested run itself is always there.
     pub fn run_tree(
         &self,
         run_id: &str,
         max_depth: Option<u32>,
         view: ViewType,
     ) -> Result<TreeNode, Error> {
-        let tree = self.tree()?;
-        let top = committer::find_run(&tree, run_id)?;
-        let max_depth = max_depth.unwrap_or(MAX_TREE_DEPTH).min(MAX_TREE_DEPTH);
-        // Breadth-first: every node's children come after it, so the tree is assembled
-        // from the back without recursion.
-        let mut nodes: Vec<(RunRecord, u32, Vec<usize>, u32)> = vec![(top, 0, vec![], 0)];
-        let mut i = 0;
-        while i < nodes.len() {
-            let depth = nodes[i].1;
-            let children = ordered_children(&tree, &nodes[i].0.run_id, view)?;
-            nodes[i].3 = u32::try_from(children.len()).unwrap_or(u32::MAX);
-            if depth < max_depth && nodes.len() < MAX_TREE_NODES {
-                for c in children {
-                    let at = nodes.len();
-                    nodes.push((c, depth + 1, vec![], 0));
-                    nodes[i].2.push(at);
-                }
-            }
-            i += 1;
-        }
-        let mut built: Vec<Option<TreeNode>> = (0..nodes.len()).map(|_| None).collect();
-        for (at, (run, _, kids, child_count)) in nodes.into_iter().enumerate().rev() {
-            let children = kids.iter().filter_map(|&k| built[k].take()).collect();
-            built[at] = Some(TreeNode {
-                run,
-                children,
-                child_count,
-            });
-        }
-        built[0]
-            .take()
-            .ok_or_else(|| Error::Corrupt("empty tree".into()))
+        hierarchy::run_tree(&self.tree()?, run_id, max_depth, view)
     }
 
     /// A page of a run's children in start-time order.
@@ -264,32 +233,12 @@ impl Store {
         page_token: &str,
     ) -> Result<(Vec<RunRecord>, Option<String>), Error> {
         let limit = page_limit(max_results)?;
-        let offset = page::decode_offset(page_token)?;
-        let tree = self.tree()?;
-        committer::find_run(&tree, run_id)?;
-        Ok(page::slice(
-            ordered_children(&tree, run_id, view)?,
-            offset,
-            limit,
-        ))
+        hierarchy::children(&self.tree()?, run_id, view, limit, page_token)
     }
 
     /// The run's parent, its parent, and so on up to the root.
     pub fn ancestors(&self, run_id: &str) -> Result<Vec<RunRecord>, Error> {
-        let tree = self.tree()?;
-        let run = committer::find_run(&tree, run_id)?;
-        let mut out: Vec<RunRecord> = Vec::new();
-        let mut parent = run.parent_run_id;
-        while !parent.is_empty() {
-            let p = projection::load_run(&tree, &parent)?
-                .ok_or_else(|| Error::Corrupt(format!("parent {parent} of a run is missing")))?;
-            parent = p.parent_run_id.clone();
-            out.push(p);
-            if out.len() > run.depth as usize {
-                return Err(Error::Corrupt(format!("the ancestors of {run_id} loop")));
-            }
-        }
-        Ok(out)
+        hierarchy::ancestors(&self.tree()?, run_id)
     }
 
     /// A logged model; deleted ones only with `allow_deleted`.
@@ -354,7 +303,7 @@ impl Store {
     }
 
     pub fn get_run(&self, run_id: &str) -> Result<RunRecord, Error> {
-        committer::find_run(&self.tree()?, run_id)
+        projection::find_run(&self.tree()?, run_id)
     }
 
     /// Runs of the given experiments matching an MLflow filter, in the given order
@@ -407,7 +356,7 @@ impl Store {
         };
         let offset = page::decode_offset(page_token)?;
         let tree = self.tree()?;
-        committer::find_run(&tree, run_id)?;
+        projection::find_run(&tree, run_id)?;
         let mut points = Vec::new();
         for chunk in tree.scan_prefix(keys::history(run_id, key)).values() {
             history::decode_into(&chunk?, &mut points);
@@ -416,42 +365,6 @@ impl Store {
         let (page, next) = page::slice(points, offset, limit);
         Ok((page.into_iter().map(|p| p.with_key(key)).collect(), next))
     }
-}
-
-/// Deepest level `run_tree` expands: protobuf decoders (prost among them) refuse
-/// messages nested deeper than about 100, and a tree is one nested message.
-pub const MAX_TREE_DEPTH: u32 = 64;
-/// Most runs in one `run_tree` answer; beyond it children are counted, not expanded.
-pub const MAX_TREE_NODES: usize = 50_000;
-
-/// A run and its subtree.
-#[derive(Debug, Clone)]
-pub struct TreeNode {
-    pub run: RunRecord,
-    pub children: Vec<TreeNode>,
-    /// Children in the view, also where they were not expanded.
-    pub child_count: u32,
-}
-
-fn ordered_children(
-    tree: &sled::Tree,
-    run_id: &str,
-    view: ViewType,
-) -> Result<Vec<RunRecord>, Error> {
-    let mut out = Vec::new();
-    for id in projection::children(tree, run_id)? {
-        if let Some(r) = projection::load_run(tree, &id)?
-            && view.admits(r.deleted)
-        {
-            out.push(r);
-        }
-    }
-    out.sort_by(|a, b| {
-        a.start_time
-            .cmp(&b.start_time)
-            .then_with(|| a.run_id.cmp(&b.run_id))
-    });
-    Ok(out)
 }
 
 fn page_limit(max_results: Option<i64>) -> Result<usize, Error> {

@@ -4,8 +4,9 @@ use tonic::{Request, Response, Status};
 
 use super::convert::{self, status};
 use crate::domain::Command;
+use crate::hierarchy::TreeNode;
 use crate::pb::{self, hierarchy_service_server::HierarchyService};
-use crate::store::{Outcome, Store, TreeNode};
+use crate::store::{Outcome, Store};
 
 pub struct HierarchyApi {
     store: Store,

@@ -38,7 +38,8 @@ pub(crate) fn search(state: &State, p: &Params) -> Result<Value, Error> {
             .then(a.model_id.cmp(&b.model_id))
     });
     let offset = crate::search::page::decode_offset(&p.string_or_empty("page_token")?)?;
-    let (page, next) = crate::search::page::slice(models, offset, usize::try_from(max).unwrap_or(50));
+    let (page, next) =
+        crate::search::page::slice(models, offset, usize::try_from(max).unwrap_or(50));
     Ok(json::page(
         "models",
         page.iter().map(json::logged_model).collect(),

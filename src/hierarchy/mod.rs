@@ -1,0 +1,187 @@
+//! The run tree: every run's parent, root and depth are kept in the projections (the
+//! child index by parent, the descendant index by root); this module owns the questions
+//! asked of that tree (a subtree, a run's children, its ancestors) and the rules for
+//! changing it (a parent must exist, be active, share the experiment, and not be below
+//! the run it would adopt; the root tag is the server's).
+
+use crate::db::kv::Kv;
+use crate::domain::{Error, TAG_ROOT_RUN_ID, ViewType};
+use crate::projection::{RunRecord, children as children_ids, find_run, load_run};
+use crate::search::page;
+
+/// Deepest level `run_tree` expands: protobuf decoders (prost among them) refuse
+/// messages nested deeper than about 100, and a tree is one nested message.
+pub const MAX_TREE_DEPTH: u32 = 64;
+/// Most runs in one `run_tree` answer; beyond it children are counted, not expanded.
+pub const MAX_TREE_NODES: usize = 50_000;
+
+/// A run and its subtree.
+#[derive(Debug, Clone)]
+pub struct TreeNode {
+    pub run: RunRecord,
+    pub children: Vec<TreeNode>,
+    /// Children in the view, also where they were not expanded.
+    pub child_count: u32,
+}
+
+fn ordered_children(tree: &impl Kv, run_id: &str, view: ViewType) -> Result<Vec<RunRecord>, Error> {
+    let mut out = Vec::new();
+    for id in children_ids(tree, run_id)? {
+        if let Some(r) = load_run(tree, &id)?
+            && view.admits(r.deleted)
+        {
+            out.push(r);
+        }
+    }
+    out.sort_by(|a, b| {
+        a.start_time
+            .cmp(&b.start_time)
+            .then_with(|| a.run_id.cmp(&b.run_id))
+    });
+    Ok(out)
+}
+
+/// The run and every run below it, breadth-first.
+pub(crate) fn subtree(kv: &impl Kv, run_id: &str) -> Result<Vec<String>, Error> {
+    let mut out = vec![run_id.to_string()];
+    let mut i = 0;
+    while i < out.len() {
+        let below = children_ids(kv, &out[i])?;
+        out.extend(below);
+        i += 1;
+    }
+    Ok(out)
+}
+
+/// A run and its subtree, `max_depth` levels down (absent: all, up to
+/// `MAX_TREE_DEPTH`), children in start-time order. Runs the view excludes are left
+/// out with their subtrees; the requested run itself is always there.
+pub(crate) fn run_tree(
+    tree: &impl Kv,
+    run_id: &str,
+    max_depth: Option<u32>,
+    view: ViewType,
+) -> Result<TreeNode, Error> {
+    let top = find_run(tree, run_id)?;
+    let max_depth = max_depth.unwrap_or(MAX_TREE_DEPTH).min(MAX_TREE_DEPTH);
+    // Breadth-first: every node's children come after it, so the tree is assembled
+    // from the back without recursion.
+    let mut nodes: Vec<(RunRecord, u32, Vec<usize>, u32)> = vec![(top, 0, vec![], 0)];
+    let mut i = 0;
+    while i < nodes.len() {
+        let depth = nodes[i].1;
+        let children = ordered_children(tree, &nodes[i].0.run_id, view)?;
+        nodes[i].3 = u32::try_from(children.len()).unwrap_or(u32::MAX);
+        if depth < max_depth && nodes.len() < MAX_TREE_NODES {
+            for c in children {
+                let at = nodes.len();
+                nodes.push((c, depth + 1, vec![], 0));
+                nodes[i].2.push(at);
+            }
+        }
+        i += 1;
+    }
+    let mut built: Vec<Option<TreeNode>> = (0..nodes.len()).map(|_| None).collect();
+    for (at, (run, _, kids, child_count)) in nodes.into_iter().enumerate().rev() {
+        let children = kids.iter().filter_map(|&k| built[k].take()).collect();
+        built[at] = Some(TreeNode {
+            run,
+            children,
+            child_count,
+        });
+    }
+    built[0]
+        .take()
+        .ok_or_else(|| Error::Corrupt("empty tree".into()))
+}
+
+/// A page of a run's children in start-time order.
+pub(crate) fn children(
+    tree: &impl Kv,
+    run_id: &str,
+    view: ViewType,
+    limit: usize,
+    page_token: &str,
+) -> Result<(Vec<RunRecord>, Option<String>), Error> {
+    let offset = page::decode_offset(page_token)?;
+    find_run(tree, run_id)?;
+    Ok(page::slice(
+        ordered_children(tree, run_id, view)?,
+        offset,
+        limit,
+    ))
+}
+
+/// The run's parent, its parent, and so on up to the root.
+pub(crate) fn ancestors(tree: &impl Kv, run_id: &str) -> Result<Vec<RunRecord>, Error> {
+    let run = find_run(tree, run_id)?;
+    let mut out: Vec<RunRecord> = Vec::new();
+    let mut parent = run.parent_run_id;
+    while !parent.is_empty() {
+        let p = load_run(tree, &parent)?
+            .ok_or_else(|| Error::Corrupt(format!("parent {parent} of a run is missing")))?;
+        parent = p.parent_run_id.clone();
+        out.push(p);
+        if out.len() > run.depth as usize {
+            return Err(Error::Corrupt(format!("the ancestors of {run_id} loop")));
+        }
+    }
+    Ok(out)
+}
+
+/// Checks that `parent_id` may become the parent of `run` (absent for a new run):
+/// it exists, is active, is in the same experiment, and is not `run` or below it.
+pub(crate) fn check_parent(
+    kv: &impl Kv,
+    run_id: Option<&str>,
+    experiment_id: u64,
+    parent_id: &str,
+) -> Result<RunRecord, Error> {
+    if run_id == Some(parent_id) {
+        return Err(Error::invalid(format!(
+            "Run {parent_id} cannot be its own parent"
+        )));
+    }
+    let parent = load_run(kv, parent_id)?
+        .ok_or_else(|| Error::NotFound(format!("Parent run with id={parent_id} not found")))?;
+    if parent.experiment_id != experiment_id {
+        return Err(Error::invalid(format!(
+            "Parent run {parent_id} is in experiment {}, not {experiment_id}: a run and its parent must be in the same experiment",
+            parent.experiment_id
+        )));
+    }
+    if parent.deleted {
+        return Err(Error::FailedPrecondition(format!(
+            "Parent run {parent_id} is deleted"
+        )));
+    }
+    if let Some(run_id) = run_id {
+        // Walk up from the new parent; meeting the run itself means a cycle. The walk
+        // is bounded by the parent's depth, so damaged data cannot loop it.
+        let mut cursor = parent.parent_run_id.clone();
+        for _ in 0..=parent.depth {
+            if cursor.is_empty() {
+                break;
+            }
+            if cursor == run_id {
+                return Err(Error::invalid(format!(
+                    "Cannot make {parent_id} the parent of {run_id}: {parent_id} is a descendant of {run_id}, so this would make a cycle"
+                )));
+            }
+            cursor = load_run(kv, &cursor)?
+                .map(|r| r.parent_run_id)
+                .unwrap_or_default();
+        }
+    }
+    Ok(parent)
+}
+
+/// Refuses a client-set `mlflow.rootRunId` that differs from what the server keeps.
+pub(crate) fn check_root_tag(value: &str, root: &str) -> Result<(), Error> {
+    if value != root {
+        return Err(Error::invalid(format!(
+            "The tag {TAG_ROOT_RUN_ID} is kept by the server (here '{root}'); it cannot be set to '{value}'"
+        )));
+    }
+    Ok(())
+}

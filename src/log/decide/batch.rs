@@ -1,0 +1,162 @@
+//! `LogBatch`, which the single metric, param and tag writes also go through.
+
+use std::collections::HashMap;
+
+use crate::db::kv::Pending;
+use crate::domain::{
+    BatchOrigin, Error, KeyValue, MetricPoint, TAG_PARENT_RUN_ID, TAG_ROOT_RUN_ID, validation,
+};
+use crate::hierarchy::{check_parent, check_root_tag};
+use crate::pb::{self, event::Payload};
+use crate::projection::active_run;
+
+/// `LogBatch` (and the single `LogMetric`, `LogParam`, `SetTag`): MLflow's limits and
+/// messages, params that never change, tags that may re-parent the run, and the metrics
+/// as one columnar event.
+pub(super) fn log_batch(
+    kv: &Pending,
+    run_id: &str,
+    metrics: &[MetricPoint],
+    params: &[KeyValue],
+    tags: &[KeyValue],
+    origin: BatchOrigin,
+) -> Result<Vec<Payload>, Error> {
+    validation::require("run_id", run_id)?;
+    validation::batch_limits(metrics.len(), params.len(), tags.len())?;
+    let run = active_run(kv, run_id)?;
+    let prefix = |entity: &str, i: usize| match origin {
+        BatchOrigin::Batch => format!("{entity}[{i}]."),
+        BatchOrigin::Single => String::new(),
+    };
+
+    let mut series: Vec<pb::MetricSeries> = Vec::new();
+    let mut series_of: HashMap<&str, usize> = HashMap::new();
+    for (i, m) in metrics.iter().enumerate() {
+        let idx = match series_of.get(m.key.as_str()) {
+            Some(&idx) => idx,
+            None => {
+                // Keys repeat within a batch; each distinct key is validated once.
+                validation::validate_metric(&prefix("metrics", i), m)?;
+                series.push(pb::MetricSeries {
+                    key: m.key.to_string(),
+                    ..Default::default()
+                });
+                series_of.insert(&m.key, series.len() - 1);
+                series.len() - 1
+            }
+        };
+        if m.timestamp < 0 {
+            validation::validate_metric(&prefix("metrics", i), m)?;
+        }
+        let s = &mut series[idx];
+        s.timestamps.push(m.timestamp);
+        s.steps.push(m.step);
+        s.values.push(m.value);
+    }
+
+    let mut new_params: Vec<KeyValue> = Vec::new();
+    let mut conflicts = Vec::new();
+    for (i, p) in params.iter().enumerate() {
+        let p = validation::param(&prefix("params", i), p)?;
+        if let Some(dup) = new_params.iter().find(|q| q.key == p.key) {
+            if dup.value != p.value {
+                let keys: Vec<&str> = params.iter().map(|p| p.key.as_str()).collect();
+                return Err(Error::invalid(format!(
+                    "Duplicate parameter keys have been submitted: {keys:?}. Please ensure the request contains only one param value per param key."
+                )));
+            }
+            continue;
+        }
+        match run.params.get(&p.key) {
+            Some(old) if *old == p.value => {}
+            Some(old) => conflicts.push((p.key.to_string(), old.clone(), p.value.to_string())),
+            None => new_params.push(p),
+        }
+    }
+    if !conflicts.is_empty() {
+        return Err(Error::invalid(match origin {
+            BatchOrigin::Single => {
+                let (k, old, new) = &conflicts[0];
+                format!(
+                    "Changing param values is not allowed. Param with key='{k}' was already logged with value='{old}' for run ID='{run_id}'. Attempted logging new value '{new}'."
+                )
+            }
+            BatchOrigin::Batch => {
+                let listed: Vec<String> = conflicts
+                    .iter()
+                    .map(|(k, old, new)| {
+                        format!("{{'key': '{k}', 'old_value': '{old}', 'new_value': '{new}'}}")
+                    })
+                    .collect();
+                format!(
+                    "Changing param values is not allowed. Params were already logged='[{}]' for run ID='{run_id}'.",
+                    listed.join(", ")
+                )
+            }
+        }));
+    }
+
+    let mut new_tags: Vec<KeyValue> = Vec::new();
+    let mut new_parent: Option<String> = None;
+    for (i, t) in tags.iter().enumerate() {
+        let t = validation::run_tag(&prefix("tags", i), t)?;
+        if t.key == TAG_ROOT_RUN_ID {
+            check_root_tag(&t.value, &run.root_run_id)?;
+            continue;
+        }
+        if t.key == TAG_PARENT_RUN_ID {
+            new_parent = Some(t.value.to_string());
+        }
+        new_tags.retain(|x| x.key != t.key);
+        new_tags.push(t);
+    }
+    let mut reparent = None;
+    if let Some(parent) = new_parent
+        && parent != run.parent_run_id
+    {
+        if !parent.is_empty() {
+            check_parent(kv, Some(&run.run_id), run.experiment_id, &parent)?;
+        }
+        reparent = Some(pb::RunReparented {
+            run_id: run.run_id.clone(),
+            old_parent_run_id: run.parent_run_id.clone(),
+            new_parent_run_id: parent,
+        });
+    }
+
+    let mut events = Vec::new();
+    if !new_params.is_empty() {
+        events.push(Payload::ParamLogged(pb::ParamLogged {
+            run_id: run.run_id.clone(),
+            params: new_params
+                .into_iter()
+                .map(|p| pb::Param {
+                    key: p.key,
+                    value: p.value,
+                })
+                .collect(),
+        }));
+    }
+    if !new_tags.is_empty() {
+        events.push(Payload::TagSet(pb::TagSet {
+            run_id: run.run_id.clone(),
+            tags: new_tags
+                .into_iter()
+                .map(|t| pb::RunTag {
+                    key: t.key,
+                    value: t.value,
+                })
+                .collect(),
+        }));
+    }
+    if let Some(r) = reparent {
+        events.push(Payload::RunReparented(r));
+    }
+    if !series.is_empty() {
+        events.push(Payload::MetricsLogged(pb::MetricsLogged {
+            run_id: run.run_id.clone(),
+            series,
+        }));
+    }
+    Ok(events)
+}

@@ -1,0 +1,136 @@
+//! Deciding what a command means: each command is validated against the current state
+//! (the pending state of its group, so it sees the commands before it) and becomes the
+//! events that record it, or an error that writes nothing. Deciding is pure: it reads
+//! through `Kv` and returns events; the committer assigns sequence numbers, projects
+//! and writes. One file per kind of thing a command changes.
+
+mod artifacts;
+mod batch;
+mod experiments;
+mod inputs;
+mod models;
+mod runs;
+
+use crate::db::kv::Pending;
+use crate::domain::{Command, Error};
+use crate::pb::event::Payload;
+
+/// What to hand back once a command's events are projected.
+pub(crate) enum Answer {
+    Experiment(u64),
+    Run(String),
+    ChildRun(String, bool),
+    LoggedModel(String),
+    Done,
+}
+
+/// A command's events and what to answer, or why it is refused.
+pub(crate) type Decision = Result<(Vec<Payload>, Answer), Error>;
+
+/// Events that answer nothing but success.
+fn done(events: Vec<Payload>) -> Decision {
+    Ok((events, Answer::Done))
+}
+
+/// Validates a command against the state and returns the events it makes; `now` is
+/// the group's commit time (epoch milliseconds).
+pub(crate) fn decide(command: &Command, kv: &Pending, now: i64) -> Decision {
+    match command {
+        Command::CreateExperiment {
+            name,
+            artifact_location,
+            tags,
+        } => experiments::create(kv, name, artifact_location, tags),
+        Command::RenameExperiment {
+            experiment_id,
+            new_name,
+        } => experiments::rename(kv, experiment_id, new_name),
+        Command::DeleteExperiment { experiment_id } => experiments::delete(kv, experiment_id),
+        Command::RestoreExperiment { experiment_id } => experiments::restore(kv, experiment_id),
+        Command::SetExperimentTag {
+            experiment_id,
+            key,
+            value,
+        } => experiments::set_tag(kv, experiment_id, key, value),
+        Command::DeleteExperimentTag { experiment_id, key } => {
+            experiments::delete_tag(kv, experiment_id, key)
+        }
+        Command::CreateRun {
+            experiment_id,
+            user_id,
+            run_name,
+            start_time,
+            tags,
+        } => runs::create(kv, experiment_id, user_id, run_name, *start_time, tags, now),
+        Command::UpdateRun {
+            run_id,
+            status,
+            end_time,
+            run_name,
+        } => runs::update(kv, run_id, status, end_time, run_name),
+        Command::DeleteRun { run_id, cascade } => {
+            done(runs::lifecycle_events(kv, run_id, *cascade, true)?)
+        }
+        Command::RestoreRun { run_id, cascade } => {
+            done(runs::lifecycle_events(kv, run_id, *cascade, false)?)
+        }
+        Command::GetOrCreateChildRun {
+            parent_run_id,
+            run_name,
+            user_id,
+            start_time,
+            tags,
+        } => runs::get_or_create_child(kv, parent_run_id, run_name, user_id, start_time, tags, now),
+        Command::LogBatch {
+            run_id,
+            metrics,
+            params,
+            tags,
+            origin,
+        } => done(batch::log_batch(
+            kv, run_id, metrics, params, tags, *origin,
+        )?),
+        Command::DeleteTag { run_id, key } => runs::delete_tag(kv, run_id, key),
+        Command::LogInputs {
+            run_id,
+            datasets,
+            models,
+        } => inputs::log_inputs(kv, run_id, datasets, models),
+        Command::LogOutputs { run_id, models } => inputs::log_outputs(kv, run_id, models),
+        Command::AppendModelHistory { run_id, model_json } => {
+            inputs::append_model_history(kv, run_id, model_json)
+        }
+        Command::RecordArtifact {
+            path,
+            size,
+            deleted,
+        } => artifacts::record(kv, path, size, deleted),
+        Command::CreateLoggedModel {
+            experiment_id,
+            name,
+            model_type,
+            source_run_id,
+            params,
+            tags,
+        } => models::create(
+            kv,
+            experiment_id,
+            name,
+            model_type,
+            source_run_id,
+            params,
+            tags,
+        ),
+        Command::FinalizeLoggedModel {
+            model_id,
+            status,
+            status_message,
+        } => models::finalize(kv, model_id, status, status_message),
+        Command::SetLoggedModelTags { model_id, tags } => models::set_tags(kv, model_id, tags),
+        Command::DeleteLoggedModelTag { model_id, key } => models::delete_tag(kv, model_id, key),
+        Command::LogLoggedModelParams { model_id, params } => {
+            models::log_params(kv, model_id, params)
+        }
+        Command::DeleteLoggedModel { model_id } => models::delete(kv, model_id),
+    }
+}

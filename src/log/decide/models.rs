@@ -1,0 +1,182 @@
+//! Logged models (MLflow 3): create, finalize, tags, params, delete.
+
+use crate::db::kv::Pending;
+use crate::domain::{Error, KeyValue, validation};
+use crate::pb::{self, event::Payload};
+use crate::projection::{self, LoggedModelRecord, find_experiment};
+
+use super::{Answer, Decision, done};
+
+fn pairs(pairs: &[KeyValue]) -> Vec<pb::KeyValuePair> {
+    pairs
+        .iter()
+        .map(|p| pb::KeyValuePair {
+            key: p.key.to_string(),
+            value: p.value.to_string(),
+        })
+        .collect()
+}
+
+pub(crate) fn find_logged_model(kv: &Pending, model_id: &str) -> Result<LoggedModelRecord, Error> {
+    validation::require("model_id", model_id)?;
+    match projection::load_logged_model(kv, model_id)? {
+        Some(m) if !m.deleted => Ok(m),
+        _ => Err(Error::NotFound(format!(
+            "Logged model with ID '{model_id}' not found."
+        ))),
+    }
+}
+
+fn validate_model_name(name: &str) -> Result<(), Error> {
+    if name
+        .chars()
+        .any(|c| matches!(c, '/' | ':' | '.' | '%' | '"' | '\''))
+    {
+        return Err(Error::invalid(format!(
+            "Invalid model name '{name}'. Names cannot contain the following characters: '/', ':', '.', '%', '\"' and \"'\""
+        )));
+    }
+    Ok(())
+}
+
+/// `CreateLoggedModel` in an active experiment.
+pub(super) fn create(
+    kv: &Pending,
+    experiment_id: &str,
+    name: &str,
+    model_type: &str,
+    source_run_id: &str,
+    params: &[KeyValue],
+    tags: &[KeyValue],
+) -> Decision {
+    let exp = find_experiment(kv, experiment_id)?;
+    if exp.deleted {
+        return Err(Error::FailedPrecondition(format!(
+            "The experiment {experiment_id} must be in the 'active' state. Current state is deleted."
+        )));
+    }
+    let name = if name.is_empty() {
+        crate::domain::random_run_name()
+    } else {
+        name.to_string()
+    };
+    validate_model_name(&name)?;
+    if !source_run_id.is_empty() {
+        projection::load_run(kv, source_run_id)?
+            .ok_or_else(|| Error::NotFound(format!("Run with id={source_run_id} not found")))?;
+    }
+    for p in params.iter().chain(tags) {
+        validation::validate_key("key", &p.key, validation::MAX_ENTITY_KEY_LENGTH)?;
+    }
+    let model_id = format!("m-{}", uuid::Uuid::new_v4().simple());
+    let artifact_uri = format!(
+        "{}/models/{model_id}/artifacts",
+        exp.artifact_location.trim_end_matches('/')
+    );
+    let creator_id = tags
+        .iter()
+        .find(|t| t.key == crate::domain::TAG_USER)
+        .map(|t| t.value.to_string())
+        .unwrap_or_default();
+    Ok((
+        vec![Payload::LoggedModelCreated(pb::LoggedModelCreated {
+            model_id: model_id.clone(),
+            experiment_id: exp.id.to_string(),
+            name,
+            model_type: model_type.to_string(),
+            source_run_id: source_run_id.to_string(),
+            params: kv_params(params),
+            tags: pairs(tags),
+            artifact_uri,
+            creator_id,
+        })],
+        Answer::LoggedModel(model_id),
+    ))
+}
+
+/// `FinalizeLoggedModel`: its upload status.
+pub(super) fn finalize(
+    kv: &Pending,
+    model_id: &str,
+    status: &i32,
+    status_message: &str,
+) -> Decision {
+    let m = find_logged_model(kv, model_id)?;
+    if !(1..=3).contains(status) {
+        return Err(Error::invalid(format!(
+            "Invalid value {status} for parameter 'status': expected LOGGED_MODEL_PENDING, LOGGED_MODEL_READY or LOGGED_MODEL_UPLOAD_FAILED"
+        )));
+    }
+    Ok((
+        vec![Payload::LoggedModelFinalized(pb::LoggedModelFinalized {
+            model_id: m.model_id.clone(),
+            status: *status,
+            status_message: status_message.to_string(),
+        })],
+        Answer::LoggedModel(m.model_id),
+    ))
+}
+
+/// `SetLoggedModelTags`.
+pub(super) fn set_tags(kv: &Pending, model_id: &str, tags: &[KeyValue]) -> Decision {
+    let m = find_logged_model(kv, model_id)?;
+    for t in tags {
+        validation::validate_key("key", &t.key, validation::MAX_ENTITY_KEY_LENGTH)?;
+    }
+    Ok((
+        vec![Payload::LoggedModelTagsSet(pb::LoggedModelTagsSet {
+            model_id: m.model_id.clone(),
+            tags: pairs(tags),
+        })],
+        Answer::LoggedModel(m.model_id),
+    ))
+}
+
+/// `DeleteLoggedModelTag`: the tag must exist.
+pub(super) fn delete_tag(kv: &Pending, model_id: &str, key: &str) -> Decision {
+    let m = find_logged_model(kv, model_id)?;
+    if !m.tags.contains_key(key) {
+        return Err(Error::NotFound(format!(
+            "No tag with key '{key}' found for logged model with ID '{model_id}'."
+        )));
+    }
+    done(vec![Payload::LoggedModelTagDeleted(
+        pb::LoggedModelTagDeleted {
+            model_id: m.model_id,
+            key: key.to_string(),
+        },
+    )])
+}
+
+/// `LogLoggedModelParams`.
+pub(super) fn log_params(kv: &Pending, model_id: &str, params: &[KeyValue]) -> Decision {
+    let m = find_logged_model(kv, model_id)?;
+    for p in params {
+        validation::validate_key("key", &p.key, validation::MAX_ENTITY_KEY_LENGTH)?;
+    }
+    done(vec![Payload::LoggedModelParamsLogged(
+        pb::LoggedModelParamsLogged {
+            model_id: m.model_id,
+            params: kv_params(params),
+        },
+    )])
+}
+
+/// `DeleteLoggedModel`.
+pub(super) fn delete(kv: &Pending, model_id: &str) -> Decision {
+    let m = find_logged_model(kv, model_id)?;
+    done(vec![Payload::LoggedModelDeleted(pb::LoggedModelDeleted {
+        model_id: m.model_id,
+    })])
+}
+
+/// Params with values truncated to MLflow's limit.
+fn kv_params(params: &[KeyValue]) -> Vec<pb::KeyValuePair> {
+    params
+        .iter()
+        .map(|p| pb::KeyValuePair {
+            key: p.key.to_string(),
+            value: validation::truncate(&p.value, validation::MAX_PARAM_VAL_LENGTH),
+        })
+        .collect()
+}
