@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod artifacts;
+pub mod cli;
 pub mod config;
 pub(crate) mod db;
 pub mod domain;
@@ -17,8 +18,6 @@ pub mod search;
 pub mod server;
 pub mod store;
 pub mod stream;
-pub mod tree_view;
-pub mod watcher;
 
 /// The generated `arbor.v1` messages, clients and servers.
 pub mod pb {

@@ -79,7 +79,7 @@ fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()> + 
 fn watch(args: arbor::config::WatchArgs) -> Result<(), arbor::server::BoxError> {
     use std::io::IsTerminal;
     let stdout = std::io::stdout();
-    let opts = arbor::watcher::WatchOptions {
+    let opts = arbor::cli::watch::WatchOptions {
         server: args.server,
         run_id: args.run_id,
         subtree: args.subtree,
@@ -90,11 +90,11 @@ fn watch(args: arbor::config::WatchArgs) -> Result<(), arbor::server::BoxError> 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(arbor::watcher::watch(opts, &mut stdout.lock()))
+    runtime.block_on(arbor::cli::watch::watch(opts, &mut stdout.lock()))
 }
 
 fn tree(args: arbor::config::TreeArgs) -> Result<(), arbor::server::BoxError> {
-    let opts = arbor::tree_view::TreeOptions {
+    let opts = arbor::cli::tree::TreeOptions {
         server: args.server,
         run_id: args.run_id,
         metric: args.metric,
@@ -104,7 +104,7 @@ fn tree(args: arbor::config::TreeArgs) -> Result<(), arbor::server::BoxError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(arbor::tree_view::print_tree(
+    runtime.block_on(arbor::cli::tree::print_tree(
         opts,
         &mut std::io::stdout().lock(),
     ))

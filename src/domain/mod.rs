@@ -55,6 +55,41 @@ impl RunStatus {
     }
 }
 
+/// A logged model's upload state, numbered as in MLflow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoggedModelStatus {
+    Unspecified = 0,
+    Pending = 1,
+    Ready = 2,
+    UploadFailed = 3,
+}
+
+impl LoggedModelStatus {
+    pub const ALL: [Self; 4] = [
+        Self::Unspecified,
+        Self::Pending,
+        Self::Ready,
+        Self::UploadFailed,
+    ];
+
+    /// The status numbered `n`; unknown numbers read as unspecified.
+    pub fn from_i32(n: i32) -> Self {
+        Self::ALL
+            .into_iter()
+            .find(|s| *s as i32 == n)
+            .unwrap_or(Self::Unspecified)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Unspecified => "LOGGED_MODEL_STATUS_UNSPECIFIED",
+            Self::Pending => "LOGGED_MODEL_PENDING",
+            Self::Ready => "LOGGED_MODEL_READY",
+            Self::UploadFailed => "LOGGED_MODEL_UPLOAD_FAILED",
+        }
+    }
+}
+
 /// MLflow's name for a lifecycle stage.
 pub fn lifecycle_stage(deleted: bool) -> &'static str {
     if deleted { "deleted" } else { "active" }

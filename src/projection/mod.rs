@@ -8,12 +8,10 @@
 //! (children by parent, every run of a tree by root) and metric history chunks.
 
 pub mod history;
-mod rebuild;
 pub mod records;
 
 use prost::Message;
 
-pub(crate) use rebuild::{dump, rebuild};
 pub use records::{ExperimentRecord, LatestMetric, LoggedModelRecord, RunRecord};
 
 use crate::db::keys;

@@ -54,9 +54,13 @@ pub fn compile_model_filter(
             (Entity::Attribute, "model_id") => |m, _| Some(m.model_id.clone()),
             (Entity::Attribute, "source_run_id") => |m, _| Some(m.source_run_id.clone()),
             (Entity::Attribute, "model_type") => |m, _| Some(m.model_type.clone()),
-            (Entity::Attribute, "status") => {
-                |m, _| Some(crate::api::mlflow::json::logged_model_status(m.status).to_string())
-            }
+            (Entity::Attribute, "status") => |m, _| {
+                Some(
+                    crate::domain::LoggedModelStatus::from_i32(m.status)
+                        .name()
+                        .to_string(),
+                )
+            },
             _ => {
                 return Err(lexer::error_at(
                     filter,

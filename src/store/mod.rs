@@ -95,7 +95,7 @@ impl Store {
             tracing::info!(
                 "projections are missing or from another version; rebuilding from the log"
             );
-            let n = projection::rebuild(&db, &tree)?;
+            let n = crate::log::rebuild::rebuild(&db, &tree)?;
             tracing::info!(events = n, "rebuilt projections");
         }
         let (hub, publisher) = crate::stream::hub(crate::log::last_seq(&tree)?);
@@ -187,29 +187,6 @@ impl Store {
     /// The artifact files' store.
     pub fn artifacts(&self) -> &crate::artifacts::ArtifactStore {
         &self.inner.artifacts
-    }
-
-    pub(crate) fn hub(&self) -> &Hub {
-        &self.inner.hub
-    }
-
-    /// Up to `max` events from `from` to `upto` (inclusive), in order.
-    pub(crate) fn read_log(
-        &self,
-        from: u64,
-        upto: u64,
-        max: usize,
-    ) -> Result<Vec<pb::Event>, Error> {
-        let tree = self.tree()?;
-        crate::log::replay(&tree, from)
-            .take_while(|ev| ev.as_ref().map_or(true, |e| e.seq <= upto))
-            .take(max)
-            .collect()
-    }
-
-    /// The run and every run below it.
-    pub fn subtree(&self, run_id: &str) -> Result<Vec<String>, Error> {
-        hierarchy::subtree(&self.tree()?, run_id)
     }
 
     /// A run and its subtree, `max_depth` levels down (absent: all, up to
@@ -386,9 +363,9 @@ fn page_limit(max_results: Option<i64>) -> Result<usize, Error> {
 /// be open elsewhere), checking the log is gap-free, and reports what changed.
 pub fn rebuild(dir: &Path, config: &StoreConfig) -> Result<RebuildReport, Error> {
     let (db, tree) = crate::db::open(dir, config.cache_bytes)?;
-    let before = projection::dump(&tree)?;
-    let events = projection::rebuild(&db, &tree)?;
-    let after = projection::dump(&tree)?;
+    let before = crate::log::rebuild::dump(&tree)?;
+    let events = crate::log::rebuild::rebuild(&db, &tree)?;
+    let after = crate::log::rebuild::dump(&tree)?;
     let keys_changed = before
         .iter()
         .filter(|(k, v)| after.get(*k) != Some(*v))
@@ -400,4 +377,32 @@ pub fn rebuild(dir: &Path, config: &StoreConfig) -> Result<RebuildReport, Error>
         keys_after: after.len(),
         keys_changed,
     })
+}
+
+impl crate::stream::EventSource for Store {
+    fn hub(&self) -> &Hub {
+        &self.inner.hub
+    }
+
+    fn read_log(&self, from: u64, upto: u64, max: usize) -> Result<Vec<pb::Event>, Error> {
+        let tree = self.tree()?;
+        crate::log::replay(&tree, from)
+            .take_while(|ev| ev.as_ref().map_or(true, |e| e.seq <= upto))
+            .take(max)
+            .collect()
+    }
+
+    fn experiment_of_run(&self, run_id: &str) -> Result<u64, Error> {
+        Ok(self.get_run(run_id)?.experiment_id)
+    }
+
+    fn subtree(&self, run_id: &str) -> Result<Vec<String>, Error> {
+        let tree = self.tree()?;
+        projection::find_run(&tree, run_id)?;
+        hierarchy::subtree(&tree, run_id)
+    }
+
+    fn check_experiment(&self, experiment_id: &str) -> Result<(), Error> {
+        self.get_experiment(experiment_id).map(|_| ())
+    }
 }

@@ -13,7 +13,23 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Notify, broadcast};
 
+use crate::domain::Error;
 use crate::pb;
+
+/// What streams read, and nothing more: the durable log by sequence number, the hub's
+/// live batches, and the run tree (for scopes that follow a subtree or an experiment).
+/// `Store` implements it; sessions and scopes never see the rest of the store.
+pub(crate) trait EventSource: Send + Sync + 'static {
+    fn hub(&self) -> &Hub;
+    /// Up to `max` events from `from` to `upto` (inclusive), in order.
+    fn read_log(&self, from: u64, upto: u64, max: usize) -> Result<Vec<pb::Event>, Error>;
+    /// The experiment of a run; `NotFound` if there is no such run.
+    fn experiment_of_run(&self, run_id: &str) -> Result<u64, Error>;
+    /// The run and every run below it; `NotFound` if there is no such run.
+    fn subtree(&self, run_id: &str) -> Result<Vec<String>, Error>;
+    /// `NotFound` unless the experiment exists.
+    fn check_experiment(&self, experiment_id: &str) -> Result<(), Error>;
+}
 
 /// Committed batches the hub keeps for sessions that are a little behind. A session
 /// further behind reads the log instead; this bounds the hub's memory whatever the

@@ -5,7 +5,8 @@ use std::collections::{HashMap, HashSet};
 
 use crate::domain::Error;
 use crate::pb::{self, event::Payload};
-use crate::store::Store;
+
+use super::EventSource;
 
 #[derive(Debug, Clone)]
 pub enum ScopeSpec {
@@ -16,7 +17,7 @@ pub enum ScopeSpec {
 }
 
 pub struct Scope {
-    store: Store,
+    store: Box<dyn EventSource>,
     spec: ScopeSpec,
     /// Subtree: the runs in it now.
     members: HashSet<String>,
@@ -75,23 +76,26 @@ fn experiment_of(ev: &pb::Event) -> Option<&str> {
 
 impl Scope {
     /// Checks that the watched run or experiment exists.
-    pub fn new(store: Store, spec: ScopeSpec, keys: Vec<String>) -> Result<Scope, Error> {
+    pub(crate) fn new(
+        store: impl EventSource,
+        spec: ScopeSpec,
+        keys: Vec<String>,
+    ) -> Result<Scope, Error> {
         let mut members = HashSet::new();
         match &spec {
             ScopeSpec::Run(id) => {
-                store.get_run(id)?;
+                store.experiment_of_run(id)?;
             }
             ScopeSpec::Subtree(id) => {
-                store.get_run(id)?;
                 members = store.subtree(id)?.into_iter().collect();
             }
             ScopeSpec::Experiment(id) => {
-                store.get_experiment(id)?;
+                store.check_experiment(id)?;
             }
             ScopeSpec::Everything => {}
         }
         Ok(Scope {
-            store,
+            store: Box::new(store),
             spec,
             members,
             known: HashMap::new(),
@@ -132,8 +136,8 @@ impl Scope {
             ScopeSpec::Experiment(exp) => match self.known.get(run_id) {
                 Some(&yes) => yes,
                 None => {
-                    let yes = match self.store.get_run(run_id) {
-                        Ok(r) => r.experiment_id.to_string() == *exp,
+                    let yes = match self.store.experiment_of_run(run_id) {
+                        Ok(id) => id.to_string() == *exp,
                         Err(Error::NotFound(_)) => false,
                         Err(e) => return Err(e),
                     };

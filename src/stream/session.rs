@@ -5,7 +5,8 @@ use tokio::sync::{broadcast, mpsc};
 
 use crate::domain::Error;
 use crate::pb;
-use crate::store::Store;
+
+use super::EventSource;
 
 /// Events read from the log per read while catching up.
 const CATCH_UP_CHUNK: usize = 512;
@@ -32,7 +33,7 @@ pub enum Start {
 /// shuts down. `first` may make an opening message from the sequence number of the last
 /// event before the session's start; `select` turns an event into a message, if any.
 pub(crate) async fn run<T: Send + 'static>(
-    store: Store,
+    store: impl EventSource,
     start: Start,
     first: impl FnOnce(u64) -> Option<T> + Send,
     mut select: impl FnMut(&pb::Event) -> Result<Option<T>, Error> + Send,

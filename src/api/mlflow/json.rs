@@ -140,15 +140,6 @@ pub(crate) fn run(r: &RunRecord) -> Value {
     Value::Object(out)
 }
 
-pub(crate) fn logged_model_status(n: i32) -> &'static str {
-    match n {
-        1 => "LOGGED_MODEL_PENDING",
-        2 => "LOGGED_MODEL_READY",
-        3 => "LOGGED_MODEL_UPLOAD_FAILED",
-        _ => "LOGGED_MODEL_STATUS_UNSPECIFIED",
-    }
-}
-
 pub(crate) fn logged_model(mdl: &LoggedModelRecord) -> Value {
     let mut info = Map::new();
     info.insert("model_id".into(), json!(mdl.model_id));
@@ -160,7 +151,10 @@ pub(crate) fn logged_model(mdl: &LoggedModelRecord) -> Value {
         json!(mdl.last_updated_time),
     );
     info.insert("artifact_uri".into(), json!(mdl.artifact_uri));
-    info.insert("status".into(), json!(logged_model_status(mdl.status)));
+    info.insert(
+        "status".into(),
+        json!(crate::domain::LoggedModelStatus::from_i32(mdl.status).name()),
+    );
     // `creator_id` is a numeric user id in MLflow's proto; Arbor has no user ids, so it
     // is left unset rather than filled with a name the client cannot parse.
     for (k, v) in [

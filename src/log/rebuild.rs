@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use crate::db::keys;
 use crate::db::kv::Pending;
 use crate::domain::Error;
-use crate::log;
 
 /// Events applied per atomic batch while rebuilding; bounds the memory a rebuild uses.
 const REBUILD_BATCH_EVENTS: usize = 1024;
@@ -39,7 +38,7 @@ pub(crate) fn rebuild(db: &sled::Db, tree: &sled::Tree) -> Result<u64, Error> {
     let mut count = 0u64;
     let mut pending = Pending::new(tree);
     let mut in_pending = 0;
-    for ev in log::replay(tree, 1) {
+    for ev in super::replay(tree, 1) {
         let ev = ev?;
         count += 1;
         if ev.seq != count {
@@ -48,7 +47,7 @@ pub(crate) fn rebuild(db: &sled::Db, tree: &sled::Tree) -> Result<u64, Error> {
                 ev.seq
             )));
         }
-        super::apply(&ev, &mut pending)?;
+        crate::projection::apply(&ev, &mut pending)?;
         in_pending += 1;
         if in_pending == REBUILD_BATCH_EVENTS {
             tree.apply_batch(std::mem::replace(&mut pending, Pending::new(tree)).into_batch())?;
@@ -57,7 +56,7 @@ pub(crate) fn rebuild(db: &sled::Db, tree: &sled::Tree) -> Result<u64, Error> {
     }
     pending.put(
         keys::META_PROJECTION_VERSION,
-        super::PROJECTION_VERSION.to_be_bytes().to_vec(),
+        crate::projection::PROJECTION_VERSION.to_be_bytes().to_vec(),
     );
     tree.apply_batch(pending.into_batch())?;
     db.flush()?;
