@@ -134,7 +134,7 @@ pub(crate) fn runs_by_start_end(experiment_id: u64) -> Vec<u8> {
 pub(crate) fn run_by_start(experiment_id: u64, start_time: i64, run_id: &str) -> Vec<u8> {
     let mut k = runs_by_start(experiment_id);
     // Start times are validated nonnegative; the complement orders newest first.
-    k.extend_from_slice(&(!(start_time as u64)).to_be_bytes());
+    k.extend_from_slice(&(!start_time.cast_unsigned()).to_be_bytes());
     k.extend_from_slice(run_id.as_bytes());
     k
 }

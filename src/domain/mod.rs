@@ -139,6 +139,25 @@ impl KeyValue {
     }
 }
 
+/// A dataset as MLflow describes it: a name and digest that identify it, where it
+/// came from, and optionally its schema and profile (JSON text).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Dataset {
+    pub name: String,
+    pub digest: String,
+    pub source_type: String,
+    pub source: String,
+    pub schema: String,
+    pub profile: String,
+}
+
+/// A dataset a run used, with input tags such as its role (`mlflow.data.context`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DatasetInput {
+    pub dataset: Dataset,
+    pub tags: Vec<KeyValue>,
+}
+
 /// Where a `LogBatch` came from, which decides the wording of MLflow's errors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BatchOrigin {
@@ -221,7 +240,7 @@ pub enum Command {
     /// MLflow's `LogInputs`: datasets (with their input tags) and models a run used.
     LogInputs {
         run_id: String,
-        datasets: Vec<crate::pb::DatasetInput>,
+        datasets: Vec<DatasetInput>,
         models: Vec<String>,
     },
     /// MLflow's `LogOutputs`: models a run produced.

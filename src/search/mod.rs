@@ -19,7 +19,7 @@ use std::ops::Bound;
 use crate::db::keys;
 use crate::db::kv::Kv;
 use crate::domain::{Error, ViewType};
-use crate::projection::{self, ExperimentRecord, RunRecord};
+use crate::projection::{self, ExperimentRecord, LoggedModelRecord, RunRecord};
 use page::Position;
 
 /// Checks a filter and order without running them (the property tests call this).
@@ -37,7 +37,7 @@ pub fn validate_experiment_search(filter: &str, order_by: &[String]) -> Result<(
 
 /// A logged-model filter: `name`, `model_id`, `source_run_id`, `status`, `model_type`,
 /// `tags.<key>` and `params.<key>` with `=`, `!=`, `LIKE`, `ILIKE`, joined by AND.
-pub fn compile_model_filter(
+pub(crate) fn compile_model_filter(
     filter: &str,
 ) -> Result<impl Fn(&crate::projection::LoggedModelRecord) -> bool + use<>, Error> {
     use parser::{Entity, Op};
@@ -76,6 +76,44 @@ pub fn compile_model_filter(
             .iter()
             .all(|(get, key, test)| test.check(get(m, key).as_deref()))
     })
+}
+
+/// Most logged models one search returns, and the default.
+pub const MODELS_MAX_RESULTS_THRESHOLD: i64 = 50_000;
+pub const MODELS_MAX_RESULTS_DEFAULT: i64 = 50;
+
+/// MLflow's `SearchLoggedModels` over `models`: active models of the given experiments
+/// (all, when none is named) that pass the filter, newest first, a page at a time.
+pub(crate) fn search_logged_models(
+    models: Vec<LoggedModelRecord>,
+    experiment_ids: &[String],
+    filter: &str,
+    max_results: Option<i64>,
+    page_token: &str,
+) -> Result<(Vec<LoggedModelRecord>, Option<String>), Error> {
+    let matches = compile_model_filter(filter)?;
+    let max = max_results.unwrap_or(MODELS_MAX_RESULTS_DEFAULT);
+    if !(1..=MODELS_MAX_RESULTS_THRESHOLD).contains(&max) {
+        return Err(Error::invalid(format!(
+            "Invalid value {max} for parameter 'max_results' supplied: it must be between 1 and {MODELS_MAX_RESULTS_THRESHOLD}"
+        )));
+    }
+    let offset = page::decode_offset(page_token)?;
+    let mut models: Vec<LoggedModelRecord> = models
+        .into_iter()
+        .filter(|m| !m.deleted)
+        .filter(|m| {
+            experiment_ids.is_empty() || experiment_ids.contains(&m.experiment_id.to_string())
+        })
+        .filter(|m| matches(m))
+        .collect();
+    models.sort_by(|a, b| {
+        b.creation_time
+            .cmp(&a.creation_time)
+            .then(a.model_id.cmp(&b.model_id))
+    });
+    let limit = usize::try_from(max).unwrap_or(usize::MAX);
+    Ok(page::slice(models, offset, limit))
 }
 
 /// Keeps the best `k` of `items` by `cmp`, sorted, without sorting the rest.

@@ -4,6 +4,8 @@
 //! projections and never wait for the writer. A second implementation (a distributed
 //! database) would take its place behind this same surface.
 
+mod writes;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -15,9 +17,10 @@ use crate::hierarchy::{self, TreeNode};
 pub use crate::log::committer::Outcome;
 use crate::log::committer::{Committer, Request};
 use crate::pb;
-use crate::projection::{self, ExperimentRecord, RunRecord, history};
+use crate::projection::{self, ExperimentRecord, LoggedModelRecord, RunRecord, history};
 use crate::search::page;
 use crate::stream::Hub;
+pub use writes::{NewLoggedModel, NewRun};
 
 /// Requests waiting for the committer. When full, writers wait: back-pressure on the
 /// clients instead of memory growth.
@@ -223,7 +226,7 @@ impl Store {
         &self,
         model_id: &str,
         allow_deleted: bool,
-    ) -> Result<crate::projection::LoggedModelRecord, Error> {
+    ) -> Result<LoggedModelRecord, Error> {
         match projection::load_logged_model(&self.tree()?, model_id)? {
             Some(m) if allow_deleted || !m.deleted => Ok(m),
             _ => Err(Error::NotFound(format!(
@@ -232,12 +235,30 @@ impl Store {
         }
     }
 
+    /// Logged models of the given experiments (all, when none is named) that pass an
+    /// MLflow filter, newest first, a page at a time.
+    pub fn search_logged_models(
+        &self,
+        experiment_ids: &[String],
+        filter: &str,
+        max_results: Option<i64>,
+        page_token: &str,
+    ) -> Result<(Vec<LoggedModelRecord>, Option<String>), Error> {
+        crate::search::search_logged_models(
+            self.logged_models()?,
+            experiment_ids,
+            filter,
+            max_results,
+            page_token,
+        )
+    }
+
     /// Every logged model, deleted ones included.
-    pub fn logged_models(&self) -> Result<Vec<crate::projection::LoggedModelRecord>, Error> {
+    fn logged_models(&self) -> Result<Vec<LoggedModelRecord>, Error> {
         let mut out = Vec::new();
         for kv in self.tree()?.scan_prefix([keys::LOGGED_MODEL]) {
             let (_, v) = kv?;
-            out.push(<crate::projection::LoggedModelRecord as prost::Message>::decode(v.as_ref())?);
+            out.push(<LoggedModelRecord as prost::Message>::decode(v.as_ref())?);
         }
         Ok(out)
     }

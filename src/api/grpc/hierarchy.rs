@@ -3,10 +3,9 @@
 use tonic::{Request, Response, Status};
 
 use super::convert::{self, status};
-use crate::domain::Command;
 use crate::hierarchy::TreeNode;
 use crate::pb::{self, hierarchy_service_server::HierarchyService};
-use crate::store::{Outcome, Store};
+use crate::store::{NewRun, Store};
 
 pub struct HierarchyApi {
     store: Store,
@@ -79,23 +78,21 @@ impl HierarchyService for HierarchyApi {
         req: Request<pb::GetOrCreateChildRunRequest>,
     ) -> Result<Response<pb::GetOrCreateChildRunResponse>, Status> {
         let r = req.into_inner();
-        let outcome = self
+        let new = NewRun {
+            run_name: r.run_name,
+            user_id: r.user_id,
+            start_time: r.start_time,
+            tags: r.tags.into_iter().map(convert::tag).collect(),
+            ..NewRun::default()
+        };
+        let (run, created) = self
             .store
-            .submit(Command::GetOrCreateChildRun {
-                parent_run_id: r.parent_run_id,
-                run_name: r.run_name,
-                user_id: r.user_id,
-                start_time: r.start_time,
-                tags: r.tags.into_iter().map(convert::tag).collect(),
-            })
+            .get_or_create_child_run(r.parent_run_id, new)
             .await
             .map_err(status)?;
-        match outcome {
-            Outcome::ChildRun(run, created) => Ok(Response::new(pb::GetOrCreateChildRunResponse {
-                run: Some(convert::run(*run)),
-                created,
-            })),
-            other => Err(Status::internal(format!("unexpected outcome {other:?}"))),
-        }
+        Ok(Response::new(pb::GetOrCreateChildRunResponse {
+            run: Some(convert::run(run)),
+            created,
+        }))
     }
 }

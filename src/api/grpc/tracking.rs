@@ -3,9 +3,9 @@
 use tonic::{Request, Response, Status};
 
 use super::convert::{self, status};
-use crate::domain::{BatchOrigin, Command, KeyValue};
+use crate::domain::{KeyValue, MetricPoint};
 use crate::pb::{self, tracking_service_server::TrackingService};
-use crate::store::{Outcome, Store};
+use crate::store::{NewRun, Store};
 
 /// `GetMetricHistory`'s page when the request names none: MLflow's client page, and
 /// about 1 MB of response, well under gRPC's common 4 MiB message limit.
@@ -23,22 +23,12 @@ impl TrackingApi {
     pub fn new(store: Store) -> Self {
         Self { store }
     }
-
-    async fn write(&self, command: Command) -> Result<Outcome, Status> {
-        self.store.submit(command).await.map_err(status)
-    }
-
-    async fn done(&self, command: Command) -> Result<(), Status> {
-        self.write(command).await.map(|_| ())
-    }
 }
 
 type PendingMessage = (
     usize,
     u64,
-    std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<Outcome, crate::domain::Error>> + Send>,
-    >,
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), crate::domain::Error>> + Send>>,
 );
 
 /// Waits for one streamed message to commit and counts it, or records the first failure.
@@ -74,23 +64,17 @@ impl TrackingService for TrackingApi {
         req: Request<pb::CreateExperimentRequest>,
     ) -> Result<Response<pb::CreateExperimentResponse>, Status> {
         let r = req.into_inner();
-        let outcome = self
-            .write(Command::CreateExperiment {
-                name: r.name,
-                artifact_location: r.artifact_location,
-                tags: r
-                    .tags
-                    .into_iter()
-                    .map(|t| KeyValue::new(t.key, t.value))
-                    .collect(),
-            })
-            .await?;
-        match outcome {
-            Outcome::ExperimentCreated(experiment_id) => {
-                ok(pb::CreateExperimentResponse { experiment_id })
-            }
-            other => Err(Status::internal(format!("unexpected outcome {other:?}"))),
-        }
+        let tags = r
+            .tags
+            .into_iter()
+            .map(|t| KeyValue::new(t.key, t.value))
+            .collect();
+        let experiment_id = self
+            .store
+            .create_experiment(r.name, r.artifact_location, tags)
+            .await
+            .map_err(status)?;
+        ok(pb::CreateExperimentResponse { experiment_id })
     }
 
     async fn get_experiment(
@@ -140,11 +124,10 @@ impl TrackingService for TrackingApi {
         req: Request<pb::UpdateExperimentRequest>,
     ) -> Result<Response<pb::UpdateExperimentResponse>, Status> {
         let r = req.into_inner();
-        self.done(Command::RenameExperiment {
-            experiment_id: r.experiment_id,
-            new_name: r.new_name,
-        })
-        .await?;
+        self.store
+            .rename_experiment(r.experiment_id, r.new_name)
+            .await
+            .map_err(status)?;
         ok(pb::UpdateExperimentResponse {})
     }
 
@@ -153,8 +136,10 @@ impl TrackingService for TrackingApi {
         req: Request<pb::DeleteExperimentRequest>,
     ) -> Result<Response<pb::DeleteExperimentResponse>, Status> {
         let experiment_id = req.into_inner().experiment_id;
-        self.done(Command::DeleteExperiment { experiment_id })
-            .await?;
+        self.store
+            .delete_experiment(experiment_id)
+            .await
+            .map_err(status)?;
         ok(pb::DeleteExperimentResponse {})
     }
 
@@ -163,8 +148,10 @@ impl TrackingService for TrackingApi {
         req: Request<pb::RestoreExperimentRequest>,
     ) -> Result<Response<pb::RestoreExperimentResponse>, Status> {
         let experiment_id = req.into_inner().experiment_id;
-        self.done(Command::RestoreExperiment { experiment_id })
-            .await?;
+        self.store
+            .restore_experiment(experiment_id)
+            .await
+            .map_err(status)?;
         ok(pb::RestoreExperimentResponse {})
     }
 
@@ -173,12 +160,10 @@ impl TrackingService for TrackingApi {
         req: Request<pb::SetExperimentTagRequest>,
     ) -> Result<Response<pb::SetExperimentTagResponse>, Status> {
         let r = req.into_inner();
-        self.done(Command::SetExperimentTag {
-            experiment_id: r.experiment_id,
-            key: r.key,
-            value: r.value,
-        })
-        .await?;
+        self.store
+            .set_experiment_tag(r.experiment_id, r.key, r.value)
+            .await
+            .map_err(status)?;
         ok(pb::SetExperimentTagResponse {})
     }
 
@@ -187,11 +172,10 @@ impl TrackingService for TrackingApi {
         req: Request<pb::DeleteExperimentTagRequest>,
     ) -> Result<Response<pb::DeleteExperimentTagResponse>, Status> {
         let r = req.into_inner();
-        self.done(Command::DeleteExperimentTag {
-            experiment_id: r.experiment_id,
-            key: r.key,
-        })
-        .await?;
+        self.store
+            .delete_experiment_tag(r.experiment_id, r.key)
+            .await
+            .map_err(status)?;
         ok(pb::DeleteExperimentTagResponse {})
     }
 
@@ -200,21 +184,20 @@ impl TrackingService for TrackingApi {
         req: Request<pb::CreateRunRequest>,
     ) -> Result<Response<pb::CreateRunResponse>, Status> {
         let r = req.into_inner();
-        let outcome = self
-            .write(Command::CreateRun {
+        let run = self
+            .store
+            .create_run(NewRun {
                 experiment_id: r.experiment_id,
                 user_id: r.user_id,
                 run_name: r.run_name,
                 start_time: r.start_time,
                 tags: r.tags.into_iter().map(convert::tag).collect(),
             })
-            .await?;
-        match outcome {
-            Outcome::Run(run) => ok(pb::CreateRunResponse {
-                run: Some(convert::run(*run)),
-            }),
-            other => Err(Status::internal(format!("unexpected outcome {other:?}"))),
-        }
+            .await
+            .map_err(status)?;
+        ok(pb::CreateRunResponse {
+            run: Some(convert::run(run)),
+        })
     }
 
     async fn get_run(
@@ -236,20 +219,14 @@ impl TrackingService for TrackingApi {
     ) -> Result<Response<pb::UpdateRunResponse>, Status> {
         let r = req.into_inner();
         let status_value = r.status.map(convert::run_status).transpose()?;
-        let outcome = self
-            .write(Command::UpdateRun {
-                run_id: r.run_id,
-                status: status_value,
-                end_time: r.end_time,
-                run_name: r.run_name,
-            })
-            .await?;
-        match outcome {
-            Outcome::Run(run) => ok(pb::UpdateRunResponse {
-                run_info: Some(convert::run_info(&run)),
-            }),
-            other => Err(Status::internal(format!("unexpected outcome {other:?}"))),
-        }
+        let run = self
+            .store
+            .update_run(r.run_id, status_value, r.end_time, r.run_name)
+            .await
+            .map_err(status)?;
+        ok(pb::UpdateRunResponse {
+            run_info: Some(convert::run_info(&run)),
+        })
     }
 
     async fn delete_run(
@@ -257,11 +234,10 @@ impl TrackingService for TrackingApi {
         req: Request<pb::DeleteRunRequest>,
     ) -> Result<Response<pb::DeleteRunResponse>, Status> {
         let r = req.into_inner();
-        self.done(Command::DeleteRun {
-            run_id: r.run_id,
-            cascade: r.cascade,
-        })
-        .await?;
+        self.store
+            .delete_run(r.run_id, r.cascade)
+            .await
+            .map_err(status)?;
         ok(pb::DeleteRunResponse {})
     }
 
@@ -270,11 +246,10 @@ impl TrackingService for TrackingApi {
         req: Request<pb::RestoreRunRequest>,
     ) -> Result<Response<pb::RestoreRunResponse>, Status> {
         let r = req.into_inner();
-        self.done(Command::RestoreRun {
-            run_id: r.run_id,
-            cascade: r.cascade,
-        })
-        .await?;
+        self.store
+            .restore_run(r.run_id, r.cascade)
+            .await
+            .map_err(status)?;
         ok(pb::RestoreRunResponse {})
     }
 
@@ -306,19 +281,16 @@ impl TrackingService for TrackingApi {
         req: Request<pb::LogMetricRequest>,
     ) -> Result<Response<pb::LogMetricResponse>, Status> {
         let r = req.into_inner();
-        self.done(Command::LogBatch {
-            run_id: r.run_id,
-            metrics: vec![crate::domain::MetricPoint {
-                key: r.key,
-                value: r.value,
-                timestamp: r.timestamp,
-                step: r.step,
-            }],
-            params: vec![],
-            tags: vec![],
-            origin: BatchOrigin::Single,
-        })
-        .await?;
+        let point = MetricPoint {
+            key: r.key,
+            value: r.value,
+            timestamp: r.timestamp,
+            step: r.step,
+        };
+        self.store
+            .log_metric(r.run_id, point)
+            .await
+            .map_err(status)?;
         ok(pb::LogMetricResponse {})
     }
 
@@ -327,14 +299,10 @@ impl TrackingService for TrackingApi {
         req: Request<pb::LogParamRequest>,
     ) -> Result<Response<pb::LogParamResponse>, Status> {
         let r = req.into_inner();
-        self.done(Command::LogBatch {
-            run_id: r.run_id,
-            metrics: vec![],
-            params: vec![KeyValue::new(r.key, r.value)],
-            tags: vec![],
-            origin: BatchOrigin::Single,
-        })
-        .await?;
+        self.store
+            .log_param(r.run_id, KeyValue::new(r.key, r.value))
+            .await
+            .map_err(status)?;
         ok(pb::LogParamResponse {})
     }
 
@@ -343,14 +311,10 @@ impl TrackingService for TrackingApi {
         req: Request<pb::SetTagRequest>,
     ) -> Result<Response<pb::SetTagResponse>, Status> {
         let r = req.into_inner();
-        self.done(Command::LogBatch {
-            run_id: r.run_id,
-            metrics: vec![],
-            params: vec![],
-            tags: vec![KeyValue::new(r.key, r.value)],
-            origin: BatchOrigin::Single,
-        })
-        .await?;
+        self.store
+            .set_tag(r.run_id, KeyValue::new(r.key, r.value))
+            .await
+            .map_err(status)?;
         ok(pb::SetTagResponse {})
     }
 
@@ -359,11 +323,10 @@ impl TrackingService for TrackingApi {
         req: Request<pb::DeleteTagRequest>,
     ) -> Result<Response<pb::DeleteTagResponse>, Status> {
         let r = req.into_inner();
-        self.done(Command::DeleteTag {
-            run_id: r.run_id,
-            key: r.key,
-        })
-        .await?;
+        self.store
+            .delete_tag(r.run_id, r.key)
+            .await
+            .map_err(status)?;
         ok(pb::DeleteTagResponse {})
     }
 
@@ -372,14 +335,15 @@ impl TrackingService for TrackingApi {
         req: Request<pb::LogBatchRequest>,
     ) -> Result<Response<pb::LogBatchResponse>, Status> {
         let r = req.into_inner();
-        self.done(Command::LogBatch {
-            run_id: r.run_id,
-            metrics: r.metrics.into_iter().map(convert::metric_point).collect(),
-            params: r.params.into_iter().map(convert::param).collect(),
-            tags: r.tags.into_iter().map(convert::tag).collect(),
-            origin: BatchOrigin::Batch,
-        })
-        .await?;
+        self.store
+            .log_batch(
+                r.run_id,
+                r.metrics.into_iter().map(convert::metric_point).collect(),
+                r.params.into_iter().map(convert::param).collect(),
+                r.tags.into_iter().map(convert::tag).collect(),
+            )
+            .await
+            .map_err(status)?;
         ok(pb::LogBatchResponse {})
     }
 
@@ -409,14 +373,8 @@ impl TrackingService for TrackingApi {
                 }
             };
             let points = msg.metrics.len() as u64;
-            let command = Command::LogBatch {
-                run_id: msg.run_id,
-                metrics: msg.metrics.into_iter().map(convert::metric_point).collect(),
-                params: vec![],
-                tags: vec![],
-                origin: BatchOrigin::Batch,
-            };
-            match self.store.enqueue(command).await {
+            let metrics = msg.metrics.into_iter().map(convert::metric_point).collect();
+            match self.store.enqueue_metrics(msg.run_id, metrics).await {
                 Ok(outcome) => pending.push_back((index, points, Box::pin(outcome))),
                 Err(e) => {
                     failure = Some((index, status(e)));

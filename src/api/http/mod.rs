@@ -17,6 +17,14 @@ pub fn router(store: Store) -> axum::Router {
         .with_state(store)
 }
 
+/// Handlers on every HTTP surface return `Result<_, Error>`; the error answers for itself
+/// through the one mapping below.
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        error_response(self)
+    }
+}
+
 /// The one mapping from `domain::Error` to MLflow's error codes and HTTP statuses. Input
 /// errors are never 5xx: MLflow's client retries those for minutes.
 pub(crate) fn error_response(e: Error) -> Response {

@@ -39,14 +39,14 @@ pub(super) struct StreamParams {
     from_seq: Option<u64>,
 }
 
-use crate::api::mlflow::json::double as json_double;
+use crate::api::mlflow::Double;
 
 fn metrics_event(m: &pb::WatchMetricsResponse) -> Event {
     let mut points = Vec::new();
     for s in &m.series {
         for ((value, step), timestamp) in s.values.iter().zip(&s.steps).zip(&s.timestamps) {
             points.push(json!({
-                "run_id": m.run_id, "key": s.key, "value": json_double(*value),
+                "run_id": m.run_id, "key": s.key, "value": Double(*value),
                 "step": step, "timestamp": timestamp, "seq": m.seq,
             }));
         }

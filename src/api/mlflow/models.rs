@@ -1,48 +1,207 @@
-//! `SearchLoggedModels`: what `runs:/` URIs and `mlflow.search_logged_models` use. The
-//! filter takes the attributes MLflow's clients send (`name`, `model_id`,
-//! `source_run_id`, `status`, `model_type`) and `tags.`/`params.` with `=`, `!=`, `LIKE`,
-//! `ILIKE`; anything else is refused rather than ignored.
+//! `/mlflow/logged-models/...` (MLflow 3): create, get, search, finalize, tags, params,
+//! delete, and the artifact listing of a model. What `runs:/` URIs and
+//! `mlflow.search_logged_models` use.
 
-use serde_json::Value;
+use axum::Json;
+use axum::extract::Path;
+use axum::response::Response;
+use axum::routing::{delete, get, patch, post};
+use serde::{Deserialize, Serialize};
 
-use super::State;
-use super::json;
-use super::request::Params;
-use crate::domain::Error;
-use crate::projection::LoggedModelRecord;
+use super::artifacts::list_under;
+use super::request::{self, Mlflow, present, required};
+use super::response::{Empty, LoggedModel, Page, page};
+use super::{KeyValueIn, Routes, Shared, json, key_values};
+use crate::domain::{Error, LoggedModelStatus};
+use crate::store::NewLoggedModel;
 
-pub(crate) fn search(state: &State, p: &Params) -> Result<Value, Error> {
-    let experiment_ids = p.strings("experiment_ids")?;
-    let filter = p.string_or_empty("filter")?;
-    let matches = crate::search::compile_model_filter(&filter)?;
-    let max = p.int("max_results")?.unwrap_or(50);
-    if !(1..=50_000).contains(&max) {
-        return Err(Error::invalid(format!(
-            "Invalid value {max} for parameter 'max_results' supplied: it must be between 1 and 50000"
-        )));
-    }
-    let mut models: Vec<LoggedModelRecord> = state
-        .store
-        .logged_models()?
-        .into_iter()
-        .filter(|m| !m.deleted)
-        .filter(|m| {
-            experiment_ids.is_empty() || experiment_ids.contains(&m.experiment_id.to_string())
-        })
-        .filter(|m| matches(m))
-        .collect();
-    // Newest first, as MLflow's default order.
-    models.sort_by(|a, b| {
-        b.creation_time
-            .cmp(&a.creation_time)
-            .then(a.model_id.cmp(&b.model_id))
-    });
-    let offset = crate::search::page::decode_offset(&p.string_or_empty("page_token")?)?;
-    let (page, next) =
-        crate::search::page::slice(models, offset, usize::try_from(max).unwrap_or(50));
-    Ok(json::page(
+pub(super) fn routes() -> Routes {
+    Routes::new()
+        .route("/logged-models", post(create))
+        .route("/logged-models/search", post(search))
+        .route(
+            "/logged-models/{id}",
+            get(get_model).patch(finalize).delete(delete_model),
+        )
+        .route("/logged-models/{id}/tags", patch(set_tags))
+        .route("/logged-models/{id}/tags/{key}", delete(delete_tag))
+        .route("/logged-models/{id}/params", post(log_params))
+        .route(
+            "/logged-models/{id}/artifacts/directories",
+            get(list_artifacts),
+        )
+}
+
+#[derive(Serialize)]
+struct OneModel<'a> {
+    model: LoggedModel<'a>,
+}
+
+fn one(m: &crate::projection::LoggedModelRecord) -> Result<Response, Error> {
+    json(&OneModel {
+        model: LoggedModel::from(m),
+    })
+}
+
+#[derive(Deserialize, Debug)]
+struct CreateRequest {
+    #[serde(default, deserialize_with = "request::string", alias = "experimentId")]
+    experiment_id: Option<String>,
+    #[serde(default, deserialize_with = "request::string")]
+    name: Option<String>,
+    #[serde(default, deserialize_with = "request::string", alias = "modelType")]
+    model_type: Option<String>,
+    #[serde(default, deserialize_with = "request::string", alias = "sourceRunId")]
+    source_run_id: Option<String>,
+    #[serde(default)]
+    params: Option<Vec<KeyValueIn>>,
+    #[serde(default)]
+    tags: Option<Vec<KeyValueIn>>,
+}
+
+async fn create(state: Shared, Mlflow(r): Mlflow<CreateRequest>) -> Result<Response, Error> {
+    let new = NewLoggedModel {
+        experiment_id: required("experiment_id", r.experiment_id)?,
+        name: r.name.unwrap_or_default(),
+        model_type: r.model_type.unwrap_or_default(),
+        source_run_id: r.source_run_id.unwrap_or_default(),
+        params: key_values("params", r.params.unwrap_or_default())?,
+        tags: key_values("tags", r.tags.unwrap_or_default())?,
+    };
+    one(&state.store.create_logged_model(new).await?)
+}
+
+#[derive(Deserialize, Debug)]
+struct SearchRequest {
+    #[serde(
+        default,
+        deserialize_with = "request::strings",
+        alias = "experimentIds"
+    )]
+    experiment_ids: Vec<String>,
+    #[serde(default, deserialize_with = "request::string")]
+    filter: Option<String>,
+    #[serde(default, deserialize_with = "request::int64", alias = "maxResults")]
+    max_results: Option<i64>,
+    #[serde(default, deserialize_with = "request::string", alias = "pageToken")]
+    page_token: Option<String>,
+}
+
+async fn search(state: Shared, Mlflow(r): Mlflow<SearchRequest>) -> Result<Response, Error> {
+    let (models, next) = state.store.search_logged_models(
+        &r.experiment_ids,
+        &r.filter.unwrap_or_default(),
+        r.max_results,
+        &r.page_token.unwrap_or_default(),
+    )?;
+    let page: Page<LoggedModel> = page(
         "models",
-        page.iter().map(json::logged_model).collect(),
+        models.iter().map(LoggedModel::from).collect(),
         next,
-    ))
+    );
+    json(&page)
+}
+
+#[derive(Deserialize, Debug)]
+struct GetRequest {
+    #[serde(default, deserialize_with = "request::boolean", alias = "allowDeleted")]
+    allow_deleted: Option<bool>,
+}
+
+async fn get_model(
+    state: Shared,
+    Path(id): Path<String>,
+    Mlflow(r): Mlflow<GetRequest>,
+) -> Result<Response, Error> {
+    one(&state
+        .store
+        .get_logged_model(&id, r.allow_deleted.unwrap_or(false))?)
+}
+
+#[derive(Deserialize, Debug)]
+struct FinalizeRequest {
+    #[serde(default, deserialize_with = "request::enumeration")]
+    status: Option<LoggedModelStatus>,
+    #[serde(default, deserialize_with = "request::string", alias = "statusMessage")]
+    status_message: Option<String>,
+}
+
+async fn finalize(
+    state: Shared,
+    Path(id): Path<String>,
+    Mlflow(r): Mlflow<FinalizeRequest>,
+) -> Result<Response, Error> {
+    let status = present("status", r.status)?;
+    one(&state
+        .store
+        .finalize_logged_model(id, status as i32, r.status_message.unwrap_or_default())
+        .await?)
+}
+
+async fn delete_model(state: Shared, Path(id): Path<String>) -> Result<Json<Empty>, Error> {
+    state.store.delete_logged_model(id).await?;
+    Ok(Json(Empty {}))
+}
+
+#[derive(Deserialize, Debug)]
+struct TagsRequest {
+    #[serde(default)]
+    tags: Option<Vec<KeyValueIn>>,
+}
+
+async fn set_tags(
+    state: Shared,
+    Path(id): Path<String>,
+    Mlflow(r): Mlflow<TagsRequest>,
+) -> Result<Response, Error> {
+    let tags = key_values("tags", r.tags.unwrap_or_default())?;
+    one(&state.store.set_logged_model_tags(id, tags).await?)
+}
+
+async fn delete_tag(
+    state: Shared,
+    Path((id, key)): Path<(String, String)>,
+) -> Result<Json<Empty>, Error> {
+    state.store.delete_logged_model_tag(id, key).await?;
+    Ok(Json(Empty {}))
+}
+
+#[derive(Deserialize, Debug)]
+struct ParamsRequest {
+    #[serde(default)]
+    params: Option<Vec<KeyValueIn>>,
+}
+
+async fn log_params(
+    state: Shared,
+    Path(id): Path<String>,
+    Mlflow(r): Mlflow<ParamsRequest>,
+) -> Result<Json<Empty>, Error> {
+    let params = key_values("params", r.params.unwrap_or_default())?;
+    state.store.log_logged_model_params(id, params).await?;
+    Ok(Json(Empty {}))
+}
+
+#[derive(Deserialize, Debug)]
+struct ArtifactsRequest {
+    #[serde(
+        default,
+        deserialize_with = "request::string",
+        alias = "artifactDirectoryPath"
+    )]
+    artifact_directory_path: Option<String>,
+}
+
+async fn list_artifacts(
+    state: Shared,
+    Path(id): Path<String>,
+    Mlflow(r): Mlflow<ArtifactsRequest>,
+) -> Result<Response, Error> {
+    let m = state.store.get_logged_model(&id, false)?;
+    list_under(
+        &state,
+        &m.artifact_uri,
+        &r.artifact_directory_path.unwrap_or_default(),
+    )
+    .await
 }

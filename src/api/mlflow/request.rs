@@ -1,355 +1,560 @@
-//! Reading an MLflow request the way MLflow's server does: GET parameters from the query
-//! string (repeated keys for lists, numbers as text), other methods from a JSON body;
-//! field names in snake_case or lowerCamelCase; int64 as numbers or strings; enums by
-//! name or number; doubles also as `"NaN"`, `"Infinity"`, `"-Infinity"`. Type errors and
-//! missing required fields get MLflow's messages.
+//! Reading an MLflow request the way MLflow's server does, into `#[derive(Deserialize)]`
+//! types: GET parameters from the query string (repeated keys for lists, numbers as
+//! text), other methods from a JSON body (also a JSON string holding the object);
+//! fields in snake_case or lowerCamelCase (serde aliases on each type); int64 as numbers
+//! or strings; enums by name or number; doubles also as `"NaN"`, `"Infinity"`,
+//! `"-Infinity"`. A value of the wrong type gets MLflow's message naming the field by
+//! its path (`metrics[3].timestamp`), found by `serde_path_to_error`; bodies are parsed
+//! straight into the typed request, never into a JSON tree first.
 
-use serde_json::{Map, Value};
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::{Method, header};
+use serde::Deserialize;
+use serde::de::{self, DeserializeOwned, Deserializer, IgnoredAny, SeqAccess, Visitor};
 
-use crate::domain::{Error, validation};
+use crate::domain::{Error, LoggedModelStatus, RunStatus, ViewType};
 
-pub(crate) struct Params {
-    map: Map<String, Value>,
-    /// Where these fields sit in the request, for messages (`metrics[3].`).
-    prefix: String,
+/// A request body or query string read into `T`.
+pub(crate) struct Mlflow<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Mlflow<T> {
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Error> {
+        let is_get = req.method() == Method::GET;
+        let query = req.uri().query().unwrap_or("").to_string();
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.trim_start().starts_with("application/json"));
+        let body = Bytes::from_request(req, state)
+            .await
+            .map_err(|e| Error::BadRequest(format!("Could not read the request body: {e}")))?;
+        if is_get || body.iter().all(u8::is_ascii_whitespace) {
+            return from_query(&query).map(Mlflow);
+        }
+        if !is_json {
+            return Err(Error::BadRequest(
+                "Bad Request. Content-Type must be application/json.".into(),
+            ));
+        }
+        from_body(&body).map(Mlflow)
+    }
 }
 
-fn camel(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    let mut upper = false;
-    for c in name.chars() {
-        if c == '_' {
-            upper = true;
-        } else if upper {
-            out.extend(c.to_uppercase());
-            upper = false;
+/// `T` from a query string: a key given once is a string, a repeated key a list.
+pub(crate) fn from_query<T: DeserializeOwned>(query: &str) -> Result<T, Error> {
+    let mut map = serde_json::Map::new();
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        let v = serde_json::Value::String(v.into_owned());
+        match map.get_mut(k.as_ref()) {
+            Some(serde_json::Value::Array(items)) => items.push(v),
+            Some(existing) => {
+                let first = existing.take();
+                *existing = serde_json::Value::Array(vec![first, v]);
+            }
+            None => {
+                map.insert(k.into_owned(), v);
+            }
+        }
+    }
+    serde_path_to_error::deserialize(serde_json::Value::Object(map)).map_err(type_error)
+}
+
+/// `T` from a JSON body, or from a JSON string that holds the JSON object (MLflow accepts
+/// both).
+pub(crate) fn from_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    if first == Some(&b'"') {
+        let inner: String = serde_json::from_slice(body).map_err(malformed)?;
+        return from_body(inner.as_bytes());
+    }
+    if first != Some(&b'{') {
+        return Err(Error::BadRequest(
+            "The request body must be a JSON object".into(),
+        ));
+    }
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        if e.inner().is_data() {
+            type_error(e)
         } else {
-            out.push(c);
+            malformed(e.into_inner())
         }
-    }
-    out
+    })?;
+    de.end().map_err(malformed)?;
+    Ok(value)
 }
 
-fn show(v: &Value) -> String {
-    let s = v.to_string();
-    crate::domain::bounded(&s, 100)
+fn malformed(e: serde_json::Error) -> Error {
+    Error::BadRequest(format!("Malformed JSON in the request body: {e}"))
 }
 
-impl Params {
-    pub(crate) fn from_query(query: &str) -> Params {
-        let mut map = Map::new();
-        for (k, v) in form_urlencoded::parse(query.as_bytes()) {
-            match map.get_mut(k.as_ref()) {
-                Some(Value::Array(items)) => items.push(Value::String(v.into_owned())),
-                Some(existing) => {
-                    let first = existing.take();
-                    *existing = Value::Array(vec![first, Value::String(v.into_owned())]);
-                }
-                None => {
-                    map.insert(k.into_owned(), Value::String(v.into_owned()));
-                }
+/// Separates the offending value from the reason in messages our field readers make, so
+/// that the message can name the field by its path, which only the caller knows.
+const MARK: char = '\u{1f}';
+
+fn invalid<E: de::Error>(shown: impl std::fmt::Display, why: &str) -> E {
+    E::custom(format!("{MARK}{shown}{MARK}{why}"))
+}
+
+/// MLflow's "Invalid value X for parameter 'path' supplied: why".
+fn type_error(e: serde_path_to_error::Error<serde_json::Error>) -> Error {
+    let path = e.path().to_string();
+    let text = e.inner().to_string();
+    // serde_json appends " at line L column C" to data errors from a body.
+    let text = match text.rfind(" at line ") {
+        Some(i) if text[i..].contains(" column ") => &text[..i],
+        _ => &text,
+    };
+    match text.strip_prefix(MARK).and_then(|t| t.split_once(MARK)) {
+        Some((shown, why)) => Error::invalid(format!(
+            "Invalid value {shown} for parameter '{path}' supplied: {why}"
+        )),
+        None => Error::invalid(format!(
+            "Invalid value for parameter '{path}' supplied: {text}"
+        )),
+    }
+}
+
+/// Shows a client's value in a message, bounded.
+fn show(v: impl std::fmt::Debug) -> String {
+    crate::domain::bounded(&format!("{v:?}"), 100)
+}
+
+/// A string; `null` reads as absent.
+pub(crate) fn string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    struct V;
+    impl<'de> Visitor<'de> for V {
+        type Value = Option<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a string")
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Some(v.to_string()))
+        }
+        fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+            Ok(Some(v))
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+            Err(invalid(v, "expected a string"))
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            Err(invalid(v, "expected a string"))
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            Err(invalid(v, "expected a string"))
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+            Err(invalid(v, "expected a string"))
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
+            Err(invalid("[...]", "expected a string"))
+        }
+        fn visit_map<A: de::MapAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
+            Err(invalid("{...}", "expected a string"))
+        }
+    }
+    d.deserialize_any(V)
+}
+
+/// A 64-bit integer, as a JSON number (a whole float too) or as text.
+pub(crate) fn int64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    struct V;
+    const WHY: &str = "expected a 64-bit integer";
+    impl<'de> Visitor<'de> for V {
+        type Value = Option<i64>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str(WHY)
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            Ok(Some(v))
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            i64::try_from(v).map(Some).map_err(|_| invalid(v, WHY))
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+            if v.fract() == 0.0 && v.abs() < 9.2e18 {
+                // Whole and in range, so the conversion is exact.
+                #[allow(clippy::cast_possible_truncation)]
+                Ok(Some(v as i64))
+            } else {
+                Err(invalid(v, WHY))
             }
         }
-        Params {
-            map,
-            prefix: String::new(),
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            v.trim()
+                .parse()
+                .map(Some)
+                .map_err(|_| invalid(show(v), WHY))
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+            Err(invalid(v, WHY))
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
+            Err(invalid("[...]", WHY))
+        }
+        fn visit_map<A: de::MapAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
+            Err(invalid("{...}", WHY))
         }
     }
+    d.deserialize_any(V)
+}
 
-    pub(crate) fn from_body(body: &[u8]) -> Result<Params, Error> {
-        if body.iter().all(u8::is_ascii_whitespace) {
-            return Ok(Params {
-                map: Map::new(),
-                prefix: String::new(),
-            });
+/// A double, also as text: `"NaN"`, `"Infinity"`, `"-Infinity"` or a number.
+pub(crate) fn double<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    struct V;
+    const WHY: &str = "Please specify value as a valid double (64-bit floating point)";
+    impl<'de> Visitor<'de> for V {
+        type Value = Option<f64>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str(WHY)
         }
-        let bad = |e: serde_json::Error| {
-            Error::BadRequest(format!("Malformed JSON in the request body: {e}"))
-        };
-        let mut value: Value = serde_json::from_slice(body).map_err(bad)?;
-        // MLflow accepts a body that is a JSON string holding the JSON object.
-        if let Value::String(inner) = &value {
-            value = serde_json::from_str(inner).map_err(bad)?;
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+            Ok(Some(v))
         }
-        match value {
-            Value::Object(map) => Ok(Params {
-                map,
-                prefix: String::new(),
-            }),
-            _ => Err(Error::BadRequest(
-                "The request body must be a JSON object".into(),
-            )),
+        // JSON integers as doubles, as MLflow's parser reads them (large ones round).
+        #[allow(clippy::cast_precision_loss)]
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            Ok(Some(v as f64))
         }
-    }
-
-    fn name(&self, field: &str) -> String {
-        format!("{}{field}", self.prefix)
-    }
-
-    fn get(&self, field: &str) -> Option<&Value> {
-        match self.map.get(field).or_else(|| self.map.get(&camel(field))) {
-            Some(Value::Null) | None => None,
-            Some(v) => Some(v),
+        #[allow(clippy::cast_precision_loss)]
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            Ok(Some(v as f64))
         }
-    }
-
-    /// MLflow's "Missing value" error for a field here.
-    pub(crate) fn missing(&self, field: &str) -> Error {
-        validation::missing(&self.name(field))
-    }
-
-    fn invalid(&self, field: &str, v: &Value, why: &str) -> Error {
-        Error::invalid(format!(
-            "Invalid value {} for parameter '{}' supplied: {why}",
-            show(v),
-            self.name(field)
-        ))
-    }
-
-    pub(crate) fn string(&self, field: &str) -> Result<Option<String>, Error> {
-        match self.get(field) {
-            None => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(Value::Array(items)) if items.len() == 1 => match &items[0] {
-                Value::String(s) => Ok(Some(s.clone())),
-                v => Err(self.invalid(field, v, "expected a string")),
-            },
-            Some(v) => Err(self.invalid(field, v, "expected a string")),
-        }
-    }
-
-    pub(crate) fn string_or_empty(&self, field: &str) -> Result<String, Error> {
-        Ok(self.string(field)?.unwrap_or_default())
-    }
-
-    /// A required string: absent or empty is MLflow's "Missing value" error.
-    pub(crate) fn required(&self, field: &str) -> Result<String, Error> {
-        match self.string(field)? {
-            Some(s) if !s.is_empty() => Ok(s),
-            _ => Err(validation::missing(&self.name(field))),
-        }
-    }
-
-    /// `run_id`, or the legacy `run_uuid`.
-    pub(crate) fn run_id(&self) -> Result<String, Error> {
-        match self.string("run_id")? {
-            Some(s) if !s.is_empty() => Ok(s),
-            _ => match self.string("run_uuid")? {
-                Some(s) if !s.is_empty() => Ok(s),
-                _ => Err(validation::missing(&self.name("run_id"))),
-            },
-        }
-    }
-
-    pub(crate) fn int(&self, field: &str) -> Result<Option<i64>, Error> {
-        let Some(v) = self.get(field) else {
-            return Ok(None);
-        };
-        let parsed = match v {
-            Value::Number(n) => n.as_i64().or_else(|| {
-                n.as_f64()
-                    .filter(|f| f.fract() == 0.0 && f.abs() < 9.2e18)
-                    .map(|f| f as i64)
-            }),
-            Value::String(s) => s.trim().parse::<i64>().ok(),
-            Value::Array(items) if items.len() == 1 => {
-                items[0].as_str().and_then(|s| s.trim().parse().ok())
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            match v.trim() {
+                "NaN" | "nan" => Ok(Some(f64::NAN)),
+                "Infinity" | "inf" | "Inf" => Ok(Some(f64::INFINITY)),
+                "-Infinity" | "-inf" | "-Inf" => Ok(Some(f64::NEG_INFINITY)),
+                other => other.parse().map(Some).map_err(|_| invalid(show(v), WHY)),
             }
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+            Err(invalid(v, WHY))
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
+            Err(invalid("[...]", WHY))
+        }
+        fn visit_map<A: de::MapAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
+            Err(invalid("{...}", WHY))
+        }
+    }
+    d.deserialize_any(V)
+}
+
+/// A boolean, also as text (`true`, `True`, `false`, `False`).
+pub(crate) fn boolean<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    match Option::<serde_json::Value>::deserialize(d)? {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::Bool(b)) => Ok(Some(b)),
+        Some(serde_json::Value::String(s)) if s == "true" || s == "True" => Ok(Some(true)),
+        Some(serde_json::Value::String(s)) if s == "false" || s == "False" => Ok(Some(false)),
+        Some(v) => Err(invalid(show(v), "expected true or false")),
+    }
+}
+
+/// A repeated string: a JSON array, repeated query keys, or one value.
+pub(crate) fn strings<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    struct V;
+    const WHY: &str = "expected a list of strings";
+    impl<'de> Visitor<'de> for V {
+        type Value = Vec<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str(WHY)
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(vec![v.to_string()])
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(vec![])
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(vec![])
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(item) = seq.next_element::<serde_json::Value>()? {
+                match item {
+                    serde_json::Value::String(s) => out.push(s),
+                    other => return Err(invalid(show(other), WHY)),
+                }
+            }
+            Ok(out)
+        }
+        fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+            Err(invalid(v, WHY))
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            Err(invalid(v, WHY))
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            Err(invalid(v, WHY))
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+            Err(invalid(v, WHY))
+        }
+        fn visit_map<A: de::MapAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
+            Err(invalid("{...}", WHY))
+        }
+    }
+    d.deserialize_any(V)
+}
+
+/// A repeated message of which at most `MAX` are kept: further elements are skipped
+/// without being built, so an oversized batch costs no memory, and counted in `total`,
+/// so the limit's message can name the real count as MLflow's does.
+#[derive(Debug)]
+pub(crate) struct Capped<T, const MAX: usize> {
+    pub items: Vec<T>,
+    pub total: usize,
+}
+
+impl<T, const MAX: usize> Default for Capped<T, MAX> {
+    fn default() -> Self {
+        Capped {
+            items: Vec::new(),
+            total: 0,
+        }
+    }
+}
+
+impl<'de, T: Deserialize<'de>, const MAX: usize> Deserialize<'de> for Capped<T, MAX> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T, const MAX: usize>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>, const MAX: usize> Visitor<'de> for V<T, MAX> {
+            type Value = Capped<T, MAX>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a list of objects")
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Capped::default())
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Capped::default())
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut items = Vec::new();
+                while items.len() < MAX {
+                    match seq.next_element()? {
+                        Some(item) => items.push(item),
+                        None => {
+                            let total = items.len();
+                            return Ok(Capped { items, total });
+                        }
+                    }
+                }
+                let mut total = items.len();
+                while seq.next_element::<IgnoredAny>()?.is_some() {
+                    total += 1;
+                }
+                Ok(Capped { items, total })
+            }
+        }
+        d.deserialize_any(V::<T, MAX>(std::marker::PhantomData))
+    }
+}
+
+/// A wire enum read by name or number, from its table of (name, number).
+pub(crate) trait WireEnum: Sized {
+    const VALUES: &'static [(&'static str, i32)];
+    fn from_number(n: i32) -> Option<Self>;
+}
+
+impl WireEnum for RunStatus {
+    const VALUES: &'static [(&'static str, i32)] = &[
+        ("RUNNING", 1),
+        ("SCHEDULED", 2),
+        ("FINISHED", 3),
+        ("FAILED", 4),
+        ("KILLED", 5),
+    ];
+    fn from_number(n: i32) -> Option<Self> {
+        RunStatus::from_i32(n)
+    }
+}
+
+impl WireEnum for ViewType {
+    const VALUES: &'static [(&'static str, i32)] =
+        &[("ACTIVE_ONLY", 1), ("DELETED_ONLY", 2), ("ALL", 3)];
+    fn from_number(n: i32) -> Option<Self> {
+        match n {
+            1 => Some(ViewType::ActiveOnly),
+            2 => Some(ViewType::DeletedOnly),
+            3 => Some(ViewType::All),
             _ => None,
-        };
-        parsed
-            .map(Some)
-            .ok_or_else(|| self.invalid(field, v, "expected a 64-bit integer"))
-    }
-
-    pub(crate) fn required_int(&self, field: &str) -> Result<i64, Error> {
-        self.int(field)?
-            .ok_or_else(|| validation::missing(&self.name(field)))
-    }
-
-    pub(crate) fn double(&self, field: &str) -> Result<Option<f64>, Error> {
-        let Some(v) = self.get(field) else {
-            return Ok(None);
-        };
-        let parse = |s: &str| match s.trim() {
-            "NaN" | "nan" => Some(f64::NAN),
-            "Infinity" | "inf" | "Inf" => Some(f64::INFINITY),
-            "-Infinity" | "-inf" | "-Inf" => Some(f64::NEG_INFINITY),
-            other => other.parse::<f64>().ok(),
-        };
-        let parsed = match v {
-            Value::Number(n) => n.as_f64(),
-            Value::String(s) => parse(s),
-            _ => None,
-        };
-        parsed.map(Some).ok_or_else(|| {
-            self.invalid(
-                field,
-                v,
-                "Please specify value as a valid double (64-bit floating point)",
-            )
-        })
-    }
-
-    pub(crate) fn bool(&self, field: &str) -> Result<Option<bool>, Error> {
-        let Some(v) = self.get(field) else {
-            return Ok(None);
-        };
-        match v {
-            Value::Bool(b) => Ok(Some(*b)),
-            Value::String(s) if s == "true" || s == "True" => Ok(Some(true)),
-            Value::String(s) if s == "false" || s == "False" => Ok(Some(false)),
-            _ => Err(self.invalid(field, v, "expected true or false")),
         }
     }
+}
 
-    /// A repeated string: a JSON array, or repeated query keys, or one value.
-    pub(crate) fn strings(&self, field: &str) -> Result<Vec<String>, Error> {
-        match self.get(field) {
-            None => Ok(vec![]),
-            Some(Value::String(s)) => Ok(vec![s.clone()]),
-            Some(Value::Array(items)) => items
-                .iter()
-                .map(|v| {
-                    v.as_str()
-                        .map(String::from)
-                        .ok_or_else(|| self.invalid(field, v, "expected a list of strings"))
-                })
-                .collect(),
-            Some(v) => Err(self.invalid(field, v, "expected a list of strings")),
-        }
+impl WireEnum for LoggedModelStatus {
+    const VALUES: &'static [(&'static str, i32)] = &[
+        ("LOGGED_MODEL_STATUS_UNSPECIFIED", 0),
+        ("LOGGED_MODEL_PENDING", 1),
+        ("LOGGED_MODEL_READY", 2),
+        ("LOGGED_MODEL_UPLOAD_FAILED", 3),
+    ];
+    fn from_number(n: i32) -> Option<Self> {
+        LoggedModelStatus::ALL.into_iter().find(|s| *s as i32 == n)
     }
+}
 
-    /// A repeated message.
-    pub(crate) fn objects(&self, field: &str) -> Result<Vec<Params>, Error> {
-        match self.get(field) {
-            None => Ok(vec![]),
-            Some(Value::Array(items)) => items
-                .iter()
-                .enumerate()
-                .map(|(i, v)| match v {
-                    Value::Object(map) => Ok(Params {
-                        map: map.clone(),
-                        prefix: format!("{}{field}[{i}].", self.prefix),
-                    }),
-                    v => Err(self.invalid(field, v, "expected a list of objects")),
-                })
-                .collect(),
-            Some(v) => Err(self.invalid(field, v, "expected a list of objects")),
-        }
-    }
-
-    pub(crate) fn object(&self, field: &str) -> Result<Option<Params>, Error> {
-        match self.get(field) {
-            None => Ok(None),
-            Some(Value::Object(map)) => Ok(Some(Params {
-                map: map.clone(),
-                prefix: format!("{}{field}.", self.prefix),
-            })),
-            Some(v) => Err(self.invalid(field, v, "expected an object")),
-        }
-    }
-
-    /// An enum by name or number, from `values` (name, number).
-    pub(crate) fn enumeration(
-        &self,
-        field: &str,
-        values: &[(&str, i32)],
-    ) -> Result<Option<i32>, Error> {
-        let Some(v) = self.get(field) else {
-            return Ok(None);
-        };
-        let found = match v {
-            Value::String(s) => values
-                .iter()
-                .find(|(name, _)| name == s)
-                .map(|(_, n)| *n)
-                .or_else(|| {
-                    s.parse::<i32>()
-                        .ok()
-                        .filter(|n| values.iter().any(|(_, m)| m == n))
-                }),
-            Value::Number(n) => n
-                .as_i64()
-                .and_then(|n| i32::try_from(n).ok())
-                .filter(|n| values.iter().any(|(_, m)| m == n)),
-            _ => None,
-        };
-        let names: Vec<&str> = values.iter().map(|(n, _)| *n).collect();
-        found
-            .map(Some)
-            .ok_or_else(|| self.invalid(field, v, &format!("expected one of {}", names.join(", "))))
-    }
-
-    pub(crate) fn key_values(&self, field: &str) -> Result<Vec<crate::domain::KeyValue>, Error> {
-        self.objects(field)?
+/// An enum by name or by number (also as text).
+pub(crate) fn enumeration<'de, D: Deserializer<'de>, T: WireEnum>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
+    let v = Option::<serde_json::Value>::deserialize(d)?;
+    let number = match &v {
+        None | Some(serde_json::Value::Null) => return Ok(None),
+        Some(serde_json::Value::String(s)) => T::VALUES
             .iter()
-            .map(|p| {
-                Ok(crate::domain::KeyValue::new(
-                    p.required("key")?,
-                    p.string_or_empty("value")?,
-                ))
-            })
-            .collect()
+            .find(|(name, _)| name == s)
+            .map(|(_, n)| *n)
+            .or_else(|| s.parse().ok()),
+        Some(serde_json::Value::Number(n)) => n.as_i64().and_then(|n| i32::try_from(n).ok()),
+        Some(_) => None,
+    };
+    match number.and_then(T::from_number) {
+        Some(t) => Ok(Some(t)),
+        None => {
+            let names: Vec<&str> = T::VALUES.iter().map(|(n, _)| *n).collect();
+            Err(invalid(
+                show(v.unwrap_or_default()),
+                &format!("expected one of {}", names.join(", ")),
+            ))
+        }
     }
 }
 
-pub(crate) const RUN_STATUS: &[(&str, i32)] = &[
-    ("RUNNING", 1),
-    ("SCHEDULED", 2),
-    ("FINISHED", 3),
-    ("FAILED", 4),
-    ("KILLED", 5),
-];
-pub(crate) const VIEW_TYPE: &[(&str, i32)] = &[("ACTIVE_ONLY", 1), ("DELETED_ONLY", 2), ("ALL", 3)];
-pub(crate) const LOGGED_MODEL_STATUS: &[(&str, i32)] = &[
-    ("LOGGED_MODEL_STATUS_UNSPECIFIED", 0),
-    ("LOGGED_MODEL_PENDING", 1),
-    ("LOGGED_MODEL_READY", 2),
-    ("LOGGED_MODEL_UPLOAD_FAILED", 3),
-];
+/// A required string field: absent or empty is MLflow's "Missing value" error.
+pub(crate) fn required(field: &str, value: Option<String>) -> Result<String, Error> {
+    match value {
+        Some(s) if !s.is_empty() => Ok(s),
+        _ => Err(crate::domain::validation::missing(field)),
+    }
+}
 
-pub(crate) fn view_type(p: &Params, field: &str) -> Result<crate::domain::ViewType, Error> {
-    Ok(match p.enumeration(field, VIEW_TYPE)? {
-        Some(2) => crate::domain::ViewType::DeletedOnly,
-        Some(3) => crate::domain::ViewType::All,
-        _ => crate::domain::ViewType::ActiveOnly,
-    })
+/// A required field of another type.
+pub(crate) fn present<T>(field: &str, value: Option<T>) -> Result<T, Error> {
+    value.ok_or_else(|| crate::domain::validation::missing(field))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    #[derive(Debug, Deserialize)]
+    struct Metric {
+        #[serde(default, deserialize_with = "int64")]
+        timestamp: Option<i64>,
+        #[serde(default, deserialize_with = "double")]
+        value: Option<f64>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    struct Req {
+        #[serde(default, deserialize_with = "string", alias = "runUuid")]
+        run_uuid: Option<String>,
+        #[serde(default, deserialize_with = "strings")]
+        experiment_ids: Vec<String>,
+        #[serde(default, deserialize_with = "int64")]
+        max_results: Option<i64>,
+        #[serde(default, deserialize_with = "enumeration")]
+        status: Option<RunStatus>,
+        #[serde(default)]
+        metrics: Capped<Metric, 2>,
+    }
+
+    /// Query strings: repeated keys make lists, numbers come as text.
     #[test]
-    fn reads_mlflow_shapes() {
-        let p = Params::from_query("run_id=r&experiment_ids=1&experiment_ids=2&max_results=25000");
-        assert_eq!(p.run_id().unwrap(), "r");
-        assert_eq!(p.strings("experiment_ids").unwrap(), vec!["1", "2"]);
-        assert_eq!(p.int("max_results").unwrap(), Some(25000));
-        let b = Params::from_body(
-            br#"{"runUuid":"x","value":"NaN","timestamp":"17","step":3.0,"status":"FINISHED"}"#,
+    fn reads_query_strings() {
+        let r: Req =
+            from_query("run_uuid=r&experiment_ids=1&experiment_ids=2&max_results=25000").unwrap();
+        assert_eq!(r.run_uuid.as_deref(), Some("r"));
+        assert_eq!(r.experiment_ids, vec!["1", "2"]);
+        assert_eq!(r.max_results, Some(25000));
+    }
+
+    /// Bodies: camelCase aliases, int64 as text or whole floats, NaN as text, enums by name.
+    #[test]
+    fn reads_mlflow_json_shapes() {
+        let r: Req = from_body(
+            br#"{"runUuid":"x","max_results":"17","status":"FINISHED","metrics":[{"value":"NaN","timestamp":3.0}]}"#,
         )
         .unwrap();
-        assert_eq!(b.run_id().unwrap(), "x");
-        assert!(b.double("value").unwrap().unwrap().is_nan());
-        assert_eq!(b.int("timestamp").unwrap(), Some(17));
-        assert_eq!(b.int("step").unwrap(), Some(3));
-        assert_eq!(b.enumeration("status", RUN_STATUS).unwrap(), Some(3));
-        let e = Params::from_body(br#"{"step":"foo"}"#)
-            .unwrap()
-            .int("step")
+        assert_eq!(r.run_uuid.as_deref(), Some("x"));
+        assert_eq!(r.max_results, Some(17));
+        assert_eq!(r.status, Some(RunStatus::Finished));
+        assert!(r.metrics.items[0].value.unwrap().is_nan());
+        assert_eq!(r.metrics.items[0].timestamp, Some(3));
+        let r: Req = from_body(br#""{\"run_uuid\": \"y\"}""#).unwrap();
+        assert_eq!(r.run_uuid.as_deref(), Some("y"));
+    }
+
+    /// A value of the wrong type is named by its path, with MLflow's wording.
+    #[test]
+    fn type_errors_name_the_field() {
+        let e = from_body::<Req>(br#"{"metrics":[{"timestamp":"foo"}]}"#)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "Invalid value \"foo\" for parameter 'metrics[0].timestamp' supplied: expected a 64-bit integer"
+        );
+        let e = from_body::<Req>(br#"{"run_uuid":["a"]}"#)
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("Invalid value \"foo\" for parameter 'step' supplied"),
+            e.contains("'run_uuid'") && e.contains("expected a string"),
             "{e}"
         );
-        let nested = Params::from_body(br#"{"metrics":[{"key":"k","value":1}]}"#).unwrap();
-        let m = &nested.objects("metrics").unwrap()[0];
-        let e = m.required_int("timestamp").unwrap_err().to_string();
-        assert!(e.contains("'metrics[0].timestamp'"), "{e}");
-        let double = Params::from_body(br#""{\"run_id\": \"y\"}""#).unwrap();
-        assert_eq!(double.run_id().unwrap(), "y");
+        let e = from_body::<Req>(br#"{"status":"DONE"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("expected one of RUNNING"), "{e}");
+    }
+
+    /// Lists past their cap keep the cap and count the rest without building them.
+    #[test]
+    fn capped_lists_count_what_they_skip() {
+        let r: Req = from_body(br#"{"metrics":[{},{},{"timestamp":"not built"},{}]}"#).unwrap();
+        assert_eq!((r.metrics.items.len(), r.metrics.total), (2, 4));
+    }
+
+    /// Malformed JSON and non-objects are BAD_REQUEST, not parameter errors.
+    #[test]
+    fn malformed_bodies_are_bad_requests() {
+        assert!(matches!(
+            from_body::<Req>(b"{not json"),
+            Err(Error::BadRequest(_))
+        ));
+        assert!(matches!(
+            from_body::<Req>(b"[1,2]"),
+            Err(Error::BadRequest(_))
+        ));
+        assert!(matches!(
+            from_body::<Req>(b"{} x"),
+            Err(Error::BadRequest(_))
+        ));
     }
 }

@@ -2,7 +2,7 @@
 //! legacy model history.
 
 use crate::db::kv::Pending;
-use crate::domain::{Error, INPUT_TAG_CONTEXT, TAG_LOG_MODEL_HISTORY, validation};
+use crate::domain::{DatasetInput, Error, INPUT_TAG_CONTEXT, TAG_LOG_MODEL_HISTORY, validation};
 use crate::pb::{self, event::Payload};
 use crate::projection::active_run;
 
@@ -35,15 +35,13 @@ fn check_len(what: &str, v: &str, max: usize) -> Result<(), Error> {
 pub(super) fn log_inputs(
     kv: &Pending,
     run_id: &str,
-    datasets: &[pb::DatasetInput],
+    datasets: &[DatasetInput],
     models: &[String],
 ) -> Decision {
     let run = active_run(kv, run_id)?;
     let mut fresh: Vec<pb::DatasetInput> = Vec::new();
     for (i, d) in datasets.iter().enumerate() {
-        let Some(ds) = &d.dataset else {
-            return Err(validation::missing(&format!("datasets[{i}].dataset")));
-        };
+        let ds = &d.dataset;
         for (field, value) in [
             ("name", &ds.name),
             ("digest", &ds.digest),
@@ -63,20 +61,23 @@ pub(super) fn log_inputs(
             check_len("input_tag.value", &t.value, MAX_INPUT_TAG_VALUE_SIZE)?;
         }
         // The same dataset in the same role is recorded once.
-        let context = |x: &pb::DatasetInput| {
-            x.tags
-                .iter()
-                .find(|t| t.key == INPUT_TAG_CONTEXT)
-                .map(|t| t.value.to_string())
-        };
+        let role = d
+            .tags
+            .iter()
+            .find(|t| t.key == INPUT_TAG_CONTEXT)
+            .map(|t| t.value.as_str());
         let same = |x: &pb::DatasetInput| {
             x.dataset
                 .as_ref()
                 .is_some_and(|o| o.name == ds.name && o.digest == ds.digest)
-                && context(x) == context(d)
+                && x.tags
+                    .iter()
+                    .find(|t| t.key == INPUT_TAG_CONTEXT)
+                    .map(|t| t.value.as_str())
+                    == role
         };
         if !run.dataset_inputs.iter().any(same) && !fresh.iter().any(same) {
-            fresh.push(d.clone());
+            fresh.push(stored(d));
         }
     }
     let models: Vec<pb::ModelInput> = models
@@ -141,4 +142,27 @@ pub(super) fn append_model_history(kv: &Pending, run_id: &str, model_json: &str)
             value,
         }],
     })])
+}
+
+/// A dataset input as the log stores it.
+fn stored(d: &DatasetInput) -> pb::DatasetInput {
+    let ds = &d.dataset;
+    pb::DatasetInput {
+        tags: d
+            .tags
+            .iter()
+            .map(|t| pb::InputTag {
+                key: t.key.clone(),
+                value: t.value.clone(),
+            })
+            .collect(),
+        dataset: Some(pb::Dataset {
+            name: ds.name.clone(),
+            digest: ds.digest.clone(),
+            source_type: ds.source_type.clone(),
+            source: ds.source.clone(),
+            schema: ds.schema.clone(),
+            profile: ds.profile.clone(),
+        }),
+    }
 }

@@ -1,0 +1,376 @@
+//! The writes every surface shares, one typed method each: gRPC and MLflow REST call
+//! these instead of building commands, so a write means the same thing on every
+//! surface. Each returns once its events are durable. Which `Outcome` a command
+//! answers is decided here, in one place.
+
+use super::{Outcome, Store};
+use crate::domain::{BatchOrigin, Command, DatasetInput, Error, KeyValue, MetricPoint, RunStatus};
+use crate::projection::{LoggedModelRecord, RunRecord};
+
+/// What `create_run` (and `get_or_create_child_run`) needs.
+#[derive(Debug, Clone, Default)]
+pub struct NewRun {
+    /// Empty: the Default experiment.
+    pub experiment_id: String,
+    pub user_id: String,
+    /// Empty: from the `mlflow.runName` tag, or a random name.
+    pub run_name: String,
+    /// Absent: now.
+    pub start_time: Option<i64>,
+    pub tags: Vec<KeyValue>,
+}
+
+/// What `create_logged_model` needs.
+#[derive(Debug, Clone, Default)]
+pub struct NewLoggedModel {
+    pub experiment_id: String,
+    /// Empty: a random name.
+    pub name: String,
+    pub model_type: String,
+    pub source_run_id: String,
+    pub params: Vec<KeyValue>,
+    pub tags: Vec<KeyValue>,
+}
+
+/// The outcome a command promised was not the one it gave: a bug, reported as such.
+fn mismatch(what: &str, got: &Outcome) -> Error {
+    Error::Corrupt(format!("expected {what}, the committer answered {got:?}"))
+}
+
+fn run(outcome: Outcome) -> Result<RunRecord, Error> {
+    match outcome {
+        Outcome::Run(r) => Ok(*r),
+        other => Err(mismatch("a run", &other)),
+    }
+}
+
+fn logged_model(outcome: Outcome) -> Result<LoggedModelRecord, Error> {
+    match outcome {
+        Outcome::LoggedModel(m) => Ok(*m),
+        other => Err(mismatch("a logged model", &other)),
+    }
+}
+
+impl Store {
+    async fn apply(&self, command: Command) -> Result<(), Error> {
+        self.submit(command).await.map(|_| ())
+    }
+
+    /// Creates an experiment and returns its id.
+    pub async fn create_experiment(
+        &self,
+        name: String,
+        artifact_location: String,
+        tags: Vec<KeyValue>,
+    ) -> Result<String, Error> {
+        let outcome = self
+            .submit(Command::CreateExperiment {
+                name,
+                artifact_location,
+                tags,
+            })
+            .await?;
+        match outcome {
+            Outcome::ExperimentCreated(id) => Ok(id),
+            other => Err(mismatch("an experiment id", &other)),
+        }
+    }
+
+    pub async fn rename_experiment(
+        &self,
+        experiment_id: String,
+        new_name: String,
+    ) -> Result<(), Error> {
+        self.apply(Command::RenameExperiment {
+            experiment_id,
+            new_name,
+        })
+        .await
+    }
+
+    pub async fn delete_experiment(&self, experiment_id: String) -> Result<(), Error> {
+        self.apply(Command::DeleteExperiment { experiment_id })
+            .await
+    }
+
+    pub async fn restore_experiment(&self, experiment_id: String) -> Result<(), Error> {
+        self.apply(Command::RestoreExperiment { experiment_id })
+            .await
+    }
+
+    pub async fn set_experiment_tag(
+        &self,
+        experiment_id: String,
+        key: String,
+        value: String,
+    ) -> Result<(), Error> {
+        self.apply(Command::SetExperimentTag {
+            experiment_id,
+            key,
+            value,
+        })
+        .await
+    }
+
+    pub async fn delete_experiment_tag(
+        &self,
+        experiment_id: String,
+        key: String,
+    ) -> Result<(), Error> {
+        self.apply(Command::DeleteExperimentTag { experiment_id, key })
+            .await
+    }
+
+    pub async fn create_run(&self, new: NewRun) -> Result<RunRecord, Error> {
+        run(self
+            .submit(Command::CreateRun {
+                experiment_id: new.experiment_id,
+                user_id: new.user_id,
+                run_name: new.run_name,
+                start_time: new.start_time,
+                tags: new.tags,
+            })
+            .await?)
+    }
+
+    /// Sets what is given of status, end time and name; returns the run as it is now.
+    pub async fn update_run(
+        &self,
+        run_id: String,
+        status: Option<RunStatus>,
+        end_time: Option<i64>,
+        run_name: Option<String>,
+    ) -> Result<RunRecord, Error> {
+        run(self
+            .submit(Command::UpdateRun {
+                run_id,
+                status,
+                end_time,
+                run_name,
+            })
+            .await?)
+    }
+
+    /// Deletes the run, and with `cascade` every run below it.
+    pub async fn delete_run(&self, run_id: String, cascade: bool) -> Result<(), Error> {
+        self.apply(Command::DeleteRun { run_id, cascade }).await
+    }
+
+    /// Restores the run, and with `cascade` every run below it.
+    pub async fn restore_run(&self, run_id: String, cascade: bool) -> Result<(), Error> {
+        self.apply(Command::RestoreRun { run_id, cascade }).await
+    }
+
+    /// The parent's active child named `new.run_name`, created if there is none (the
+    /// experiment is the parent's); `true` when this call created it.
+    pub async fn get_or_create_child_run(
+        &self,
+        parent_run_id: String,
+        new: NewRun,
+    ) -> Result<(RunRecord, bool), Error> {
+        let outcome = self
+            .submit(Command::GetOrCreateChildRun {
+                parent_run_id,
+                run_name: new.run_name,
+                user_id: new.user_id,
+                start_time: new.start_time,
+                tags: new.tags,
+            })
+            .await?;
+        match outcome {
+            Outcome::ChildRun(r, created) => Ok((*r, created)),
+            other => Err(mismatch("a child run", &other)),
+        }
+    }
+
+    /// MLflow's `LogBatch`: metrics, params and tags at once, all or nothing, with the
+    /// batch's limits and messages (`metrics[3].value`).
+    pub async fn log_batch(
+        &self,
+        run_id: String,
+        metrics: Vec<MetricPoint>,
+        params: Vec<KeyValue>,
+        tags: Vec<KeyValue>,
+    ) -> Result<(), Error> {
+        self.apply(Command::LogBatch {
+            run_id,
+            metrics,
+            params,
+            tags,
+            origin: BatchOrigin::Batch,
+        })
+        .await
+    }
+
+    /// One metric point (MLflow's `LogMetric`).
+    pub async fn log_metric(&self, run_id: String, point: MetricPoint) -> Result<(), Error> {
+        self.single(run_id, vec![point], vec![], vec![]).await
+    }
+
+    /// One param (MLflow's `LogParam`): a param never changes once logged.
+    pub async fn log_param(&self, run_id: String, param: KeyValue) -> Result<(), Error> {
+        self.single(run_id, vec![], vec![param], vec![]).await
+    }
+
+    /// One tag (MLflow's `SetTag`); `mlflow.parentRunId` moves the run in the tree.
+    pub async fn set_tag(&self, run_id: String, tag: KeyValue) -> Result<(), Error> {
+        self.single(run_id, vec![], vec![], vec![tag]).await
+    }
+
+    /// Queues a `LogBatch` of metrics and returns at once with a future of its outcome,
+    /// so that a stream can keep several batches in flight (committed in order).
+    pub(crate) async fn enqueue_metrics(
+        &self,
+        run_id: String,
+        metrics: Vec<MetricPoint>,
+    ) -> Result<impl std::future::Future<Output = Result<(), Error>> + Send + use<>, Error> {
+        let answer = self
+            .enqueue(Command::LogBatch {
+                run_id,
+                metrics,
+                params: vec![],
+                tags: vec![],
+                origin: BatchOrigin::Batch,
+            })
+            .await?;
+        Ok(async move { answer.await.map(|_| ()) })
+    }
+
+    async fn single(
+        &self,
+        run_id: String,
+        metrics: Vec<MetricPoint>,
+        params: Vec<KeyValue>,
+        tags: Vec<KeyValue>,
+    ) -> Result<(), Error> {
+        self.apply(Command::LogBatch {
+            run_id,
+            metrics,
+            params,
+            tags,
+            origin: BatchOrigin::Single,
+        })
+        .await
+    }
+
+    pub async fn delete_tag(&self, run_id: String, key: String) -> Result<(), Error> {
+        self.apply(Command::DeleteTag { run_id, key }).await
+    }
+
+    /// Datasets (with their input tags) and logged models the run used.
+    pub async fn log_inputs(
+        &self,
+        run_id: String,
+        datasets: Vec<DatasetInput>,
+        models: Vec<String>,
+    ) -> Result<(), Error> {
+        self.apply(Command::LogInputs {
+            run_id,
+            datasets,
+            models,
+        })
+        .await
+    }
+
+    /// Logged models the run produced, with the step of each.
+    pub async fn log_outputs(
+        &self,
+        run_id: String,
+        models: Vec<(String, i64)>,
+    ) -> Result<(), Error> {
+        self.apply(Command::LogOutputs { run_id, models }).await
+    }
+
+    /// MLflow's legacy `LogModel`: appends to the run's model history tag.
+    pub async fn append_model_history(
+        &self,
+        run_id: String,
+        model_json: String,
+    ) -> Result<(), Error> {
+        self.apply(Command::AppendModelHistory { run_id, model_json })
+            .await
+    }
+
+    /// Records in the log that a file was stored (or removed) at `path` under the
+    /// artifact root.
+    pub async fn record_artifact(
+        &self,
+        path: String,
+        size: u64,
+        deleted: bool,
+    ) -> Result<(), Error> {
+        self.apply(Command::RecordArtifact {
+            path,
+            size,
+            deleted,
+        })
+        .await
+    }
+
+    pub async fn create_logged_model(
+        &self,
+        new: NewLoggedModel,
+    ) -> Result<LoggedModelRecord, Error> {
+        logged_model(
+            self.submit(Command::CreateLoggedModel {
+                experiment_id: new.experiment_id,
+                name: new.name,
+                model_type: new.model_type,
+                source_run_id: new.source_run_id,
+                params: new.params,
+                tags: new.tags,
+            })
+            .await?,
+        )
+    }
+
+    /// Sets a logged model's upload status.
+    pub async fn finalize_logged_model(
+        &self,
+        model_id: String,
+        status: i32,
+        status_message: String,
+    ) -> Result<LoggedModelRecord, Error> {
+        logged_model(
+            self.submit(Command::FinalizeLoggedModel {
+                model_id,
+                status,
+                status_message,
+            })
+            .await?,
+        )
+    }
+
+    pub async fn set_logged_model_tags(
+        &self,
+        model_id: String,
+        tags: Vec<KeyValue>,
+    ) -> Result<LoggedModelRecord, Error> {
+        logged_model(
+            self.submit(Command::SetLoggedModelTags { model_id, tags })
+                .await?,
+        )
+    }
+
+    pub async fn delete_logged_model_tag(
+        &self,
+        model_id: String,
+        key: String,
+    ) -> Result<(), Error> {
+        self.apply(Command::DeleteLoggedModelTag { model_id, key })
+            .await
+    }
+
+    pub async fn log_logged_model_params(
+        &self,
+        model_id: String,
+        params: Vec<KeyValue>,
+    ) -> Result<(), Error> {
+        self.apply(Command::LogLoggedModelParams { model_id, params })
+            .await
+    }
+
+    pub async fn delete_logged_model(&self, model_id: String) -> Result<(), Error> {
+        self.apply(Command::DeleteLoggedModel { model_id }).await
+    }
+}
