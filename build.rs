@@ -7,7 +7,10 @@ use std::{env, path::PathBuf};
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     if env::var_os("PROTOC").is_none() {
         // SAFETY: build scripts run single-threaded; nothing else reads the environment here.
-        unsafe { env::set_var("PROTOC", protoc_bin_vendored::protoc_bin_path()?) };
+        #[allow(unsafe_code)]
+        unsafe {
+            env::set_var("PROTOC", protoc_bin_vendored::protoc_bin_path()?)
+        };
     }
     let out = PathBuf::from(env::var("OUT_DIR")?);
     tonic_prost_build::configure()

@@ -11,7 +11,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use serde_json::{Value, json};
 
-use super::{ms, percentile};
+use super::{ms, percentile, proc_status_mib};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -80,6 +80,23 @@ impl RestClient {
             return Ok(json!({}));
         }
         Ok(serde_json::from_slice(&out)?)
+    }
+
+    /// POSTs a prepared JSON body and returns the status, whatever it is.
+    pub async fn raw(&mut self, path: &str, body: String) -> Result<u16, BoxError> {
+        if self.sender.is_closed() || self.sender.ready().await.is_err() {
+            self.sender = open(&self.host).await?;
+        }
+        let req = hyper::Request::builder()
+            .method("POST")
+            .uri(path)
+            .header("host", &self.host)
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body)))?;
+        let res = self.sender.send_request(req).await?;
+        let status = res.status().as_u16();
+        res.into_body().collect().await?;
+        Ok(status)
     }
 
     async fn post(&mut self, path: &str, body: Value) -> Result<Value, BoxError> {
@@ -509,5 +526,75 @@ async fn history(
         "get-history: {got} points in {:.1} ms",
         report.history_ms
     ));
+    Ok(())
+}
+
+/// Size of each large body in `body_memory`.
+const LARGE_BODY_BYTES: usize = 15 << 20;
+
+/// The server's peak resident memory while it reads large MLflow REST bodies: one
+/// `log-batch` of about 15 MB (far over the batch limit, so refused after reading), one
+/// `set-tag` whose value is about 15 MB (refused as too long), and four such batches at
+/// once. Each peak is `VmHWM` after the request less `VmRSS` before it, the peak reset
+/// between requests through `/proc/PID/clear_refs` (needs a server this user owns).
+pub async fn body_memory(
+    url: &str,
+    pid: Option<u32>,
+    print: impl Fn(String),
+) -> Result<(), BoxError> {
+    let Some(pid) = pid else {
+        print("body memory: needs a server started by arbor-bench (no --server)".into());
+        return Ok(());
+    };
+    let mut c = RestClient::connect(url).await?;
+    let exp = create_experiment(&mut c, "bodies").await?;
+    let run = create_run(&mut c, &exp, "bodies", now_ms(), json!([])).await?;
+    let mut metrics = Vec::new();
+    let mut size = 0;
+    let mut i = 0usize;
+    while size < LARGE_BODY_BYTES {
+        let m = json!({"key": format!("metric_{}", i % 1000), "value": i as f64 * 0.5, "timestamp": 1_700_000_000_000i64 + i as i64, "step": i});
+        size += m.to_string().len() + 1;
+        metrics.push(m);
+        i += 1;
+    }
+    let batch = json!({"run_id": run, "metrics": metrics}).to_string();
+    let tag =
+        json!({"run_id": run, "key": "big", "value": "x".repeat(LARGE_BODY_BYTES)}).to_string();
+    drop(metrics);
+    let reset = || std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
+    for (name, body, copies) in [
+        ("log-batch", &batch, 1usize),
+        ("set-tag", &tag, 1),
+        ("log-batch", &batch, 4),
+    ] {
+        let path = if name == "set-tag" {
+            "/api/2.0/mlflow/runs/set-tag"
+        } else {
+            "/api/2.0/mlflow/runs/log-batch"
+        };
+        reset()?;
+        let before = proc_status_mib(pid, "VmRSS:").unwrap_or(f64::NAN);
+        let mut tasks = Vec::new();
+        for _ in 0..copies {
+            let (url, body) = (url.to_string(), body.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut c = RestClient::connect(&url).await?;
+                let status = c.raw(path, body).await?;
+                Ok::<_, BoxError>(status)
+            }));
+        }
+        let mut statuses = Vec::new();
+        for t in tasks {
+            statuses.push(t.await??);
+        }
+        let peak = proc_status_mib(pid, "VmHWM:").unwrap_or(f64::NAN);
+        let mib = body.len() as f64 / f64::from(1 << 20);
+        print(format!(
+            "{copies} x {name} of {mib:.1} MiB at once (answered {statuses:?}): RSS {before:.1} MiB before, peak {peak:.1} MiB, peak rise {:.1} MiB = {:.2}x the bodies",
+            peak - before,
+            (peak - before) / (mib * copies as f64)
+        ));
+    }
     Ok(())
 }

@@ -49,22 +49,46 @@ struct Args {
     /// Seconds of paced ingest in each watch workload.
     #[arg(long, default_value_t = 5)]
     watch_seconds: u64,
-    /// Which workloads to run: core (CreateRun, LogBatch, history), streams, search.
-    #[arg(long, value_delimiter = ',', default_value = "core,streams,search")]
-    workloads: Vec<String>,
+    /// Which gRPC workloads to run.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "core,streams,search"
+    )]
+    workloads: Vec<Workload>,
     /// Runs in the search workload (one experiment, 1,000 trees of 3 levels).
     #[arg(long, default_value_t = 100_000)]
     search_runs: usize,
-    /// `grpc` (Arbor's own API) or `rest` (MLflow's REST API, for any MLflow-compatible
-    /// server).
-    #[arg(long, default_value = "grpc")]
-    protocol: String,
+    /// Which API to load.
+    #[arg(long, value_enum, default_value_t = Protocol::Grpc)]
+    protocol: Protocol,
     /// REST: smaller workloads, for a run of a minute or two.
     #[arg(long)]
     quick: bool,
     /// REST: also write the figures as JSON here.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Protocol {
+    /// Arbor's own gRPC API.
+    Grpc,
+    /// MLflow's REST API, for any MLflow-compatible server.
+    Rest,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Workload {
+    /// CreateRun, LogBatch ingest, GetMetricHistory.
+    Core,
+    /// LogMetricStream ingest, watch delivery latency, watcher memory.
+    Streams,
+    /// Searches over 100,000 runs in three-level trees, GetRunTree.
+    Search,
+    /// The server's peak memory while it reads large MLflow REST bodies.
+    Bodies,
 }
 
 /// Points a second in the watch workloads, as 100 batches of 100.
@@ -100,10 +124,15 @@ fn spawn_server() -> Result<(Spawned, String), BoxError> {
 }
 
 fn rss_mib(pid: u32) -> Option<f64> {
+    proc_status_mib(pid, "VmRSS:")
+}
+
+/// A memory line of `/proc/PID/status` (`VmRSS:`, `VmHWM:`) in MiB.
+fn proc_status_mib(pid: u32, field: &str) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kb: f64 = status
         .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
+        .find(|l| l.starts_with(field))?
         .split_whitespace()
         .nth(1)?
         .parse()
@@ -307,12 +336,14 @@ async fn stream_ingest(
     Ok(points as f64 / t.elapsed().as_secs_f64())
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
+/// The `q` quantile (0 to 1) of `latencies`, by an HDR histogram at microsecond
+/// resolution with three significant digits.
+fn percentile(latencies: &[Duration], q: f64) -> Duration {
+    let mut h = hdrhistogram::Histogram::<u64>::new(3).expect("3 significant digits is valid");
+    for d in latencies {
+        h.saturating_record(u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
     }
-    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[i]
+    Duration::from_micros(h.value_at_quantile(q))
 }
 
 /// Opens `watchers` watchers of one run (`slow` of them read one message every 200 ms),
@@ -667,120 +698,159 @@ fn main() -> Result<(), BoxError> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    if args.protocol == "rest" {
-        let opts = if args.quick {
-            rest::RestOptions {
-                log_metric_calls: 300,
-                batches_per_client: 10,
-                search_trees: 10,
-                history_points: 20_000,
-            }
-        } else {
-            rest::RestOptions {
-                log_metric_calls: 2000,
-                batches_per_client: 40,
-                search_trees: 100,
-                history_points: 100_000,
-            }
-        };
-        let result = rt.block_on(async {
-            println!("arbor-bench (MLflow REST) against {url}");
-            let report = rest::run(&url, &opts, |line| println!("  {line}")).await?;
-            let rss = pid.and_then(rss_mib);
-            if let Some(r) = rss {
-                println!("  server RSS at end: {r:.1} MiB");
-            }
-            if let Some(path) = &args.json {
-                let mut v = serde_json::to_value(&report)?;
-                v["server_rss_mib"] = serde_json::json!(rss);
-                std::fs::write(path, serde_json::to_string_pretty(&v)?)?;
-            }
-            Ok::<_, BoxError>(())
-        });
-        if let Some(mut s) = spawned {
-            let _ = Command::new("kill")
-                .args(["-TERM", &s.child.id().to_string()])
-                .status();
-            let _ = s.child.wait();
-        }
-        return result;
-    }
-    let result = rt.block_on(async {
-        let mut c = connect(&url).await?;
-        let exp = c
-            .create_experiment(pb::CreateExperimentRequest {
-                name: format!("bench-{}", uuid::Uuid::new_v4().simple()),
-                ..Default::default()
-            })
-            .await?
-            .into_inner()
-            .experiment_id;
-        println!("arbor-bench against {url}");
-        if let Some(pid) = pid {
-            println!("  server RSS at start: {:.1} MiB", rss_mib(pid).unwrap_or(f64::NAN));
-        }
-        let wants = |w: &str| args.workloads.iter().any(|x| x == w);
-        if wants("core") {
-        for clients in [1, 8] {
-            let rate = create_runs(&url, &exp, clients, args.runs_per_client / clients.max(1)).await?;
-            println!("  CreateRun, {clients} client(s): {rate:>12.0} runs/s");
-        }
-        for clients in [1, 8] {
-            let per_client = if clients == 1 { args.points_per_client } else { args.points_per_client / 2 };
-            let (rate, worst) = ingest(&url, &exp, clients, per_client).await?;
-            println!(
-                "  LogBatch ingest, {clients} client(s), {BATCH} points a batch: {rate:>12.0} points/s (slowest batch {:.1} ms)",
-                worst.as_secs_f64() * 1e3
-            );
-        }
-        let (best, median, paged) = history(&url, &exp, args.history_points).await?;
-        println!(
-            "  GetMetricHistory, {} points in one call: median {:.1} ms, best {:.1} ms; in 25,000-point pages: median {:.1} ms",
-            args.history_points,
-            median.as_secs_f64() * 1e3,
-            best.as_secs_f64() * 1e3,
-            paged.as_secs_f64() * 1e3
-        );
-        }
-        if wants("streams") {
-            for clients in [1, 8] {
-                let per_client = if clients == 1 { args.points_per_client } else { args.points_per_client / 2 };
-                let rate = stream_ingest(&url, &exp, clients, per_client).await?;
-                println!("  LogMetricStream ingest, {clients} client(s), {BATCH} points a message: {rate:>12.0} points/s");
-            }
-            for watchers in [1, 100, 1000] {
-                let (lat, _, _) = watch_latency(&url, &exp, watchers, 0, args.watch_seconds, pid).await?;
-                println!(
-                    "  watch delivery, {watchers} watcher(s), 10,000 points/s: p50 {:.2} ms, p99 {:.2} ms ({} deliveries)",
-                    percentile(&lat, 0.5).as_secs_f64() * 1e3,
-                    percentile(&lat, 0.99).as_secs_f64() * 1e3,
-                    lat.len()
-                );
-            }
-            let before = pid.and_then(rss_mib);
-            let (lat, opened, end) = watch_latency(&url, &exp, 1000, 10, args.watch_seconds * 2, pid).await?;
-            println!(
-                "  1,000 watchers (10 slow), 10,000 points/s for {} s: p99 {:.2} ms; server RSS {:.1} MiB before, {:.1} after opening, {:.1} at end",
-                args.watch_seconds * 2,
-                percentile(&lat, 0.99).as_secs_f64() * 1e3,
-                before.unwrap_or(f64::NAN),
-                opened.unwrap_or(f64::NAN),
-                end.unwrap_or(f64::NAN)
-            );
-        }
-        if wants("search") {
-            search_bench(&url, args.search_runs, pid).await?;
-        }
-        if let Some(pid) = pid {
-            println!("  server RSS at end: {:.1} MiB", rss_mib(pid).unwrap_or(f64::NAN));
-        }
-        Ok::<_, BoxError>(())
-    });
+    let result = match args.protocol {
+        Protocol::Rest => rt.block_on(rest_workloads(&args, &url, pid)),
+        Protocol::Grpc => rt.block_on(grpc_workloads(&args, &url, pid)),
+    };
     if let Some(mut s) = spawned {
-        let _ = Command::new("kill")
-            .args(["-TERM", &s.child.id().to_string()])
-            .status();
-        let _ = s.child.wait();
+        stop(&mut s.child);
     }
     result
+}
+
+/// SIGTERM, then waits: the server shuts down cleanly and its data directory can go.
+fn stop(child: &mut Child) {
+    if let Some(pid) = i32::try_from(child.id())
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+    }
+    let _ = child.wait();
+}
+
+async fn rest_workloads(args: &Args, url: &str, pid: Option<u32>) -> Result<(), BoxError> {
+    let opts = if args.quick {
+        rest::RestOptions {
+            log_metric_calls: 300,
+            batches_per_client: 10,
+            search_trees: 10,
+            history_points: 20_000,
+        }
+    } else {
+        rest::RestOptions {
+            log_metric_calls: 2000,
+            batches_per_client: 40,
+            search_trees: 100,
+            history_points: 100_000,
+        }
+    };
+    println!("arbor-bench (MLflow REST) against {url}");
+    let report = rest::run(url, &opts, |line| println!("  {line}")).await?;
+    let rss = pid.and_then(rss_mib);
+    if let Some(r) = rss {
+        println!("  server RSS at end: {r:.1} MiB");
+    }
+    if let Some(path) = &args.json {
+        let mut v = serde_json::to_value(&report)?;
+        v["server_rss_mib"] = serde_json::json!(rss);
+        std::fs::write(path, serde_json::to_string_pretty(&v)?)?;
+    }
+    Ok(())
+}
+
+async fn grpc_workloads(args: &Args, url: &str, pid: Option<u32>) -> Result<(), BoxError> {
+    let mut c = connect(url).await?;
+    let exp = c
+        .create_experiment(pb::CreateExperimentRequest {
+            name: format!("bench-{}", uuid::Uuid::new_v4().simple()),
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .experiment_id;
+    println!("arbor-bench against {url}");
+    if let Some(pid) = pid {
+        println!(
+            "  server RSS at start: {:.1} MiB",
+            rss_mib(pid).unwrap_or(f64::NAN)
+        );
+    }
+    let wants = |w: Workload| args.workloads.contains(&w);
+    if wants(Workload::Core) {
+        core_workloads(args, url, &exp).await?;
+    }
+    if wants(Workload::Streams) {
+        stream_workloads(args, url, &exp, pid).await?;
+    }
+    if wants(Workload::Search) {
+        search_bench(url, args.search_runs, pid).await?;
+    }
+    if wants(Workload::Bodies) {
+        rest::body_memory(url, pid, |line| println!("  {line}")).await?;
+    }
+    if let Some(pid) = pid {
+        println!(
+            "  server RSS at end: {:.1} MiB",
+            rss_mib(pid).unwrap_or(f64::NAN)
+        );
+    }
+    Ok(())
+}
+
+async fn core_workloads(args: &Args, url: &str, exp: &str) -> Result<(), BoxError> {
+    for clients in [1, 8] {
+        let rate = create_runs(url, exp, clients, args.runs_per_client / clients.max(1)).await?;
+        println!("  CreateRun, {clients} client(s): {rate:>12.0} runs/s");
+    }
+    for clients in [1, 8] {
+        let per_client = if clients == 1 {
+            args.points_per_client
+        } else {
+            args.points_per_client / 2
+        };
+        let (rate, worst) = ingest(url, exp, clients, per_client).await?;
+        println!(
+            "  LogBatch ingest, {clients} client(s), {BATCH} points a batch: {rate:>12.0} points/s (slowest batch {:.1} ms)",
+            ms(worst)
+        );
+    }
+    let (best, median, paged) = history(url, exp, args.history_points).await?;
+    println!(
+        "  GetMetricHistory, {} points in one call: median {:.1} ms, best {:.1} ms; in 25,000-point pages: median {:.1} ms",
+        args.history_points,
+        ms(median),
+        ms(best),
+        ms(paged)
+    );
+    Ok(())
+}
+
+async fn stream_workloads(
+    args: &Args,
+    url: &str,
+    exp: &str,
+    pid: Option<u32>,
+) -> Result<(), BoxError> {
+    for clients in [1, 8] {
+        let per_client = if clients == 1 {
+            args.points_per_client
+        } else {
+            args.points_per_client / 2
+        };
+        let rate = stream_ingest(url, exp, clients, per_client).await?;
+        println!(
+            "  LogMetricStream ingest, {clients} client(s), {BATCH} points a message: {rate:>12.0} points/s"
+        );
+    }
+    for watchers in [1, 100, 1000] {
+        let (lat, _, _) = watch_latency(url, exp, watchers, 0, args.watch_seconds, pid).await?;
+        println!(
+            "  watch delivery, {watchers} watcher(s), 10,000 points/s: p50 {:.2} ms, p99 {:.2} ms ({} deliveries)",
+            ms(percentile(&lat, 0.5)),
+            ms(percentile(&lat, 0.99)),
+            lat.len()
+        );
+    }
+    let before = pid.and_then(rss_mib);
+    let (lat, opened, end) = watch_latency(url, exp, 1000, 10, args.watch_seconds * 2, pid).await?;
+    println!(
+        "  1,000 watchers (10 slow), 10,000 points/s for {} s: p99 {:.2} ms; server RSS {:.1} MiB before, {:.1} after opening, {:.1} at end",
+        args.watch_seconds * 2,
+        ms(percentile(&lat, 0.99)),
+        before.unwrap_or(f64::NAN),
+        opened.unwrap_or(f64::NAN),
+        end.unwrap_or(f64::NAN)
+    );
+    Ok(())
 }
