@@ -65,11 +65,11 @@ async fn client(addr: SocketAddr) -> TrackingServiceClient<tonic::transport::Cha
 }
 
 fn sigterm(child: &Child) {
-    let ok = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(ok.success());
+    let pid = i32::try_from(child.id())
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+        .expect("a child's pid");
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
 }
 
 /// What the writers saw acknowledged.

@@ -7,24 +7,11 @@ mod common;
 
 use arbor::domain::Error;
 use arbor::search::{validate_experiment_search, validate_run_search};
+use common::Choices;
+use proptest::prelude::*;
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
-        xs[self.below(xs.len())]
-    }
-}
-
-const CASES: usize = 20_000;
+/// Filters per proptest case (200 cases: 20,000 filters and their variants).
+const CASES: usize = 100;
 
 const PIECES: &[&str] = &[
     "metrics.",
@@ -88,25 +75,25 @@ const PIECES: &[&str] = &[
     "DESC",
 ];
 
-fn valid_filter(r: &mut Rng) -> String {
+fn valid_filter(r: &mut Choices) -> String {
     let mut clauses = Vec::new();
     for _ in 0..1 + r.below(4) {
         let q = if r.below(2) == 0 { "'" } else { "\"" };
         clauses.push(match r.below(8) {
             0 => format!(
                 "{} {} {}",
-                r.pick(&[
+                r.one(&[
                     "metrics.loss",
                     "metric.acc",
                     "metrics.`my metric`",
                     "metrics.\"a b\""
                 ]),
-                r.pick(&["=", "!=", "<", "<=", ">", ">="]),
-                r.pick(&["0", "1.5", "-3", "2e3"])
+                r.one(&["=", "!=", "<", "<=", ">", ">="]),
+                r.one(&["0", "1.5", "-3", "2e3"])
             ),
             1 => format!(
                 "{} {} {q}v%{q}",
-                r.pick(&[
+                r.one(&[
                     "params.lr",
                     "param.x",
                     "parameters.`k k`",
@@ -114,32 +101,32 @@ fn valid_filter(r: &mut Rng) -> String {
                     "tag.\"a.b\"",
                     "tags.mlflow.parentRunId"
                 ]),
-                r.pick(&["=", "!=", "LIKE", "ILIKE", "like"])
+                r.one(&["=", "!=", "LIKE", "ILIKE", "like"])
             ),
             2 => format!(
                 "{} IS {}NULL",
-                r.pick(&["params.lr", "tags.team"]),
-                r.pick(&["", "NOT "])
+                r.one(&["params.lr", "tags.team"]),
+                r.one(&["", "NOT "])
             ),
-            3 => format!("run_id {} ('a', \"b\")", r.pick(&["IN", "NOT IN", "in"])),
+            3 => format!("run_id {} ('a', \"b\")", r.one(&["IN", "NOT IN", "in"])),
             4 => format!(
                 "{} {} {q}x{q}",
-                r.pick(&[
+                r.one(&[
                     "attributes.status",
                     "run_name",
                     "attributes.`Run name`",
                     "user_id",
                     "artifact_uri"
                 ]),
-                r.pick(&["=", "!=", "LIKE", "ILIKE"])
+                r.one(&["=", "!=", "LIKE", "ILIKE"])
             ),
             5 => format!(
                 "{} {} {}",
-                r.pick(&["start_time", "attributes.end_time", "created", "Created"]),
-                r.pick(&["=", "<", ">="]),
+                r.one(&["start_time", "attributes.end_time", "created", "Created"]),
+                r.one(&["=", "<", ">="]),
                 r.below(100_000)
             ),
-            6 => format!("datasets.{} = 'x'", r.pick(&["name", "digest", "context"])),
+            6 => format!("datasets.{} = 'x'", r.one(&["name", "digest", "context"])),
             _ => format!("tags.mlflow.rootRunId = '{}'", r.below(1000)),
         });
     }
@@ -159,9 +146,20 @@ fn check(filter: &str, order: &[String]) {
     }
 }
 
-#[test]
-fn the_parser_never_panics_and_accepts_the_grammar() {
-    let mut r = Rng(0x5EED_0000_0000_0001);
+proptest! {
+    #![proptest_config(common::proptest_config(200))]
+
+    /// Every filter generated from the grammar parses; its mutations, token soup and
+    /// random text are accepted or refused with INVALID_ARGUMENT, never a panic.
+    #[test]
+    fn the_parser_never_panics_and_accepts_the_grammar(
+        choices in proptest::collection::vec(any::<u64>(), 1024)
+    ) {
+        grammar_cases(Choices::new(choices));
+    }
+}
+
+fn grammar_cases(mut r: Choices) {
     for i in 0..CASES {
         // Generated from the grammar: must parse.
         let valid = valid_filter(&mut r);
@@ -172,7 +170,7 @@ fn the_parser_never_panics_and_accepts_the_grammar() {
         let mut bytes: Vec<char> = valid.chars().collect();
         let at = r.below(bytes.len() + 1);
         match r.below(3) {
-            0 => bytes.insert(at, r.pick(PIECES).chars().next().unwrap_or(' ')),
+            0 => bytes.insert(at, r.one(PIECES).chars().next().unwrap_or(' ')),
             1 if at < bytes.len() => {
                 bytes.remove(at);
             }
@@ -183,7 +181,7 @@ fn the_parser_never_panics_and_accepts_the_grammar() {
         check(&mutated, &[]);
         // Token soup.
         let soup: String = (0..r.below(12))
-            .map(|_| r.pick(PIECES))
+            .map(|_| r.one(PIECES))
             .collect::<Vec<_>>()
             .join(if r.below(2) == 0 { " " } else { "" });
         check(&soup, std::slice::from_ref(&soup));
@@ -211,10 +209,14 @@ async fn the_server_refuses_garbage_and_keeps_answering() {
     use arbor::pb;
     let server = common::TestServer::start().await;
     let mut c = server.client().await;
-    let mut r = Rng(42);
+    let mut r = Choices::new(
+        (0..4096u64)
+            .map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+            .collect(),
+    );
     for _ in 0..200 {
         let soup: String = (0..r.below(16))
-            .map(|_| r.pick(PIECES))
+            .map(|_| r.one(PIECES))
             .collect::<Vec<_>>()
             .join(" ");
         match c

@@ -90,8 +90,7 @@ pub fn code(status: &tonic::Status) -> tonic::Code {
     status.code()
 }
 
-/// A plain HTTP/1.1 exchange over a fresh connection: (status, body). Handles
-/// Content-Length and chunked bodies; enough for testing the REST surface.
+/// One HTTP/1.1 exchange over a fresh connection, with hyper's client: (status, body).
 pub async fn http(
     addr: SocketAddr,
     method: &str,
@@ -99,53 +98,30 @@ pub async fn http(
     content_type: Option<&str>,
     body: &[u8],
 ) -> (u16, Vec<u8>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
+    use http_body_util::{BodyExt, Full};
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .expect("handshake");
+    let connection = tokio::spawn(conn);
+    let mut req = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "test");
     if let Some(ct) = content_type {
-        head.push_str(&format!("Content-Type: {ct}\r\n"));
+        req = req.header("content-type", ct);
     }
-    head.push_str("\r\n");
-    s.write_all(head.as_bytes()).await.expect("write");
-    s.write_all(body).await.expect("write body");
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).await.expect("read");
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("no header end");
-    let headers = String::from_utf8_lossy(&raw[..split]).to_string();
-    let status: u16 = headers
-        .split_whitespace()
-        .nth(1)
-        .expect("status")
-        .parse()
-        .expect("status code");
-    let mut rest = raw[split + 4..].to_vec();
-    if headers
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        let mut out = Vec::new();
-        loop {
-            let nl = rest
-                .windows(2)
-                .position(|w| w == b"\r\n")
-                .expect("chunk size");
-            let size = usize::from_str_radix(String::from_utf8_lossy(&rest[..nl]).trim(), 16)
-                .expect("hex size");
-            if size == 0 {
-                break;
-            }
-            out.extend_from_slice(&rest[nl + 2..nl + 2 + size]);
-            rest = rest[nl + 2 + size + 2..].to_vec();
-        }
-        rest = out;
-    }
-    (status, rest)
+    let req = req
+        .body(Full::new(hyper::body::Bytes::copy_from_slice(body)))
+        .expect("request");
+    let res = sender.send_request(req).await.expect("send");
+    let status = res.status().as_u16();
+    let out = res.into_body().collect().await.expect("body").to_bytes();
+    drop(sender);
+    // The connection task ends once the client side is dropped: nothing outlives the call.
+    let _ = connection.await;
+    (status, out.to_vec())
 }
 
 /// A JSON exchange with the MLflow REST API.
@@ -177,4 +153,60 @@ pub async fn create_experiment(c: &mut TrackingServiceClient<Channel>, name: &st
     .expect("create experiment")
     .into_inner()
     .experiment_id
+}
+
+/// proptest's settings for this suite: a fixed seed, so CI runs the same cases every time
+/// (set `PROPTEST_RNG_SEED` to explore others), and no regression files.
+pub fn proptest_config(cases: u32) -> proptest::test_runner::Config {
+    let default = proptest::test_runner::Config::default();
+    let rng_seed = if std::env::var_os("PROPTEST_RNG_SEED").is_some() {
+        default.rng_seed
+    } else {
+        proptest::test_runner::RngSeed::Fixed(0x00C0_FFEE)
+    };
+    proptest::test_runner::Config {
+        cases,
+        failure_persistence: None,
+        rng_seed,
+        ..default
+    }
+}
+
+/// Random decisions drawn from a list that proptest generates, so that a property test
+/// keeps its readable step-by-step generator while proptest picks the seed, replays a
+/// failure and shrinks it (fewer and smaller choices). Past the end of the list the
+/// choices start over.
+pub struct Choices {
+    values: Vec<u64>,
+    at: usize,
+}
+
+impl Choices {
+    pub fn new(values: Vec<u64>) -> Self {
+        Choices { values, at: 0 }
+    }
+
+    pub fn next(&mut self) -> u64 {
+        let v = self
+            .values
+            .get(self.at % self.values.len().max(1))
+            .copied()
+            .unwrap_or(0);
+        self.at += 1;
+        v
+    }
+
+    /// A number in `0..n` (`n` > 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        usize::try_from(self.next() % n as u64).unwrap_or(0)
+    }
+
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> Option<&'a T> {
+        (!items.is_empty()).then(|| &items[self.below(items.len())])
+    }
+
+    /// One of a non-empty list of words.
+    pub fn one<'a>(&mut self, words: &[&'a str]) -> &'a str {
+        words[self.below(words.len())]
+    }
 }
