@@ -86,6 +86,7 @@ const POINTS_PER_BATCH: i64 = 50;
 /// Acknowledged batches to wait for before the kill; writers keep going past it.
 const KILL_AFTER: usize = 300;
 
+/// Every write acknowledged before a SIGKILL is there after a restart, no batch is half-written, and the log replays gap-free.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn acknowledged_writes_survive_sigkill() {
     let dir = tempfile::tempdir().unwrap();
@@ -244,6 +245,7 @@ async fn acknowledged_writes_survive_sigkill() {
     assert!(text.trim_end().ends_with("0 changed"), "{text}");
 }
 
+/// A store whose projections were wiped is rebuilt from its log when the server opens it.
 #[tokio::test]
 async fn projections_are_rebuilt_when_missing() {
     // Simulates an interrupted rebuild or a new projection version: the server notices on
@@ -292,6 +294,7 @@ async fn projections_are_rebuilt_when_missing() {
     assert!(server.wait().unwrap().success());
 }
 
+/// `--artifacts-dir` puts uploaded files there, not under the data directory.
 #[tokio::test]
 async fn artifacts_go_where_artifacts_dir_says() {
     let data = tempfile::tempdir().unwrap();

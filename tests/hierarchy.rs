@@ -61,6 +61,7 @@ fn names(nodes: &[pb::RunNode]) -> Vec<String> {
         .collect()
 }
 
+/// GetRunTree, ListChildren and GetAncestors follow the hierarchy, and cascading delete and restore move whole subtrees.
 #[tokio::test]
 async fn tree_children_ancestors_and_cascade() {
     let server = TestServer::start().await;
@@ -259,6 +260,7 @@ async fn tree_children_ancestors_and_cascade() {
     server.stop_and_check_rebuild().await;
 }
 
+/// Concurrent GetOrCreateChildRun calls for one name create exactly one child and all get it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_or_create_child_run_is_idempotent_under_concurrency() {
     let server = TestServer::start().await;
@@ -345,6 +347,7 @@ async fn get_or_create_child_run_is_idempotent_under_concurrency() {
     server.stop_and_check_rebuild().await;
 }
 
+/// `arbor tree` prints a run's subtree, indented, with statuses and the chosen metric.
 #[tokio::test]
 async fn the_tree_command_prints_an_indented_tree() {
     let server = TestServer::start().await;

@@ -20,6 +20,7 @@ async fn create_run(s: &TestServer, exp: &str) -> String {
     body["run"]["info"]["run_id"].as_str().unwrap().to_string()
 }
 
+/// REST responses follow MLflow's JSON: enums as names, int64 as numbers, NaN and Infinity as strings, unset fields absent.
 #[tokio::test]
 async fn responses_follow_mlflows_json_rules() {
     let s = TestServer::start().await;
@@ -138,6 +139,7 @@ async fn responses_follow_mlflows_json_rules() {
     s.stop_and_check_rebuild().await;
 }
 
+/// Bad requests get MLflow's error_code and a 4xx, never a status the client retries.
 #[tokio::test]
 async fn errors_have_mlflows_codes_and_never_a_retried_status() {
     let s = TestServer::start().await;
@@ -294,6 +296,7 @@ async fn errors_have_mlflows_codes_and_never_a_retried_status() {
     s.stop().await;
 }
 
+/// The artifact proxy streams uploads and downloads, lists and deletes, and refuses paths outside the store.
 #[tokio::test]
 async fn artifacts_stream_list_delete_and_refuse_traversal() {
     let s = TestServer::start().await;
@@ -412,6 +415,7 @@ async fn artifacts_stream_list_delete_and_refuse_traversal() {
     s.stop().await;
 }
 
+/// A write over REST is seen over gRPC and by watchers: one store, one log.
 #[tokio::test]
 async fn rest_and_grpc_share_one_store_and_one_log() {
     let s = TestServer::start().await;
@@ -465,6 +469,7 @@ async fn rest_and_grpc_share_one_store_and_one_log() {
     s.stop_and_check_rebuild().await;
 }
 
+/// get-history-bulk-interval samples per run; the legacy log-model and run outputs are stored.
 #[tokio::test]
 async fn bulk_interval_legacy_log_model_and_outputs() {
     let s = TestServer::start().await;
@@ -548,6 +553,7 @@ async fn bulk_interval_legacy_log_model_and_outputs() {
     s.stop_and_check_rebuild().await;
 }
 
+/// Dataset inputs are stored once per role, searchable, and listed by search-datasets.
 #[tokio::test]
 async fn log_inputs_are_stored_searchable_and_summarised() {
     let s = TestServer::start().await;

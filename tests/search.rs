@@ -250,6 +250,7 @@ const B: &str = "beta-child_1";
 const C: &str = "gamma-child_10";
 const D: &str = "Delta";
 
+/// Every filter form of MLflow's grammar returns exactly MLflow's runs, in order.
 #[tokio::test]
 async fn every_filter_form_gives_mlflows_result_set() {
     let server = TestServer::start().await;
@@ -379,6 +380,7 @@ async fn every_filter_form_gives_mlflows_result_set() {
     server.stop_and_check_rebuild().await;
 }
 
+/// order_by keys sort in both directions with NaN and missing values where MLflow puts them.
 #[tokio::test]
 async fn order_by_keys_directions_and_null_placement() {
     let server = TestServer::start().await;
@@ -466,6 +468,7 @@ async fn order_by_keys_directions_and_null_placement() {
     server.stop().await;
 }
 
+/// Malformed filters and order_bys are refused with INVALID_ARGUMENT naming the position.
 #[tokio::test]
 async fn malformed_filters_are_refused_with_a_position() {
     let server = TestServer::start().await;
@@ -545,6 +548,7 @@ async fn malformed_filters_are_refused_with_a_position() {
     server.stop().await;
 }
 
+/// SearchExperiments takes its own filter grammar and orderings, as MLflow.
 #[tokio::test]
 async fn search_experiments_filters_and_orders() {
     let server = TestServer::start().await;
@@ -637,6 +641,7 @@ async fn search_experiments_filters_and_orders() {
     server.stop().await;
 }
 
+/// Ordering by a metric keeps ties in MLflow's order whatever the page size.
 #[tokio::test]
 async fn metric_order_keeps_ties_in_mlflows_order_across_pages() {
     let server = TestServer::start().await;
@@ -698,6 +703,7 @@ async fn metric_order_keeps_ties_in_mlflows_order_across_pages() {
     server.stop_and_check_rebuild().await;
 }
 
+/// Run-name filters match the current name after a rename.
 #[tokio::test]
 async fn name_filters_follow_renames() {
     let server = TestServer::start().await;

@@ -193,6 +193,7 @@ fn grammar_cases(mut r: Choices) {
     }
 }
 
+/// Megabyte filters (20,000 clauses, 100,000 parentheses) are parsed or refused, never a crash.
 #[test]
 fn huge_inputs_are_handled() {
     let many = vec!["params.lr = 'a'"; 20_000].join(" AND ");
@@ -203,6 +204,7 @@ fn huge_inputs_are_handled() {
     check(&"metrics.".repeat(50_000), &["tags.".repeat(50_000)]);
 }
 
+/// A real server refuses garbage filters and megabyte keys with INVALID_ARGUMENT and keeps answering.
 #[tokio::test]
 async fn the_server_refuses_garbage_and_keeps_answering() {
     // Also through validation outside search: a megabyte key is refused, briefly.
@@ -269,6 +271,7 @@ async fn the_server_refuses_garbage_and_keeps_answering() {
     server.stop().await;
 }
 
+/// Error messages quote a bounded excerpt of megabyte inputs.
 #[test]
 fn error_messages_stay_short() {
     for input in [

@@ -125,6 +125,7 @@ fn steps(points: &[Point]) -> Vec<i64> {
     points.iter().map(|p| p.step).collect()
 }
 
+/// A watcher that reconnects with from_seq = last + 1 gets exactly the points it missed.
 #[tokio::test]
 async fn reconnecting_with_last_seq_plus_one_misses_and_repeats_nothing() {
     let server = TestServer::start().await;
@@ -189,6 +190,7 @@ async fn reconnecting_with_last_seq_plus_one_misses_and_repeats_nothing() {
     server.stop().await;
 }
 
+/// Subtree and experiment scopes take in runs created or moved in while the stream is open, and key filters apply.
 #[tokio::test]
 async fn subtree_and_experiment_scopes_follow_new_runs_and_key_filters() {
     let server = TestServer::start().await;
@@ -245,6 +247,7 @@ async fn subtree_and_experiment_scopes_follow_new_runs_and_key_filters() {
     server.stop().await;
 }
 
+/// A watcher far behind the hub catches up from the log without losing a point or slowing writers.
 #[tokio::test]
 async fn a_slow_subscriber_catches_up_from_the_log_without_skipping() {
     let server = TestServer::start().await;
@@ -267,6 +270,7 @@ async fn a_slow_subscriber_catches_up_from_the_log_without_skipping() {
     server.stop().await;
 }
 
+/// A thousand concurrent watchers of one run each receive every point.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_watchers_all_receive_every_point() {
     const WATCHERS: usize = 1000;
@@ -303,6 +307,7 @@ async fn a_thousand_watchers_all_receive_every_point() {
     server.stop().await;
 }
 
+/// On shutdown a stream delivers every committed point, then ends with UNAVAILABLE naming the resume point.
 #[tokio::test]
 async fn shutdown_ends_streams_with_a_clear_status_after_the_last_event() {
     let server = TestServer::start().await;
@@ -332,6 +337,7 @@ async fn shutdown_ends_streams_with_a_clear_status_after_the_last_event() {
     );
 }
 
+/// WatchEvents is gap-free from seq 1 and filters by experiment.
 #[tokio::test]
 async fn the_change_feed_is_gap_free_and_filters_by_experiment() {
     let server = TestServer::start().await;
@@ -399,6 +405,7 @@ async fn the_change_feed_is_gap_free_and_filters_by_experiment() {
     server.stop().await;
 }
 
+/// LogMetricStream commits each message as it arrives and a bad message stops the call with what was committed.
 #[tokio::test]
 async fn log_metric_stream_commits_each_message_as_it_arrives() {
     let server = TestServer::start().await;
@@ -543,6 +550,7 @@ async fn sse(
     lines
 }
 
+/// The SSE stream carries points with seq ids, NaN as text, key filters, and resumes with Last-Event-ID.
 #[tokio::test]
 async fn server_sent_events_stream_and_resume_with_last_event_id() {
     let server = TestServer::start().await;
@@ -607,6 +615,7 @@ async fn server_sent_events_stream_and_resume_with_last_event_id() {
     server.stop().await;
 }
 
+/// An SSE stream ends on shutdown with an end event naming the resume point.
 #[tokio::test]
 async fn server_sent_events_end_with_the_resume_point_on_shutdown() {
     let server = TestServer::start().await;

@@ -17,6 +17,7 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     out
 }
 
+/// gRPC, health, reflection (v1 and v1alpha) and HTTP share one port; unknown gRPC methods are UNIMPLEMENTED.
 #[tokio::test]
 async fn health_reflection_and_http_share_the_port() {
     let server = TestServer::start().await;

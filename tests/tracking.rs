@@ -104,6 +104,7 @@ async fn set_tag(
     .map(|_| ())
 }
 
+/// Experiments: unique names, rename, delete and restore, tags, and MLflow's messages for each refusal.
 #[tokio::test]
 async fn experiments_lifecycle_names_and_tags() {
     let server = TestServer::start().await;
@@ -317,6 +318,7 @@ async fn experiments_lifecycle_names_and_tags() {
     server.stop_and_check_rebuild().await;
 }
 
+/// SearchExperiments pages with opaque tokens that end on the last page.
 #[tokio::test]
 async fn search_experiments_pages() {
     let server = TestServer::start().await;
@@ -372,6 +374,7 @@ async fn search_experiments_pages() {
     server.stop_and_check_rebuild().await;
 }
 
+/// Runs: generated and given names kept in sync with mlflow.runName, status and end time, delete and restore.
 #[tokio::test]
 async fn runs_names_status_and_lifecycle() {
     let server = TestServer::start().await;
@@ -523,6 +526,7 @@ async fn runs_names_status_and_lifecycle() {
     server.stop_and_check_rebuild().await;
 }
 
+/// Params never change, tags and metrics follow MLflow's key, value and batch rules.
 #[tokio::test]
 async fn params_tags_and_metric_rules() {
     let server = TestServer::start().await;
@@ -739,6 +743,7 @@ async fn params_tags_and_metric_rules() {
     server.stop_and_check_rebuild().await;
 }
 
+/// The latest metric is MLflow's (max step, timestamp, value) and histories page in (timestamp, step) order.
 #[tokio::test]
 async fn latest_metric_and_history_paging() {
     let server = TestServer::start().await;
@@ -857,6 +862,7 @@ async fn latest_metric_and_history_paging() {
     server.stop_and_check_rebuild().await;
 }
 
+/// Parents, roots and depths follow mlflow.parentRunId; re-parenting moves subtrees and cycles are refused.
 #[tokio::test]
 async fn hierarchy_roots_depths_and_reparenting() {
     let server = TestServer::start().await;
@@ -971,6 +977,7 @@ async fn hierarchy_roots_depths_and_reparenting() {
     server.stop_and_check_rebuild().await;
 }
 
+/// SearchRuns orders by start time by default, honours the view type and pages to the end.
 #[tokio::test]
 async fn search_runs_default_order_view_and_paging() {
     let server = TestServer::start().await;
@@ -1073,6 +1080,7 @@ async fn search_runs_default_order_view_and_paging() {
     server.stop_and_check_rebuild().await;
 }
 
+/// Concurrent writers all succeed and every acknowledged write is stored.
 #[tokio::test]
 async fn concurrent_writers_share_group_commits() {
     let server = TestServer::start().await;

@@ -68,6 +68,7 @@ async fn log(
     .unwrap();
 }
 
+/// `arbor watch` reconnects through a cut connection and prints every point exactly once, in order.
 #[tokio::test]
 async fn the_terminal_watcher_resumes_after_a_dropped_connection() {
     let server = TestServer::start().await;
