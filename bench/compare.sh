@@ -6,7 +6,7 @@
 # Results go to bench/results/<time>/ (table.md, results.json, ratios.png).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --locked --bins || exit 1
+cargo build --release --locked --workspace --bins || exit 1
 venv=bench/.venv
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv" || exit 1
 "$venv/bin/pip" install --quiet --disable-pip-version-check "mlflow==3.17.2" "matplotlib>=3.8" \
