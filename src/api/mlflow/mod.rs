@@ -18,7 +18,6 @@ mod runs;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
 use axum::http::{Method, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
@@ -30,9 +29,6 @@ use crate::store::Store;
 /// The version `/version` reports. MLflow's client gates features on it; 3.3 is before
 /// span logging (3.4), which Arbor does not serve, and after everything it does.
 pub const MLFLOW_COMPATIBLE_VERSION: &str = "3.3.2";
-/// Largest JSON request body. A full `log-batch` is about 150 KB; artifact uploads
-/// stream and are not bound by this.
-const JSON_BODY_LIMIT: usize = 16 * 1024 * 1024;
 
 pub(crate) struct State {
     pub store: Store,
@@ -63,9 +59,7 @@ pub fn router(store: Store) -> axum::Router {
             artifacts::proxy_routes(),
         );
     }
-    router
-        .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
-        .with_state(state)
+    router.with_state(state)
 }
 
 /// MLflow's answer to a path or method it does not serve.

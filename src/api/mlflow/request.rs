@@ -7,7 +7,6 @@
 //! its path (`metrics[3].timestamp`), found by `serde_path_to_error`; bodies are parsed
 //! straight into the typed request, never into a JSON tree first.
 
-use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::{Method, header};
 use serde::Deserialize;
@@ -18,10 +17,49 @@ use crate::domain::{Error, LoggedModelStatus, RunStatus, ViewType};
 /// A request body or query string read into `T`.
 pub(crate) struct Mlflow<T>(pub T);
 
+/// Largest JSON request body. A full `log-batch` is about 150 KB; artifact uploads
+/// stream and are not bound by this.
+pub(crate) const JSON_BODY_LIMIT: usize = 16 * 1024 * 1024;
+
+/// The body in one buffer sized from `Content-Length`, each received chunk copied in and
+/// dropped at once. Collecting the chunks first and joining them after would hold the
+/// body twice, and the allocator keeps the chunks' memory after they are freed.
+async fn read_body(req: Request) -> Result<Vec<u8>, Error> {
+    use http_body_util::BodyExt;
+    let too_large = || {
+        Error::BadRequest(format!(
+            "The request body is larger than {} MiB",
+            JSON_BODY_LIMIT >> 20
+        ))
+    };
+    let expected = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(0);
+    if expected > JSON_BODY_LIMIT {
+        return Err(too_large());
+    }
+    let mut body = req.into_body();
+    let mut buf = Vec::with_capacity(expected);
+    while let Some(frame) = body.frame().await {
+        let frame = frame
+            .map_err(|e| Error::BadRequest(format!("Could not read the request body: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > JSON_BODY_LIMIT {
+                return Err(too_large());
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(buf)
+}
+
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Mlflow<T> {
     type Rejection = Error;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Error> {
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Error> {
         let is_get = req.method() == Method::GET;
         let query = req.uri().query().unwrap_or("").to_string();
         let is_json = req
@@ -29,9 +67,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Mlflow<T> {
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|ct| ct.trim_start().starts_with("application/json"));
-        let body = Bytes::from_request(req, state)
-            .await
-            .map_err(|e| Error::BadRequest(format!("Could not read the request body: {e}")))?;
+        let body = read_body(req).await?;
         if is_get || body.iter().all(u8::is_ascii_whitespace) {
             return from_query(&query).map(Mlflow);
         }
