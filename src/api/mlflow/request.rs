@@ -160,201 +160,160 @@ fn show(v: impl std::fmt::Debug) -> String {
     crate::domain::bounded(&format!("{v:?}"), 100)
 }
 
-/// A string; `null` reads as absent.
-pub(crate) fn string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+/// What a client sent for a scalar field, before the field's reader decides whether it
+/// fits: one visitor for every field type, so each reader is a `match`.
+enum Scalar {
+    Absent,
+    Bool(bool),
+    Int(i64),
+    UInt(u64),
+    Float(f64),
+    Text(String),
+    List(Vec<Scalar>),
+    Object,
+}
+
+impl std::fmt::Display for Scalar {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match self {
+            Scalar::Absent => f.write_str("null"),
+            Scalar::Bool(b) => write!(f, "{b}"),
+            Scalar::Int(n) => write!(f, "{n}"),
+            Scalar::UInt(n) => write!(f, "{n}"),
+            Scalar::Float(x) => write!(f, "{x}"),
+            Scalar::Text(t) => f.write_str(&show(t)),
+            Scalar::List(_) => f.write_str("[...]"),
+            Scalar::Object => f.write_str("{...}"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        scalar(d)
+    }
+}
+
+fn scalar<'de, D: Deserializer<'de>>(d: D) -> Result<Scalar, D::Error> {
     struct V;
     impl<'de> Visitor<'de> for V {
-        type Value = Option<String>;
+        type Value = Scalar;
         fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("a string")
+            f.write_str("a value")
         }
-        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-            Ok(Some(v.to_string()))
+        fn visit_bool<E: de::Error>(self, v: bool) -> Result<Scalar, E> {
+            Ok(Scalar::Bool(v))
         }
-        fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
-            Ok(Some(v))
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Scalar, E> {
+            Ok(Scalar::Int(v))
         }
-        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalar, E> {
+            Ok(Scalar::UInt(v))
         }
-        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Scalar, E> {
+            Ok(Scalar::Float(v))
         }
-        fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
-            Err(invalid(v, "expected a string"))
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalar, E> {
+            Ok(Scalar::Text(v.to_string()))
         }
-        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-            Err(invalid(v, "expected a string"))
+        fn visit_string<E: de::Error>(self, v: String) -> Result<Scalar, E> {
+            Ok(Scalar::Text(v))
         }
-        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-            Err(invalid(v, "expected a string"))
+        fn visit_unit<E: de::Error>(self) -> Result<Scalar, E> {
+            Ok(Scalar::Absent)
         }
-        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
-            Err(invalid(v, "expected a string"))
+        fn visit_none<E: de::Error>(self) -> Result<Scalar, E> {
+            Ok(Scalar::Absent)
         }
-        fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
-            Err(invalid("[...]", "expected a string"))
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Scalar, A::Error> {
+            let mut items = Vec::new();
+            while let Some(item) = seq.next_element::<Scalar>()? {
+                items.push(item);
+            }
+            Ok(Scalar::List(items))
         }
-        fn visit_map<A: de::MapAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
-            Err(invalid("{...}", "expected a string"))
+        fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Scalar, A::Error> {
+            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            Ok(Scalar::Object)
         }
     }
     d.deserialize_any(V)
+}
+
+/// A string; `null` reads as absent.
+pub(crate) fn string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    match scalar(d)? {
+        Scalar::Absent => Ok(None),
+        Scalar::Text(s) => Ok(Some(s)),
+        other => Err(invalid(other, "expected a string")),
+    }
 }
 
 /// A 64-bit integer, as a JSON number (a whole float too) or as text.
 pub(crate) fn int64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
-    struct V;
     const WHY: &str = "expected a 64-bit integer";
-    impl<'de> Visitor<'de> for V {
-        type Value = Option<i64>;
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str(WHY)
-        }
-        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-            Ok(Some(v))
-        }
-        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-            i64::try_from(v).map(Some).map_err(|_| invalid(v, WHY))
-        }
-        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
-            if v.fract() == 0.0 && v.abs() < 9.2e18 {
-                // Whole and in range, so the conversion is exact.
-                #[allow(clippy::cast_possible_truncation)]
-                Ok(Some(v as i64))
-            } else {
-                Err(invalid(v, WHY))
-            }
-        }
-        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-            v.trim()
-                .parse()
-                .map(Some)
-                .map_err(|_| invalid(show(v), WHY))
-        }
-        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
-            Err(invalid(v, WHY))
-        }
-        fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
-            Err(invalid("[...]", WHY))
-        }
-        fn visit_map<A: de::MapAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
-            Err(invalid("{...}", WHY))
-        }
-    }
-    d.deserialize_any(V)
+    let v = scalar(d)?;
+    let n = match &v {
+        Scalar::Absent => return Ok(None),
+        Scalar::Int(n) => Some(*n),
+        Scalar::UInt(n) => i64::try_from(*n).ok(),
+        // Whole and in range, so the conversion is exact.
+        #[allow(clippy::cast_possible_truncation)]
+        Scalar::Float(x) if x.fract() == 0.0 && x.abs() < 9.2e18 => Some(*x as i64),
+        Scalar::Text(t) => t.trim().parse().ok(),
+        _ => None,
+    };
+    n.map(Some).ok_or_else(|| invalid(v, WHY))
 }
 
 /// A double, also as text: `"NaN"`, `"Infinity"`, `"-Infinity"` or a number.
 pub(crate) fn double<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
-    struct V;
     const WHY: &str = "Please specify value as a valid double (64-bit floating point)";
-    impl<'de> Visitor<'de> for V {
-        type Value = Option<f64>;
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str(WHY)
-        }
-        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
-            Ok(Some(v))
-        }
-        // JSON integers as doubles, as MLflow's parser reads them (large ones round).
-        #[allow(clippy::cast_precision_loss)]
-        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-            Ok(Some(v as f64))
-        }
-        #[allow(clippy::cast_precision_loss)]
-        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-            Ok(Some(v as f64))
-        }
-        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-            match v.trim() {
-                "NaN" | "nan" => Ok(Some(f64::NAN)),
-                "Infinity" | "inf" | "Inf" => Ok(Some(f64::INFINITY)),
-                "-Infinity" | "-inf" | "-Inf" => Ok(Some(f64::NEG_INFINITY)),
-                other => other.parse().map(Some).map_err(|_| invalid(show(v), WHY)),
-            }
-        }
-        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
-            Err(invalid(v, WHY))
-        }
-        fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
-            Err(invalid("[...]", WHY))
-        }
-        fn visit_map<A: de::MapAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
-            Err(invalid("{...}", WHY))
-        }
-    }
-    d.deserialize_any(V)
+    let v = scalar(d)?;
+    // JSON integers read as doubles, as MLflow's parser reads them (large ones round).
+    #[allow(clippy::cast_precision_loss)]
+    let x = match &v {
+        Scalar::Absent => return Ok(None),
+        Scalar::Float(x) => Some(*x),
+        Scalar::Int(n) => Some(*n as f64),
+        Scalar::UInt(n) => Some(*n as f64),
+        Scalar::Text(t) => match t.trim() {
+            "NaN" | "nan" => Some(f64::NAN),
+            "Infinity" | "inf" | "Inf" => Some(f64::INFINITY),
+            "-Infinity" | "-inf" | "-Inf" => Some(f64::NEG_INFINITY),
+            other => other.parse().ok(),
+        },
+        _ => None,
+    };
+    x.map(Some).ok_or_else(|| invalid(v, WHY))
 }
 
 /// A boolean, also as text (`true`, `True`, `false`, `False`).
 pub(crate) fn boolean<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
-    match Option::<serde_json::Value>::deserialize(d)? {
-        None | Some(serde_json::Value::Null) => Ok(None),
-        Some(serde_json::Value::Bool(b)) => Ok(Some(b)),
-        Some(serde_json::Value::String(s)) if s == "true" || s == "True" => Ok(Some(true)),
-        Some(serde_json::Value::String(s)) if s == "false" || s == "False" => Ok(Some(false)),
-        Some(v) => Err(invalid(show(v), "expected true or false")),
+    match scalar(d)? {
+        Scalar::Absent => Ok(None),
+        Scalar::Bool(b) => Ok(Some(b)),
+        Scalar::Text(t) if t == "true" || t == "True" => Ok(Some(true)),
+        Scalar::Text(t) if t == "false" || t == "False" => Ok(Some(false)),
+        other => Err(invalid(other, "expected true or false")),
     }
 }
 
 /// A repeated string: a JSON array, repeated query keys, or one value.
 pub(crate) fn strings<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    struct V;
     const WHY: &str = "expected a list of strings";
-    impl<'de> Visitor<'de> for V {
-        type Value = Vec<String>;
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str(WHY)
-        }
-        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-            Ok(vec![v.to_string()])
-        }
-        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(vec![])
-        }
-        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(vec![])
-        }
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-            let mut out = Vec::new();
-            while let Some(item) = seq.next_element::<serde_json::Value>()? {
-                match item {
-                    serde_json::Value::String(s) => out.push(s),
-                    other => return Err(invalid(show(other), WHY)),
-                }
-            }
-            Ok(out)
-        }
-        fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
-            Err(invalid(v, WHY))
-        }
-        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-            Err(invalid(v, WHY))
-        }
-        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-            Err(invalid(v, WHY))
-        }
-        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
-            Err(invalid(v, WHY))
-        }
-        fn visit_map<A: de::MapAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
-            Err(invalid("{...}", WHY))
-        }
+    match scalar(d)? {
+        Scalar::Absent => Ok(vec![]),
+        Scalar::Text(s) => Ok(vec![s]),
+        Scalar::List(items) => items
+            .into_iter()
+            .map(|item| match item {
+                Scalar::Text(s) => Ok(s),
+                other => Err(invalid(other, WHY)),
+            })
+            .collect(),
+        other => Err(invalid(other, WHY)),
     }
-    d.deserialize_any(V)
 }
 
 /// A repeated message of which at most `MAX` are kept: further elements are skipped
@@ -459,27 +418,22 @@ impl WireEnum for LoggedModelStatus {
 pub(crate) fn enumeration<'de, D: Deserializer<'de>, T: WireEnum>(
     d: D,
 ) -> Result<Option<T>, D::Error> {
-    let v = Option::<serde_json::Value>::deserialize(d)?;
+    let v = scalar(d)?;
     let number = match &v {
-        None | Some(serde_json::Value::Null) => return Ok(None),
-        Some(serde_json::Value::String(s)) => T::VALUES
+        Scalar::Absent => return Ok(None),
+        Scalar::Text(s) => T::VALUES
             .iter()
             .find(|(name, _)| name == s)
             .map(|(_, n)| *n)
             .or_else(|| s.parse().ok()),
-        Some(serde_json::Value::Number(n)) => n.as_i64().and_then(|n| i32::try_from(n).ok()),
-        Some(_) => None,
+        Scalar::Int(n) => i32::try_from(*n).ok(),
+        Scalar::UInt(n) => i32::try_from(*n).ok(),
+        _ => None,
     };
-    match number.and_then(T::from_number) {
-        Some(t) => Ok(Some(t)),
-        None => {
-            let names: Vec<&str> = T::VALUES.iter().map(|(n, _)| *n).collect();
-            Err(invalid(
-                show(v.unwrap_or_default()),
-                &format!("expected one of {}", names.join(", ")),
-            ))
-        }
-    }
+    number.and_then(T::from_number).map(Some).ok_or_else(|| {
+        let names: Vec<&str> = T::VALUES.iter().map(|(n, _)| *n).collect();
+        invalid(v, &format!("expected one of {}", names.join(", ")))
+    })
 }
 
 /// A required string field: absent or empty is MLflow's "Missing value" error.
