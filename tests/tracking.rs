@@ -526,14 +526,12 @@ async fn runs_names_status_and_lifecycle() {
     server.stop_and_check_rebuild().await;
 }
 
-/// Params never change, tags and metrics follow MLflow's key, value and batch rules.
+/// A param never changes once logged: the same value again is fine, another value is refused, in a batch too.
 #[tokio::test]
-async fn params_tags_and_metric_rules() {
+async fn params_never_change_once_logged() {
     let server = TestServer::start().await;
     let mut c = server.client().await;
     let run_id = info(&create_run(&mut c, "0", &[]).await).run_id.clone();
-
-    // Params are immutable: same value again is fine, a new value is refused.
     let log_param = |v: &str| pb::LogParamRequest {
         run_id: run_id.clone(),
         key: "lr".into(),
@@ -566,8 +564,15 @@ async fn params_tags_and_metric_rules() {
         "{}",
         err.message()
     );
+    server.stop_and_check_rebuild().await;
+}
 
-    // Over-long values are truncated, over-long keys refused, bad names refused.
+/// Over-long param and tag values are truncated to MLflow's limits; over-long or malformed keys are refused.
+#[tokio::test]
+async fn long_values_are_truncated_and_bad_keys_refused() {
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    let run_id = info(&create_run(&mut c, "0", &[]).await).run_id.clone();
     let long = "x".repeat(7000);
     let longer = "y".repeat(9000);
     log_batch(
@@ -610,8 +615,15 @@ async fn params_tags_and_metric_rules() {
         .unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument, "{bad}");
     }
+    server.stop_and_check_rebuild().await;
+}
 
-    // Tags can be set, overwritten and deleted; deleting a missing tag is NOT_FOUND.
+/// Tags can be set, overwritten and deleted; deleting a missing tag is NOT_FOUND.
+#[tokio::test]
+async fn tags_are_set_overwritten_and_deleted() {
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    let run_id = info(&create_run(&mut c, "0", &[]).await).run_id.clone();
     set_tag(&mut c, &run_id, "note", "a").await.unwrap();
     set_tag(&mut c, &run_id, "note", "b").await.unwrap();
     assert_eq!(tag(&get_run(&mut c, &run_id).await, "note"), Some("b"));
@@ -630,8 +642,15 @@ async fn params_tags_and_metric_rules() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
+    server.stop_and_check_rebuild().await;
+}
 
-    // Metrics: NaN, ±Inf and negative steps are accepted; negative timestamps are not.
+/// Metrics take NaN, ±Infinity and negative steps, and refuse negative timestamps.
+#[tokio::test]
+async fn metrics_take_nan_infinities_and_negative_steps() {
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    let run_id = info(&create_run(&mut c, "0", &[]).await).run_id.clone();
     log_batch(
         &mut c,
         &run_id,
@@ -676,8 +695,15 @@ async fn params_tags_and_metric_rules() {
     assert_eq!(m("inf").value, f64::INFINITY);
     assert_eq!(m("ninf").value, f64::NEG_INFINITY);
     assert_eq!(m("neg").step, -5);
+    server.stop_and_check_rebuild().await;
+}
 
-    // Batch limits; a refused batch changes nothing.
+/// Batches keep MLflow's limits, and a refused batch (even for its last entity) writes nothing.
+#[tokio::test]
+async fn batches_keep_mlflows_limits_and_write_all_or_nothing() {
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    let run_id = info(&create_run(&mut c, "0", &[]).await).run_id.clone();
     let many = |n: usize| {
         (0..n)
             .map(|i| metric("m", i as f64, 1, i as i64))
