@@ -92,16 +92,7 @@ async fn acknowledged_writes_survive_sigkill() {
     let dir = tempfile::tempdir().unwrap();
     let (mut server, addr) = spawn_server(dir.path());
     let mut c = client(addr).await;
-    let run_id = c
-        .create_run(pb::CreateRunRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .run
-        .unwrap()
-        .info
-        .unwrap()
-        .run_id;
+    let run_id = common::new_run_id(&mut c, pb::CreateRunRequest::default()).await;
 
     let acked = Arc::new(Mutex::new(Acked::default()));
     let enough = Arc::new(Notify::new());

@@ -25,21 +25,16 @@ async fn run(
             }]
         })
         .unwrap_or_default();
-    let id = c
-        .create_run(pb::CreateRunRequest {
+    let id = common::new_run_id(
+        c,
+        pb::CreateRunRequest {
             run_name: name.into(),
             start_time: Some(start),
             tags,
             ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .run
-        .unwrap()
-        .info
-        .unwrap()
-        .run_id;
+        },
+    )
+    .await;
     if let Some(v) = loss {
         c.log_metric(pb::LogMetricRequest {
             run_id: id.clone(),

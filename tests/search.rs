@@ -648,20 +648,15 @@ async fn metric_order_keeps_ties_in_mlflows_order_across_pages() {
     let mut c = server.client().await;
     let mut expected = Vec::new();
     for (i, loss) in [0.5, 0.2, 0.5, 0.5, 0.9, 0.5, 0.2].into_iter().enumerate() {
-        let run = c
-            .create_run(pb::CreateRunRequest {
+        let run = common::new_run_id(
+            &mut c,
+            pb::CreateRunRequest {
                 run_name: format!("r{i}"),
                 start_time: Some(i as i64),
                 ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .run
-            .unwrap()
-            .info
-            .unwrap()
-            .run_id;
+            },
+        )
+        .await;
         c.log_metric(pb::LogMetricRequest {
             run_id: run,
             key: "loss".into(),
@@ -708,19 +703,14 @@ async fn metric_order_keeps_ties_in_mlflows_order_across_pages() {
 async fn name_filters_follow_renames() {
     let server = TestServer::start().await;
     let mut c = server.client().await;
-    let id = c
-        .create_run(pb::CreateRunRequest {
+    let id = common::new_run_id(
+        &mut c,
+        pb::CreateRunRequest {
             run_name: "before".into(),
             ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .run
-        .unwrap()
-        .info
-        .unwrap()
-        .run_id;
+        },
+    )
+    .await;
     let mut names = async |filter: &str| -> Vec<String> {
         c.search_runs(pb::SearchRunsRequest {
             experiment_ids: vec!["0".into()],

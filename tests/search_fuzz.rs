@@ -243,16 +243,7 @@ async fn the_server_refuses_garbage_and_keeps_answering() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
-    let run = c
-        .create_run(pb::CreateRunRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .run
-        .unwrap()
-        .info
-        .unwrap()
-        .run_id;
+    let run = common::new_run_id(&mut c, pb::CreateRunRequest::default()).await;
     let err = c
         .set_tag(pb::SetTagRequest {
             run_id: run,

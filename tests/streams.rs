@@ -27,19 +27,15 @@ async fn new_run(c: &mut Tracking, exp: &str, parent: Option<&str>) -> String {
             }]
         })
         .unwrap_or_default();
-    c.create_run(pb::CreateRunRequest {
-        experiment_id: exp.into(),
-        tags,
-        ..Default::default()
-    })
+    common::new_run_id(
+        c,
+        pb::CreateRunRequest {
+            experiment_id: exp.into(),
+            tags,
+            ..Default::default()
+        },
+    )
     .await
-    .unwrap()
-    .into_inner()
-    .run
-    .unwrap()
-    .info
-    .unwrap()
-    .run_id
 }
 
 /// Logs points with steps `from..to` under `key`.

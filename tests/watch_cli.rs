@@ -73,16 +73,7 @@ async fn log(
 async fn the_terminal_watcher_resumes_after_a_dropped_connection() {
     let server = TestServer::start().await;
     let mut c = server.client().await;
-    let run = c
-        .create_run(pb::CreateRunRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .run
-        .unwrap()
-        .info
-        .unwrap()
-        .run_id;
+    let run = common::new_run_id(&mut c, pb::CreateRunRequest::default()).await;
     let proxy = Proxy::start(server.addr).await;
 
     let mut watcher = tokio::process::Command::new(env!("CARGO_BIN_EXE_arbor"))

@@ -210,3 +210,18 @@ impl Choices {
         words[self.below(words.len())]
     }
 }
+
+/// Creates a run as `req` says and returns its id.
+pub async fn new_run_id(
+    c: &mut TrackingServiceClient<Channel>,
+    req: arbor::pb::CreateRunRequest,
+) -> String {
+    c.create_run(req)
+        .await
+        .expect("create run")
+        .into_inner()
+        .run
+        .and_then(|r| r.info)
+        .expect("a run with its info")
+        .run_id
+}
