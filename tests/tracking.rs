@@ -919,7 +919,7 @@ async fn hierarchy_roots_depths_and_reparenting() {
         "a root names itself"
     );
 
-    // Refused parents: missing, another experiment, a cycle, self.
+    // Refused parents: missing, a cycle, self.
     let err = c
         .create_run(pb::CreateRunRequest {
             experiment_id: exp.clone(),
@@ -932,19 +932,23 @@ async fn hierarchy_roots_depths_and_reparenting() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
+    // A parent in another experiment is accepted, as in MLflow: the tree spans both.
     let other = info(&create_run(&mut c, "0", &[]).await).run_id.clone();
-    let err = c
-        .create_run(pb::CreateRunRequest {
+    let adopted = common::new_run_id(
+        &mut c,
+        pb::CreateRunRequest {
             experiment_id: exp.clone(),
             tags: vec![pb::RunTag {
                 key: "mlflow.parentRunId".into(),
                 value: other.clone(),
             }],
             ..Default::default()
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::InvalidArgument);
+        },
+    )
+    .await;
+    let adopted = get_run(&mut c, &adopted).await;
+    assert_eq!(info(&adopted).root_run_id, other);
+    assert_eq!(info(&adopted).experiment_id, exp);
     let err = set_tag(&mut c, &root.run_id, "mlflow.parentRunId", &gc_id)
         .await
         .unwrap_err();

@@ -34,6 +34,9 @@ pub(crate) const RUN_BY_NAME: u8 = b'A';
 pub(crate) const LOGGED_MODEL: u8 = b'O';
 /// Metric history chunks: `H | run | 0 | key | 0 | seq` → packed points.
 pub(crate) const HISTORY: u8 = b'H';
+/// Datasets of an experiment, one record per (name, digest), the first logged:
+/// `Y | experiment | name | 0 | digest` → `arbor.v1.Dataset`.
+pub(crate) const EXPERIMENT_DATASET: u8 = b'Y';
 
 /// Bookkeeping under `M`: the projection layout version and the next experiment id.
 pub(crate) const META_PROJECTION_VERSION: &[u8] = b"Mprojection_version";
@@ -171,6 +174,8 @@ pub(crate) fn sortable_f64(v: f64) -> [u8; 8] {
     flipped.to_be_bytes()
 }
 
+/// A run's latest value of a metric, in the order search sorts it: NaN after every
+/// number, and ±infinity where MLflow has it, at ±`f64::MAX`.
 pub(crate) fn metric_value(experiment_id: u64, key: &str, value: f64, run_id: &str) -> Vec<u8> {
     let mut k = metric_values(experiment_id, key);
     if value.is_nan() {
@@ -178,9 +183,18 @@ pub(crate) fn metric_value(experiment_id: u64, key: &str, value: f64, run_id: &s
         k.extend_from_slice(&[0; 8]);
     } else {
         k.push(0);
-        k.extend_from_slice(&sortable_f64(value));
+        k.extend_from_slice(&sortable_f64(crate::domain::mlflow_stored(value)));
     }
     k.extend_from_slice(run_id.as_bytes());
+    k
+}
+
+pub(crate) fn experiment_dataset(experiment_id: u64, name: &str, digest: &str) -> Vec<u8> {
+    let mut k = vec![EXPERIMENT_DATASET];
+    k.extend_from_slice(&experiment_id.to_be_bytes());
+    k.extend_from_slice(name.as_bytes());
+    k.push(0);
+    k.extend_from_slice(digest.as_bytes());
     k
 }
 

@@ -90,6 +90,18 @@ impl LoggedModelStatus {
     }
 }
 
+/// A metric value as MLflow's stores hold it: ±infinity becomes ±`f64::MAX`
+/// (1.7976931348623157e308), which its API then returns and its filters and orderings
+/// compare. Arbor keeps the true value in the log and on gRPC, and uses this on the
+/// MLflow REST API and in search, so both APIs answer as their users expect.
+pub fn mlflow_stored(value: f64) -> f64 {
+    if value.is_infinite() {
+        f64::MAX.copysign(value)
+    } else {
+        value
+    }
+}
+
 /// MLflow's name for a lifecycle stage.
 pub fn lifecycle_stage(deleted: bool) -> &'static str {
     if deleted { "deleted" } else { "active" }

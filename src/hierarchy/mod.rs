@@ -1,8 +1,8 @@
 //! The run tree: every run's parent, root and depth are kept in the projections (the
 //! child index by parent, the descendant index by root); this module owns the questions
 //! asked of that tree (a subtree, a run's children, its ancestors) and the rules for
-//! changing it (a parent must exist, be active, share the experiment, and not be below
-//! the run it would adopt; the root tag is the server's).
+//! changing it (a parent must exist and not be below the run it would adopt; it may be
+//! deleted or in another experiment, as in MLflow; the root tag is the server's).
 
 use crate::db::kv::Kv;
 use crate::domain::{Error, TAG_ROOT_RUN_ID, ViewType};
@@ -129,12 +129,13 @@ pub(crate) fn ancestors(tree: &impl Kv, run_id: &str) -> Result<Vec<RunRecord>, 
     Ok(out)
 }
 
-/// Checks that `parent_id` may become the parent of `run` (absent for a new run):
-/// it exists, is active, is in the same experiment, and is not `run` or below it.
+/// Checks that `parent_id` may become the parent of `run` (absent for a new run): it
+/// exists and is not `run` or below it. As in MLflow, the parent may be deleted or in
+/// another experiment: a tree can span experiments, and a child can hang under a
+/// deleted parent until a cascading restore brings the parent back.
 pub(crate) fn check_parent(
     kv: &impl Kv,
     run_id: Option<&str>,
-    experiment_id: u64,
     parent_id: &str,
 ) -> Result<RunRecord, Error> {
     if run_id == Some(parent_id) {
@@ -144,17 +145,6 @@ pub(crate) fn check_parent(
     }
     let parent = load_run(kv, parent_id)?
         .ok_or_else(|| Error::NotFound(format!("Parent run with id={parent_id} not found")))?;
-    if parent.experiment_id != experiment_id {
-        return Err(Error::invalid(format!(
-            "Parent run {parent_id} is in experiment {}, not {experiment_id}: a run and its parent must be in the same experiment",
-            parent.experiment_id
-        )));
-    }
-    if parent.deleted {
-        return Err(Error::FailedPrecondition(format!(
-            "Parent run {parent_id} is deleted"
-        )));
-    }
     if let Some(run_id) = run_id {
         // Walk up from the new parent; meeting the run itself means a cycle. The walk
         // is bounded by the parent's depth, so damaged data cannot loop it.

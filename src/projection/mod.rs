@@ -23,7 +23,7 @@ use crate::pb::{self, event::Payload};
 
 /// Bump when the projected layout changes: a store whose projections carry another
 /// version is rebuilt from its log when it is opened.
-pub(crate) const PROJECTION_VERSION: u64 = 5;
+pub(crate) const PROJECTION_VERSION: u64 = 6;
 
 pub(crate) fn load_experiment(kv: &impl Kv, id: u64) -> Result<Option<ExperimentRecord>, Error> {
     kv.get(&keys::experiment(id))?
@@ -73,6 +73,18 @@ pub(crate) fn active_run(kv: &impl Kv, run_id: &str) -> Result<RunRecord, Error>
         )));
     }
     Ok(r)
+}
+
+/// The experiment's record of a dataset (the first version logged), if any.
+pub(crate) fn load_experiment_dataset(
+    kv: &impl Kv,
+    experiment_id: u64,
+    name: &str,
+    digest: &str,
+) -> Result<Option<pb::Dataset>, Error> {
+    kv.get(&keys::experiment_dataset(experiment_id, name, digest))?
+        .map(|b| pb::Dataset::decode(b.as_slice()).map_err(Error::from))
+        .transpose()
 }
 
 pub(crate) fn load_logged_model(
@@ -259,6 +271,15 @@ pub(crate) fn apply(ev: &pb::Event, w: &mut Pending) -> Result<(), Error> {
         Payload::TagDeleted(e) => {
             let mut rec = run(w, &e.run_id)?;
             rec.tags.remove(&e.key);
+            if e.key == TAG_RUN_NAME {
+                // Name filters read the tag; without it the run leaves the name index
+                // (and keeps its name).
+                w.remove(keys::run_by_name(
+                    rec.experiment_id,
+                    &rec.run_name,
+                    &rec.run_id,
+                ));
+            }
             save_run(w, &rec);
         }
         Payload::MetricsLogged(e) => {
@@ -311,6 +332,12 @@ pub(crate) fn apply(ev: &pb::Event, w: &mut Pending) -> Result<(), Error> {
         Payload::RunReparented(e) => apply_reparented(w, &e.run_id, &e.new_parent_run_id)?,
         Payload::InputsLogged(e) => {
             let mut rec = run(w, &e.run_id)?;
+            for ds in e.datasets.iter().filter_map(|d| d.dataset.as_ref()) {
+                let key = keys::experiment_dataset(rec.experiment_id, &ds.name, &ds.digest);
+                if w.get(&key)?.is_none() {
+                    w.put(key, ds.encode_to_vec());
+                }
+            }
             rec.dataset_inputs.extend(e.datasets.iter().cloned());
             rec.model_inputs
                 .extend(e.models.iter().map(|m| m.model_id.clone()));

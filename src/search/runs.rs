@@ -9,7 +9,7 @@ use super::like::Pattern;
 use super::parser::{
     Comparison, Entity, Ident, Op, OrderTerm, Value, parse_filter, parse_order_term,
 };
-use crate::domain::{Error, TAG_PARENT_RUN_ID, TAG_ROOT_RUN_ID, TAG_RUN_NAME};
+use crate::domain::{Error, TAG_PARENT_RUN_ID, TAG_ROOT_RUN_ID, TAG_RUN_NAME, mlflow_stored};
 use crate::projection::RunRecord;
 
 /// A test on a string that may be absent.
@@ -93,15 +93,26 @@ impl RunAttr {
         matches!(self, RunAttr::StartTime | RunAttr::EndTime)
     }
 
+    /// The attribute as filters see it. The run name is read from the `mlflow.runName`
+    /// tag, as MLflow's filters do: after that tag is deleted no name filter matches
+    /// the run, though the run keeps its name.
     fn text(self, r: &RunRecord) -> Option<&str> {
         Some(match self {
             RunAttr::RunId => &r.run_id,
-            RunAttr::RunName => &r.run_name,
+            RunAttr::RunName => return r.tags.get(TAG_RUN_NAME).map(String::as_str),
             RunAttr::Status => r.status().name(),
             RunAttr::UserId => &r.user_id,
             RunAttr::ArtifactUri => &r.artifact_uri,
             RunAttr::StartTime | RunAttr::EndTime => return None,
         })
+    }
+
+    /// The attribute as `order_by` sees it: the run's own name, whatever its tag.
+    fn sort_text(self, r: &RunRecord) -> Option<&str> {
+        match self {
+            RunAttr::RunName => Some(&r.run_name),
+            other => other.text(r),
+        }
     }
 
     fn number(self, r: &RunRecord) -> Option<i64> {
@@ -338,7 +349,7 @@ impl Clause {
             Clause::Metric { key, op, value } => r
                 .latest_metrics
                 .get(key)
-                .is_some_and(|m| op.check(m.value, *value)),
+                .is_some_and(|m| op.check(mlflow_stored(m.value), *value)),
             Clause::Param { key, test } => test.check(r.params.get(key).map(String::as_str)),
             Clause::Tag { key, test } => test.check(r.tags.get(key).map(String::as_str)),
             Clause::Text { attr, test } => test.check(attr.text(r)),
@@ -515,7 +526,7 @@ fn compare_field(key: &SortKey, a: &RunRecord, b: &RunRecord) -> Ordering {
         SortField::Metric(k) => {
             let rank = |r: &RunRecord| match r.latest_metrics.get(k) {
                 Some(m) if m.value.is_nan() => (1, 0.0),
-                Some(m) => (0, m.value),
+                Some(m) => (0, mlflow_stored(m.value)),
                 None => (2, 0.0),
             };
             let (ra, va) = rank(a);
@@ -538,7 +549,7 @@ fn compare_field(key: &SortKey, a: &RunRecord, b: &RunRecord) -> Ordering {
             let (rb, vb) = ranked(attr.number(b));
             ra.cmp(&rb).then_with(|| directed(va.cmp(&vb)))
         }
-        SortField::Attr(attr) => directed(attr.text(a).cmp(&attr.text(b))),
+        SortField::Attr(attr) => directed(attr.sort_text(a).cmp(&attr.sort_text(b))),
     }
 }
 

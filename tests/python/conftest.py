@@ -1,10 +1,14 @@
-"""Fixtures: a real `arbor serve` on 127.0.0.1:0 with its own data directory, and
-Python stubs generated from the repository's proto with grpc_tools."""
+"""Fixtures: a real `arbor serve` on 127.0.0.1:0 with its own data directory, a real
+`mlflow server` (SQLite) to compare with, and Python stubs generated from the
+repository's proto with grpc_tools."""
 
 import os
 import pathlib
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 
 import pytest
 
@@ -61,3 +65,37 @@ def server(tmp_path):
     yield s
     if s.proc.poll() is None:
         s.stop()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    mlflow_bin = os.path.join(os.path.dirname(sys.executable), "mlflow")
+    proc = subprocess.Popen(
+        [mlflow_bin, "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{root}/mlflow.db", "--artifacts-destination", str(root / "artifacts")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=root,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("mlflow server did not start")
+        time.sleep(0.2)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)

@@ -242,3 +242,16 @@ def test_errors_carry_mlflows_codes(tracking):
     with pytest.raises(MlflowException) as err:
         tracking.get_run("0" * 32)
     assert error_code(err.value) == "RESOURCE_DOES_NOT_EXIST"
+
+
+def test_a_parent_tag_that_would_make_a_cycle_is_refused(tracking):
+    """A deliberate difference: MLflow stores any parent tag; Arbor keeps a tree, so a
+    parent below the run itself is refused (trees may still span experiments)."""
+    exp = tracking.create_experiment("cycles")
+    top = tracking.create_run(exp).info.run_id
+    below = tracking.create_run(exp, tags={"mlflow.parentRunId": top}).info.run_id
+    with pytest.raises(MlflowException) as err:
+        tracking.set_tag(top, "mlflow.parentRunId", below)
+    assert error_code(err.value) == "INVALID_PARAMETER_VALUE"
+    assert "cycle" in err.value.message
+    assert "mlflow.parentRunId" not in tracking.get_run(top).data.tags

@@ -39,14 +39,24 @@ pub(super) struct StreamParams {
     from_seq: Option<u64>,
 }
 
-use crate::api::mlflow::Double;
+/// A point's value on the stream: the true value, with NaN and ±infinity as the strings
+/// `"NaN"`, `"Infinity"` and `"-Infinity"` (JSON has no numbers for them).
+fn point_value(v: f64) -> serde_json::Value {
+    if v.is_nan() {
+        json!("NaN")
+    } else if v.is_infinite() {
+        json!(if v > 0.0 { "Infinity" } else { "-Infinity" })
+    } else {
+        json!(v)
+    }
+}
 
 fn metrics_event(m: &pb::WatchMetricsResponse) -> Event {
     let mut points = Vec::new();
     for s in &m.series {
         for ((value, step), timestamp) in s.values.iter().zip(&s.steps).zip(&s.timestamps) {
             points.push(json!({
-                "run_id": m.run_id, "key": s.key, "value": Double(*value),
+                "run_id": m.run_id, "key": s.key, "value": point_value(*value),
                 "step": step, "timestamp": timestamp, "seq": m.seq,
             }));
         }

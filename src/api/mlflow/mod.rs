@@ -11,8 +11,6 @@ mod metrics;
 mod models;
 mod request;
 mod response;
-
-pub(crate) use response::Double;
 mod runs;
 
 use std::sync::Arc;

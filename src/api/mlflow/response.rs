@@ -10,21 +10,18 @@ use crate::domain::{LoggedModelStatus, MetricPoint, RunStatus, lifecycle_stage};
 use crate::pb;
 use crate::projection::{ExperimentRecord, LoggedModelRecord, RunRecord};
 
-/// A double as MLflow writes it.
+/// A metric value as MLflow's server writes it: NaN as the string `"NaN"`, and ±infinity
+/// as ±1.7976931348623157e308, the value MLflow's stores keep for it (the log and gRPC
+/// keep the true value).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Double(pub f64);
 
 impl Serialize for Double {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let v = self.0;
-        if v.is_nan() {
+        if self.0.is_nan() {
             s.serialize_str("NaN")
-        } else if v == f64::INFINITY {
-            s.serialize_str("Infinity")
-        } else if v == f64::NEG_INFINITY {
-            s.serialize_str("-Infinity")
         } else {
-            s.serialize_f64(v)
+            s.serialize_f64(crate::domain::mlflow_stored(self.0))
         }
     }
 }

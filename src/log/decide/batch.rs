@@ -4,7 +4,8 @@ use std::collections::HashMap;
 
 use crate::db::kv::Pending;
 use crate::domain::{
-    BatchOrigin, Error, KeyValue, MetricPoint, TAG_PARENT_RUN_ID, TAG_ROOT_RUN_ID, validation,
+    BatchOrigin, Error, KeyValue, MetricPoint, TAG_PARENT_RUN_ID, TAG_ROOT_RUN_ID, TAG_RUN_NAME,
+    validation,
 };
 use crate::hierarchy::{check_parent, check_root_tag};
 use crate::pb::{self, event::Payload};
@@ -23,6 +24,7 @@ pub(super) fn log_batch(
 ) -> Result<Vec<Payload>, Error> {
     validation::require("run_id", run_id)?;
     validation::batch_limits(metrics.len(), params.len(), tags.len())?;
+    params_unique(params)?;
     let run = active_run(kv, run_id)?;
     let prefix = |entity: &str, i: usize| match origin {
         BatchOrigin::Batch => format!("{entity}[{i}]."),
@@ -58,15 +60,6 @@ pub(super) fn log_batch(
     let mut conflicts = Vec::new();
     for (i, p) in params.iter().enumerate() {
         let p = validation::param(&prefix("params", i), p)?;
-        if let Some(dup) = new_params.iter().find(|q| q.key == p.key) {
-            if dup.value != p.value {
-                let keys: Vec<&str> = params.iter().map(|p| p.key.as_str()).collect();
-                return Err(Error::invalid(format!(
-                    "Duplicate parameter keys have been submitted: {keys:?}. Please ensure the request contains only one param value per param key."
-                )));
-            }
-            continue;
-        }
         match run.params.get(&p.key) {
             Some(old) if *old == p.value => {}
             Some(old) => conflicts.push((p.key.to_string(), old.clone(), p.value.to_string())),
@@ -100,6 +93,10 @@ pub(super) fn log_batch(
     let mut new_parent: Option<String> = None;
     for (i, t) in tags.iter().enumerate() {
         let t = validation::run_tag(&prefix("tags", i), t)?;
+        // As MLflow: an empty name leaves the run's name, and its tag, as they are.
+        if t.key == TAG_RUN_NAME && t.value.is_empty() {
+            continue;
+        }
         if t.key == TAG_ROOT_RUN_ID {
             check_root_tag(&t.value, &run.root_run_id)?;
             continue;
@@ -115,7 +112,7 @@ pub(super) fn log_batch(
         && parent != run.parent_run_id
     {
         if !parent.is_empty() {
-            check_parent(kv, Some(&run.run_id), run.experiment_id, &parent)?;
+            check_parent(kv, Some(&run.run_id), &parent)?;
         }
         reparent = Some(pb::RunReparented {
             run_id: run.run_id.clone(),
@@ -159,4 +156,22 @@ pub(super) fn log_batch(
         }));
     }
     Ok(events)
+}
+
+/// MLflow refuses a batch that names a param key twice, even with the same value, and
+/// lists each repeat (Python's list syntax, as its message has it).
+fn params_unique(params: &[KeyValue]) -> Result<(), Error> {
+    let mut seen = std::collections::HashSet::new();
+    let repeats: Vec<String> = params
+        .iter()
+        .filter(|p| !seen.insert(p.key.as_str()))
+        .map(|p| format!("'{}'", p.key.replace('\\', "\\\\").replace('\'', "\\'")))
+        .collect();
+    if repeats.is_empty() {
+        return Ok(());
+    }
+    Err(Error::invalid(format!(
+        "Duplicate parameter keys have been submitted: [{}]. Please ensure the request contains only one param value per param key.",
+        repeats.join(", ")
+    )))
 }

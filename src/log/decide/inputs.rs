@@ -2,9 +2,9 @@
 //! legacy model history.
 
 use crate::db::kv::Pending;
-use crate::domain::{DatasetInput, Error, INPUT_TAG_CONTEXT, TAG_LOG_MODEL_HISTORY, validation};
+use crate::domain::{DatasetInput, Error, TAG_LOG_MODEL_HISTORY, validation};
 use crate::pb::{self, event::Payload};
-use crate::projection::active_run;
+use crate::projection::{self, active_run};
 
 use super::{Decision, done};
 
@@ -31,7 +31,7 @@ fn check_len(what: &str, v: &str, max: usize) -> Result<(), Error> {
     }
 }
 
-/// `LogInputs`: each dataset in each role is recorded once per run.
+/// `LogInputs`: datasets (once per run, one record per experiment) and models a run used.
 pub(super) fn log_inputs(
     kv: &Pending,
     run_id: &str,
@@ -60,25 +60,24 @@ pub(super) fn log_inputs(
             check_len("input_tag.key", &t.key, MAX_INPUT_TAG_KEY_SIZE)?;
             check_len("input_tag.value", &t.value, MAX_INPUT_TAG_VALUE_SIZE)?;
         }
-        // The same dataset in the same role is recorded once.
-        let role = d
-            .tags
-            .iter()
-            .find(|t| t.key == INPUT_TAG_CONTEXT)
-            .map(|t| t.value.as_str());
+        // As MLflow: a run uses a dataset (name, digest) once, the first input of it
+        // wins (later tags are ignored), and the experiment keeps one record of each
+        // dataset, the first version logged, which later inputs link to.
         let same = |x: &pb::DatasetInput| {
             x.dataset
                 .as_ref()
                 .is_some_and(|o| o.name == ds.name && o.digest == ds.digest)
-                && x.tags
-                    .iter()
-                    .find(|t| t.key == INPUT_TAG_CONTEXT)
-                    .map(|t| t.value.as_str())
-                    == role
         };
-        if !run.dataset_inputs.iter().any(same) && !fresh.iter().any(same) {
-            fresh.push(stored(d));
+        if run.dataset_inputs.iter().any(same) || fresh.iter().any(same) {
+            continue;
         }
+        let mut input = stored(d);
+        if let Some(first) =
+            projection::load_experiment_dataset(kv, run.experiment_id, &ds.name, &ds.digest)?
+        {
+            input.dataset = Some(first);
+        }
+        fresh.push(input);
     }
     let models: Vec<pb::ModelInput> = models
         .iter()

@@ -70,7 +70,7 @@ pub(super) fn create(
     let root = if parent_run_id.is_empty() {
         run_id.clone()
     } else {
-        check_parent(kv, None, exp.id, &parent_run_id)?.root_run_id
+        check_parent(kv, None, &parent_run_id)?.root_run_id
     };
     if let Some(v) = root_tag {
         check_root_tag(&v, &root)?;
@@ -124,8 +124,10 @@ pub(super) fn update(
             "Invalid value {t} for parameter 'end_time' supplied: it must be a nonnegative epoch time in milliseconds"
         )));
     }
+    // As MLflow: an empty name leaves the name as it is.
     let run_name = run_name
         .as_ref()
+        .filter(|n| !n.is_empty())
         .map(|n| validation::truncate(n, validation::MAX_TAG_VAL_LENGTH));
     Ok((
         vec![Payload::RunUpdated(pb::RunUpdated {

@@ -1,0 +1,122 @@
+"""Behaviours a user of the official client can tell apart between servers. Each test
+runs twice with the same client code: against `mlflow server` 3.17.2 (SQLite), which
+shows the expectation is MLflow's own, and against Arbor, which must match it."""
+
+import uuid
+
+import pytest
+
+from mlflow import MlflowClient
+from mlflow.entities import Dataset, DatasetInput, InputTag, Param
+from mlflow.exceptions import MlflowException
+
+MAX = 1.7976931348623157e308
+
+
+@pytest.fixture(params=["mlflow", "arbor"])
+def client(request, monkeypatch):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    if request.param == "mlflow":
+        url = request.getfixturevalue("mlflow_server")
+    else:
+        url = f"http://{request.getfixturevalue('server').address}"
+    c = MlflowClient(url)
+    c.url = url
+    return c
+
+
+def experiment(client):
+    return client.create_experiment(f"parity-{uuid.uuid4().hex[:12]}")
+
+
+def ids(runs):
+    return [r.info.run_id for r in runs]
+
+
+def test_infinite_metrics_read_back_as_the_largest_double(client):
+    exp = experiment(client)
+    run = client.create_run(exp).info.run_id
+    client.log_metric(run, "up", float("inf"), step=0)
+    client.log_metric(run, "down", float("-inf"), step=0)
+    metrics = client.get_run(run).data.metrics
+    assert (metrics["up"], metrics["down"]) == (MAX, -MAX)
+    assert [m.value for m in client.get_metric_history(run, "up")] == [MAX]
+    assert client.search_runs([exp])[0].data.metrics["down"] == -MAX
+    # Filters compare against the stored value.
+    assert ids(client.search_runs([exp], "metrics.up = 1.7976931348623157e308")) == [run]
+    assert ids(client.search_runs([exp], "metrics.up >= 1e308")) == [run]
+    assert ids(client.search_runs([exp], "metrics.down < -1e308")) == [run]
+    assert ids(client.search_runs([exp], "metrics.up < 1e308")) == []
+
+
+def test_a_dataset_is_one_record_per_experiment(client):
+    exp = experiment(client)
+    first, second = (client.create_run(exp).info.run_id for _ in range(2))
+
+    def dataset(schema, profile):
+        return Dataset(name="ds", digest="d1", source_type="local", source="/data", schema=schema, profile=profile)
+
+    def role(value):
+        return [InputTag("mlflow.data.context", value)]
+
+    client.log_inputs(first, datasets=[DatasetInput(dataset('{"v": 1}', "p1"), role("training"))])
+    # Another run of the experiment links to the first record: its schema and profile.
+    client.log_inputs(second, datasets=[DatasetInput(dataset('{"v": 2}', "p2"), role("eval"))])
+    (linked,) = client.get_run(second).inputs.dataset_inputs
+    assert (linked.dataset.schema, linked.dataset.profile) == ('{"v": 1}', "p1")
+    assert [(t.key, t.value) for t in linked.tags] == [("mlflow.data.context", "eval")]
+    # The same dataset again on the same run changes nothing, new input tags included.
+    client.log_inputs(first, datasets=[DatasetInput(dataset('{"v": 3}', "p3"), role("test"))])
+    (only,) = client.get_run(first).inputs.dataset_inputs
+    assert [t.value for t in only.tags] == ["training"]
+    assert only.dataset.schema == '{"v": 1}'
+
+
+def test_a_batch_that_repeats_a_param_key_is_refused(client):
+    run = client.create_run(experiment(client)).info.run_id
+    with pytest.raises(MlflowException) as err:
+        client.log_batch(run, params=[Param("p", "v"), Param("p", "v")])
+    assert err.value.error_code == "INVALID_PARAMETER_VALUE"
+    assert "Duplicate parameter keys have been submitted: ['p']" in err.value.message
+    assert client.get_run(run).data.params == {}
+
+
+def test_parents_in_other_experiments_and_deleted_parents_are_accepted(client):
+    here, there = experiment(client), experiment(client)
+    parent = client.create_run(there).info.run_id
+    child = client.create_run(here, tags={"mlflow.parentRunId": parent}).info.run_id
+    assert client.get_run(child).data.tags["mlflow.parentRunId"] == parent
+    # An experiment-scoped search still returns only that experiment's runs.
+    assert ids(client.search_runs([here], f"tags.mlflow.parentRunId = '{parent}'")) == [child]
+    assert ids(client.search_runs([there])) == [parent]
+    # A deleted parent, at creation and later.
+    gone = client.create_run(here).info.run_id
+    client.delete_run(gone)
+    orphan = client.create_run(here, tags={"mlflow.parentRunId": gone}).info.run_id
+    assert client.get_run(orphan).data.tags["mlflow.parentRunId"] == gone
+    client.set_tag(child, "mlflow.parentRunId", gone)
+    assert client.get_run(child).data.tags["mlflow.parentRunId"] == gone
+
+
+def test_run_name_filters_read_the_run_name_tag(client):
+    exp = experiment(client)
+    alpha = client.create_run(exp, run_name="alpha").info.run_id
+    beta = client.create_run(exp, run_name="beta").info.run_id
+    client.delete_tag(alpha, "mlflow.runName")
+    for f in [
+        "attributes.run_name = 'alpha'",
+        "attributes.run_name != 'zzz'",
+        "attributes.run_name LIKE 'al%'",
+        "attributes.run_name ILIKE 'AL%'",
+    ]:
+        assert alpha not in ids(client.search_runs([exp], f)), f
+    assert ids(client.search_runs([exp], "attributes.run_name != 'zzz'")) == [beta]
+    assert client.get_run(alpha).info.run_name == "alpha"
+
+
+def test_an_empty_run_name_tag_changes_nothing(client):
+    run = client.create_run(experiment(client), run_name="keep").info.run_id
+    client.set_tag(run, "mlflow.runName", "")
+    got = client.get_run(run)
+    assert got.info.run_name == "keep"
+    assert got.data.tags["mlflow.runName"] == "keep"
