@@ -385,3 +385,80 @@ async fn the_tree_command_prints_an_indented_tree() {
     );
     server.stop().await;
 }
+
+/// A tree may span experiments and hang under a deleted parent, as in MLflow: the tree
+/// RPCs and the root tag follow it, and an experiment's search keeps to its own runs.
+#[tokio::test]
+async fn trees_span_experiments_and_deleted_parents() {
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    let mut h = HierarchyServiceClient::new(server.channel().await);
+    let other = common::create_experiment(&mut c, "elsewhere").await;
+    let root = run(&mut c, "root", 1, None, None).await;
+    let child = common::new_run_id(
+        &mut c,
+        pb::CreateRunRequest {
+            experiment_id: other.clone(),
+            run_name: "child".into(),
+            start_time: Some(2),
+            tags: vec![pb::RunTag {
+                key: "mlflow.parentRunId".into(),
+                value: root.clone(),
+            }],
+            ..Default::default()
+        },
+    )
+    .await;
+    c.delete_run(pb::DeleteRunRequest {
+        run_id: child.clone(),
+        cascade: false,
+    })
+    .await
+    .unwrap();
+    let leaf = run(&mut c, "leaf", 3, Some(&child), None).await;
+
+    let tree = h
+        .get_run_tree(pb::GetRunTreeRequest {
+            run_id: root.clone(),
+            max_depth: None,
+            view_type: pb::ViewType::All as i32,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .root
+        .unwrap();
+    assert_eq!(names(&tree.children), vec!["child"]);
+    assert_eq!(names(&tree.children[0].children), vec!["leaf"]);
+    let ancestors = h
+        .get_ancestors(pb::GetAncestorsRequest {
+            run_id: leaf.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .ancestors;
+    let ids: Vec<&str> = ancestors.iter().map(|a| a.run_id.as_str()).collect();
+    assert_eq!(ids, vec![child.as_str(), root.as_str()]);
+
+    let in_default = c
+        .search_runs(pb::SearchRunsRequest {
+            experiment_ids: vec!["0".into()],
+            filter: format!("tags.mlflow.rootRunId = '{root}'"),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .runs;
+    let found: Vec<String> = in_default
+        .iter()
+        .map(|r| r.info.as_ref().unwrap().run_id.clone())
+        .collect();
+    assert_eq!(
+        found,
+        vec![leaf.clone(), root.clone()],
+        "only experiment 0's runs"
+    );
+    server.stop_and_check_rebuild().await;
+}
