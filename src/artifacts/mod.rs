@@ -31,23 +31,25 @@ fn invalid_path() -> Error {
     Error::invalid("Invalid path")
 }
 
-/// Refuses what could leave the root: absolute paths, `..`, `.`, backslashes, NULs and
-/// drive letters, as MLflow's `validate_path_is_safe` does.
+/// Refuses what could leave the root, as MLflow's `validate_path_is_safe` does: absolute
+/// paths, `..`, backslashes, `#`, NULs and drive letters. A `.` segment stays where it
+/// is, so it is allowed (`download_artifacts(run_id, ".")` asks for everything).
 pub fn check_path(rel: &str) -> Result<(), Error> {
     if rel.starts_with('/')
         || rel.contains('\\')
         || rel.contains('\0')
+        || rel.contains('#')
         || rel.get(1..2) == Some(":")
     {
         return Err(invalid_path());
     }
     for c in Path::new(rel).components() {
         match c {
-            Component::Normal(_) => {}
+            Component::Normal(_) | Component::CurDir => {}
             _ => return Err(invalid_path()),
         }
     }
-    if rel.split('/').any(|part| part == ".." || part == ".") {
+    if rel.split('/').any(|part| part == "..") {
         return Err(invalid_path());
     }
     Ok(())
@@ -172,16 +174,24 @@ impl ArtifactStore {
 mod tests {
     use super::check_path;
 
+    /// What could leave the artifact root is refused; `.` segments, which stay, are not.
     #[test]
     fn traversal_is_refused() {
-        for ok in ["a.txt", "1/abc/artifacts/dir/file.bin", "x y/z", ""] {
+        for ok in [
+            "a.txt",
+            "1/abc/artifacts/dir/file.bin",
+            "x y/z",
+            "",
+            ".",
+            "a/./b",
+        ] {
             check_path(ok).unwrap();
         }
         for bad in [
             "../x",
             "a/../../b",
             "/etc/passwd",
-            "a/./b",
+            "a/#b",
             "c:/x",
             "a\\..\\b",
             "a/\0",

@@ -102,7 +102,12 @@ pub fn truncate(value: &str, max: usize) -> String {
 }
 
 pub fn validate_metric(param_prefix: &str, m: &MetricPoint) -> Result<(), Error> {
-    validate_key(&format!("{param_prefix}key"), &m.key, MAX_ENTITY_KEY_LENGTH)?;
+    // MLflow names a metric's key `name` in its messages (`metrics[3].name`).
+    validate_key(
+        &format!("{param_prefix}name"),
+        &m.key,
+        MAX_ENTITY_KEY_LENGTH,
+    )?;
     if m.timestamp < 0 {
         return Err(Error::invalid(format!(
             "Invalid value {} for parameter '{param_prefix}timestamp' supplied: Timestamp must be a nonnegative long (64-bit integer)",

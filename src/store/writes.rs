@@ -32,6 +32,31 @@ pub struct NewLoggedModel {
     pub tags: Vec<KeyValue>,
 }
 
+/// An artifact location as MLflow's server stores it: a relative local path (no scheme,
+/// or `file:`) becomes absolute against the server's working directory; anything else,
+/// absolute paths and remote URIs, stays as given.
+fn resolve_local(location: String) -> String {
+    let (scheme, path) = match location.strip_prefix("file:") {
+        Some(rest) => ("file://", rest),
+        None if location.contains("://") || location.is_empty() => return location,
+        None => ("", location.as_str()),
+    };
+    let relative = std::path::Path::new(path);
+    if relative.is_absolute() {
+        return location;
+    }
+    let Ok(cwd) = std::env::current_dir() else {
+        return location;
+    };
+    // `components` drops `.` segments, as Python's pathlib does when MLflow joins them.
+    let absolute: std::path::PathBuf = cwd
+        .components()
+        .chain(relative.components())
+        .filter(|c| !matches!(c, std::path::Component::CurDir))
+        .collect();
+    format!("{scheme}{}", absolute.display())
+}
+
 /// The outcome a command promised was not the one it gave: a bug, reported as such.
 fn mismatch(what: &str, got: &Outcome) -> Error {
     Error::Corrupt(format!("expected {what}, the committer answered {got:?}"))
@@ -66,7 +91,7 @@ impl Store {
         let outcome = self
             .submit(Command::CreateExperiment {
                 name,
-                artifact_location,
+                artifact_location: resolve_local(artifact_location),
                 tags,
             })
             .await?;

@@ -120,3 +120,65 @@ def test_an_empty_run_name_tag_changes_nothing(client):
     got = client.get_run(run)
     assert got.info.run_name == "keep"
     assert got.data.tags["mlflow.runName"] == "keep"
+
+
+def test_downloading_everything_with_a_dot_path(client, tmp_path):
+    run = client.create_run(experiment(client)).info.run_id
+    src = tmp_path / "notes.txt"
+    src.write_text("hello")
+    client.log_artifact(run, str(src), artifact_path="docs")
+    out = client.download_artifacts(run, ".", dst_path=str(tmp_path / "out"))
+    assert (tmp_path / "out" / "docs" / "notes.txt").read_text() == "hello", out
+    # `..` stays refused (the client raises the proxy's 400 as an HTTP error).
+    import requests
+
+    with pytest.raises(requests.exceptions.HTTPError) as err:
+        client.list_artifacts(run, "../escape")
+    assert err.value.response.status_code == 400
+    assert err.value.response.json()["message"] == "Invalid path"
+
+
+def test_a_logged_model_source_run_is_not_looked_up(client):
+    missing = "0" * 32
+    model = client.create_logged_model(experiment(client), source_run_id=missing)
+    assert client.get_logged_model(model.model_id).source_run_id == missing
+
+
+def test_keys_are_checked_before_the_run_and_long_values_after_it(client):
+    missing = "0" * 32
+    for call in (
+        lambda: client.log_param(missing, "a//b", "v"),
+        lambda: client.set_tag(missing, "a//b", "v"),
+    ):
+        with pytest.raises(MlflowException) as err:
+            call()
+        assert err.value.error_code == "INVALID_PARAMETER_VALUE"
+    # Over-long values are truncated, not refused, so the missing run is what is reported.
+    for call in (
+        lambda: client.log_param(missing, "k", "x" * 7000),
+        lambda: client.set_tag(missing, "k", "x" * 9000),
+    ):
+        with pytest.raises(MlflowException) as err:
+            call()
+        assert err.value.error_code == "RESOURCE_DOES_NOT_EXIST"
+
+
+def test_search_datasets_says_how_many_experiments_it_takes(client):
+    import requests
+
+    url = f"{client.url}/ajax-api/2.0/mlflow/experiments/search-datasets"
+    none = requests.post(url, json={"experiment_ids": []}).json()
+    assert (none["error_code"], none["message"]) == (
+        "INVALID_PARAMETER_VALUE",
+        "SearchDatasets request must specify at least one experiment_id.",
+    )
+    many = requests.post(url, json={"experiment_ids": [str(i) for i in range(21)]}).json()
+    assert many["message"] == (
+        "SearchDatasets request cannot specify more than 20 experiment_ids. Received 21 experiment_ids."
+    )
+
+
+def test_a_relative_artifact_location_is_made_absolute(client):
+    exp = client.create_experiment(f"parity-{uuid.uuid4().hex[:12]}", artifact_location="rel/./dir")
+    location = client.get_experiment(exp).artifact_location
+    assert location.startswith("/") and location.endswith("/rel/dir"), location

@@ -41,9 +41,14 @@ struct Summary {
 /// of the experiments' active runs.
 async fn search(state: Shared, Mlflow(r): Mlflow<SearchRequest>) -> Result<Response, Error> {
     let ids = r.experiment_ids;
-    if ids.is_empty() || ids.len() > SEARCH_DATASETS_MAX_EXPERIMENTS {
+    if ids.is_empty() {
+        return Err(Error::invalid(
+            "SearchDatasets request must specify at least one experiment_id.",
+        ));
+    }
+    if ids.len() > SEARCH_DATASETS_MAX_EXPERIMENTS {
         return Err(Error::invalid(format!(
-            "SearchDatasets request must specify between 1 and {SEARCH_DATASETS_MAX_EXPERIMENTS} experiment_ids. Received {} experiment_ids.",
+            "SearchDatasets request cannot specify more than {SEARCH_DATASETS_MAX_EXPERIMENTS} experiment_ids. Received {} experiment_ids.",
             ids.len()
         )));
     }

@@ -22,10 +22,9 @@ pub(super) fn log_batch(
     tags: &[KeyValue],
     origin: BatchOrigin,
 ) -> Result<Vec<Payload>, Error> {
+    // MLflow's order: the run id, each metric, param and tag, the batch's limits,
+    // repeated param keys, and only then the run itself.
     validation::require("run_id", run_id)?;
-    validation::batch_limits(metrics.len(), params.len(), tags.len())?;
-    params_unique(params)?;
-    let run = active_run(kv, run_id)?;
     let prefix = |entity: &str, i: usize| match origin {
         BatchOrigin::Batch => format!("{entity}[{i}]."),
         BatchOrigin::Single => String::new(),
@@ -56,10 +55,23 @@ pub(super) fn log_batch(
         s.values.push(m.value);
     }
 
+    let params = params
+        .iter()
+        .enumerate()
+        .map(|(i, p)| validation::param(&prefix("params", i), p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let tags = tags
+        .iter()
+        .enumerate()
+        .map(|(i, t)| validation::run_tag(&prefix("tags", i), t))
+        .collect::<Result<Vec<_>, _>>()?;
+    validation::batch_limits(metrics.len(), params.len(), tags.len())?;
+    params_unique(&params)?;
+    let run = active_run(kv, run_id)?;
+
     let mut new_params: Vec<KeyValue> = Vec::new();
     let mut conflicts = Vec::new();
-    for (i, p) in params.iter().enumerate() {
-        let p = validation::param(&prefix("params", i), p)?;
+    for p in params {
         match run.params.get(&p.key) {
             Some(old) if *old == p.value => {}
             Some(old) => conflicts.push((p.key.to_string(), old.clone(), p.value.to_string())),
@@ -91,8 +103,7 @@ pub(super) fn log_batch(
 
     let mut new_tags: Vec<KeyValue> = Vec::new();
     let mut new_parent: Option<String> = None;
-    for (i, t) in tags.iter().enumerate() {
-        let t = validation::run_tag(&prefix("tags", i), t)?;
+    for t in tags {
         // As MLflow: an empty name leaves the run's name, and its tag, as they are.
         if t.key == TAG_RUN_NAME && t.value.is_empty() {
             continue;

@@ -61,10 +61,7 @@ pub(super) fn create(
         name.to_string()
     };
     validate_model_name(&name)?;
-    if !source_run_id.is_empty() {
-        projection::load_run(kv, source_run_id)?
-            .ok_or_else(|| Error::NotFound(format!("Run with id={source_run_id} not found")))?;
-    }
+    // MLflow records the source run as given, without looking it up; so does Arbor.
     for p in params.iter().chain(tags) {
         validation::validate_key("key", &p.key, validation::MAX_ENTITY_KEY_LENGTH)?;
     }
