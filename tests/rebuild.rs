@@ -136,6 +136,7 @@ async fn random_operations(mut rng: Choices) {
                     params,
                     tags,
                     origin: BatchOrigin::Batch,
+                    model_metrics: vec![],
                 }
             }
             12 => {
@@ -151,6 +152,7 @@ async fn random_operations(mut rng: Choices) {
                     params: vec![],
                     tags: vec![KeyValue::new("mlflow.parentRunId", parent)],
                     origin: BatchOrigin::Single,
+                    model_metrics: vec![],
                 }
             }
             _ => Command::DeleteTag {

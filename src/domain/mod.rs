@@ -135,6 +135,22 @@ pub struct MetricPoint {
     pub step: i64,
 }
 
+/// The logged model (MLflow 3) a metric point is also logged for, optionally on a
+/// dataset (empty name and digest: none).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ModelRef {
+    pub model_id: String,
+    pub dataset_name: String,
+    pub dataset_digest: String,
+}
+
+/// A metric point a run logs for a logged model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelMetric {
+    pub model: ModelRef,
+    pub point: MetricPoint,
+}
+
 /// A param or tag.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyValue {
@@ -244,6 +260,8 @@ pub enum Command {
         params: Vec<KeyValue>,
         tags: Vec<KeyValue>,
         origin: BatchOrigin,
+        /// Points of `metrics` that were logged for a logged model too.
+        model_metrics: Vec<ModelMetric>,
     },
     DeleteTag {
         run_id: String,

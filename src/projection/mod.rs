@@ -12,7 +12,9 @@ pub mod records;
 
 use prost::Message;
 
-pub use records::{ExperimentRecord, LatestMetric, LoggedModelRecord, RunRecord};
+pub use records::{
+    ExperimentRecord, LatestMetric, LoggedModelRecord, ModelMetricRecord, RunRecord,
+};
 
 use crate::db::keys;
 use crate::db::kv::{Kv, Pending};
@@ -374,6 +376,7 @@ pub(crate) fn apply(ev: &pb::Event, w: &mut Pending) -> Result<(), Error> {
                     .map(|t| (t.key.clone(), t.value.clone()))
                     .collect(),
                 deleted: false,
+                metrics: vec![],
             };
             save_logged_model(w, &rec);
         }
@@ -402,6 +405,15 @@ pub(crate) fn apply(ev: &pb::Event, w: &mut Pending) -> Result<(), Error> {
             rec.params
                 .extend(e.params.iter().map(|p| (p.key.clone(), p.value.clone())));
             rec.last_updated_time = now;
+            save_logged_model(w, &rec);
+        }
+        Payload::LoggedModelMetricsLogged(e) => {
+            let mut rec = logged_model(w, &e.model_id)?;
+            rec.metrics
+                .extend(e.metrics.iter().map(|m| records::ModelMetricRecord {
+                    metric: Some(m.clone()),
+                    run_id: e.run_id.clone(),
+                }));
             save_logged_model(w, &rec);
         }
         Payload::LoggedModelDeleted(e) => {

@@ -119,6 +119,18 @@ pub struct LoggedModelRecord {
     pub tags: BTreeMap<String, String>,
     #[prost(bool, tag = "14")]
     pub deleted: bool,
+    /// Every metric point logged for the model, in the order logged.
+    #[prost(message, repeated, tag = "15")]
+    pub metrics: Vec<ModelMetricRecord>,
+}
+
+/// A metric point logged for a logged model, with the run that logged it.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ModelMetricRecord {
+    #[prost(message, optional, tag = "1")]
+    pub metric: Option<crate::pb::LoggedModelMetric>,
+    #[prost(string, tag = "2")]
+    pub run_id: String,
 }
 
 impl RunRecord {

@@ -82,15 +82,39 @@ pub(crate) fn compile_model_filter(
 pub const MODELS_MAX_RESULTS_THRESHOLD: i64 = 50_000;
 pub const MODELS_MAX_RESULTS_DEFAULT: i64 = 50;
 
+/// A `datasets` clause of `SearchLoggedModels`: a model passes when it has a metric
+/// logged on one of these (name, digest) pairs. As on MLflow's server, a digest left out
+/// is the empty digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatasetFilter {
+    pub name: String,
+    pub digest: String,
+}
+
 /// MLflow's `SearchLoggedModels` over `models`: active models of the given experiments
-/// (all, when none is named) that pass the filter, newest first, a page at a time.
+/// (all, when none is named) that pass the filter and have metrics on one of
+/// `datasets` (when any are named), newest first, a page at a time.
 pub(crate) fn search_logged_models(
     models: Vec<LoggedModelRecord>,
     experiment_ids: &[String],
     filter: &str,
+    datasets: &[DatasetFilter],
     max_results: Option<i64>,
     page_token: &str,
 ) -> Result<(Vec<LoggedModelRecord>, Option<String>), Error> {
+    if datasets.iter().any(|d| d.name.is_empty()) {
+        return Err(Error::invalid(
+            "`dataset_name` in the `datasets` clause must be specified.",
+        ));
+    }
+    let on_datasets = |m: &LoggedModelRecord| {
+        datasets.is_empty()
+            || m.metrics.iter().filter_map(|r| r.metric.as_ref()).any(|p| {
+                datasets
+                    .iter()
+                    .any(|d| d.name == p.dataset_name && d.digest == p.dataset_digest)
+            })
+    };
     let matches = compile_model_filter(filter)?;
     let max = max_results.unwrap_or(MODELS_MAX_RESULTS_DEFAULT);
     if !(1..=MODELS_MAX_RESULTS_THRESHOLD).contains(&max) {
@@ -105,7 +129,7 @@ pub(crate) fn search_logged_models(
         .filter(|m| {
             experiment_ids.is_empty() || experiment_ids.contains(&m.experiment_id.to_string())
         })
-        .filter(|m| matches(m))
+        .filter(|m| matches(m) && on_datasets(m))
         .collect();
     models.sort_by(|a, b| {
         b.creation_time

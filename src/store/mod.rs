@@ -241,6 +241,7 @@ impl Store {
         &self,
         experiment_ids: &[String],
         filter: &str,
+        datasets: &[crate::search::DatasetFilter],
         max_results: Option<i64>,
         page_token: &str,
     ) -> Result<(Vec<LoggedModelRecord>, Option<String>), Error> {
@@ -248,6 +249,7 @@ impl Store {
             self.logged_models()?,
             experiment_ids,
             filter,
+            datasets,
             max_results,
             page_token,
         )

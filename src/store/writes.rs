@@ -4,7 +4,10 @@
 //! answers is decided here, in one place.
 
 use super::{Outcome, Store};
-use crate::domain::{BatchOrigin, Command, DatasetInput, Error, KeyValue, MetricPoint, RunStatus};
+use crate::domain::{
+    BatchOrigin, Command, DatasetInput, Error, KeyValue, MetricPoint, ModelMetric, ModelRef,
+    RunStatus,
+};
 use crate::projection::{LoggedModelRecord, RunRecord};
 
 /// What `create_run` (and `get_or_create_child_run`) needs.
@@ -209,13 +212,15 @@ impl Store {
     }
 
     /// MLflow's `LogBatch`: metrics, params and tags at once, all or nothing, with the
-    /// batch's limits and messages (`metrics[3].value`).
+    /// batch's limits and messages (`metrics[3].value`). `model_metrics` are points of
+    /// `metrics` that are logged for a logged model too.
     pub async fn log_batch(
         &self,
         run_id: String,
         metrics: Vec<MetricPoint>,
         params: Vec<KeyValue>,
         tags: Vec<KeyValue>,
+        model_metrics: Vec<ModelMetric>,
     ) -> Result<(), Error> {
         self.apply(Command::LogBatch {
             run_id,
@@ -223,23 +228,44 @@ impl Store {
             params,
             tags,
             origin: BatchOrigin::Batch,
+            model_metrics,
         })
         .await
     }
 
-    /// One metric point (MLflow's `LogMetric`).
-    pub async fn log_metric(&self, run_id: String, point: MetricPoint) -> Result<(), Error> {
-        self.single(run_id, vec![point], vec![], vec![]).await
+    /// One metric point (MLflow's `LogMetric`), also for a logged model when `model` says.
+    pub async fn log_metric(
+        &self,
+        run_id: String,
+        point: MetricPoint,
+        model: Option<ModelRef>,
+    ) -> Result<(), Error> {
+        let model_metrics = model
+            .map(|model| ModelMetric {
+                model,
+                point: point.clone(),
+            })
+            .into_iter()
+            .collect();
+        self.apply(Command::LogBatch {
+            run_id,
+            metrics: vec![point],
+            params: vec![],
+            tags: vec![],
+            origin: BatchOrigin::Single,
+            model_metrics,
+        })
+        .await
     }
 
     /// One param (MLflow's `LogParam`): a param never changes once logged.
     pub async fn log_param(&self, run_id: String, param: KeyValue) -> Result<(), Error> {
-        self.single(run_id, vec![], vec![param], vec![]).await
+        self.single(run_id, vec![param], vec![]).await
     }
 
     /// One tag (MLflow's `SetTag`); `mlflow.parentRunId` moves the run in the tree.
     pub async fn set_tag(&self, run_id: String, tag: KeyValue) -> Result<(), Error> {
-        self.single(run_id, vec![], vec![], vec![tag]).await
+        self.single(run_id, vec![], vec![tag]).await
     }
 
     /// Queues a `LogBatch` of metrics and returns at once with a future of its outcome,
@@ -256,6 +282,7 @@ impl Store {
                 params: vec![],
                 tags: vec![],
                 origin: BatchOrigin::Batch,
+                model_metrics: vec![],
             })
             .await?;
         Ok(async move { answer.await.map(|_| ()) })
@@ -264,16 +291,16 @@ impl Store {
     async fn single(
         &self,
         run_id: String,
-        metrics: Vec<MetricPoint>,
         params: Vec<KeyValue>,
         tags: Vec<KeyValue>,
     ) -> Result<(), Error> {
         self.apply(Command::LogBatch {
             run_id,
-            metrics,
+            metrics: vec![],
             params,
             tags,
             origin: BatchOrigin::Single,
+            model_metrics: vec![],
         })
         .await
     }

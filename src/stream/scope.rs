@@ -40,6 +40,7 @@ fn run_of(ev: &pb::Event) -> Option<&str> {
         Payload::RunReparented(e) => &e.run_id,
         Payload::InputsLogged(e) => &e.run_id,
         Payload::OutputsLogged(e) => &e.run_id,
+        Payload::LoggedModelMetricsLogged(e) => &e.run_id,
         Payload::ArtifactWritten(e) if !e.run_id.is_empty() => &e.run_id,
         Payload::ArtifactDeleted(e) if !e.run_id.is_empty() => &e.run_id,
         Payload::ArtifactWritten(_)

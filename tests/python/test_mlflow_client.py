@@ -255,3 +255,14 @@ def test_a_parent_tag_that_would_make_a_cycle_is_refused(tracking):
     assert error_code(err.value) == "INVALID_PARAMETER_VALUE"
     assert "cycle" in err.value.message
     assert "mlflow.parentRunId" not in tracking.get_run(top).data.tags
+
+
+def test_a_metric_for_an_unknown_logged_model_is_refused_whole(tracking):
+    """A deliberate difference: MLflow answers a raw database error (400); Arbor says
+    which model is missing (404). Either way nothing of the call is stored."""
+    run = tracking.create_run("0").info.run_id
+    with pytest.raises(MlflowException) as err:
+        tracking.log_metric(run, "x", 1.0, model_id="m-" + "0" * 32)
+    assert error_code(err.value) == "RESOURCE_DOES_NOT_EXIST"
+    assert "m-" + "0" * 32 in err.value.message
+    assert tracking.get_run(run).data.metrics == {}

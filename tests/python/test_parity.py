@@ -182,3 +182,37 @@ def test_a_relative_artifact_location_is_made_absolute(client):
     exp = client.create_experiment(f"parity-{uuid.uuid4().hex[:12]}", artifact_location="rel/./dir")
     location = client.get_experiment(exp).artifact_location
     assert location.startswith("/") and location.endswith("/rel/dir"), location
+
+
+def test_metrics_logged_for_a_logged_model_belong_to_it(client):
+    from mlflow.entities import Metric
+
+    exp = experiment(client)
+    run = client.create_run(exp).info.run_id
+    model = client.create_logged_model(exp, source_run_id=run)
+    other = client.create_logged_model(exp, source_run_id=run)
+    client.log_metric(run, "acc", 0.5, step=1, timestamp=10, model_id=model.model_id, dataset_name="ds", dataset_digest="d1")
+    client.log_batch(
+        run,
+        metrics=[
+            Metric("acc", 0.7, 20, 2, model_id=model.model_id),
+            Metric("loss", 0.1, 20, 2, model_id=model.model_id, dataset_name="ds2", dataset_digest="d2"),
+        ],
+    )
+    got = client.get_logged_model(model.model_id).metrics
+    assert [(m.key, m.value, m.step, m.dataset_name, m.dataset_digest, m.run_id) for m in got] == [
+        ("acc", 0.5, 1, "ds", "d1", run),
+        ("acc", 0.7, 2, None, None, run),
+        ("loss", 0.1, 2, "ds2", "d2", run),
+    ]
+    assert client.get_run(run).data.metrics == {"acc": 0.7, "loss": 0.1}
+    assert client.get_logged_model(other.model_id).metrics == []
+
+    def found(datasets):
+        return [m.model_id for m in client.search_logged_models([exp], datasets=datasets)]
+
+    assert found([{"dataset_name": "ds", "dataset_digest": "d1"}]) == [model.model_id]
+    assert found([{"dataset_name": "ds2", "dataset_digest": "d2"}, {"dataset_name": "nope", "dataset_digest": "x"}]) == [model.model_id]
+    assert found([{"dataset_name": "ds", "dataset_digest": "zz"}]) == []
+    # A name without its digest matches only metrics logged without a digest.
+    assert found([{"dataset_name": "ds"}]) == []

@@ -288,7 +288,7 @@ impl TrackingService for TrackingApi {
             step: r.step,
         };
         self.store
-            .log_metric(r.run_id, point)
+            .log_metric(r.run_id, point, None)
             .await
             .map_err(status)?;
         ok(pb::LogMetricResponse {})
@@ -341,6 +341,7 @@ impl TrackingService for TrackingApi {
                 r.metrics.into_iter().map(convert::metric_point).collect(),
                 r.params.into_iter().map(convert::param).collect(),
                 r.tags.into_iter().map(convert::tag).collect(),
+                vec![],
             )
             .await
             .map_err(status)?;

@@ -13,6 +13,7 @@ use super::request::{self, Mlflow, present, required};
 use super::response::{Empty, LoggedModel, Page, page};
 use super::{KeyValueIn, Routes, Shared, json, key_values};
 use crate::domain::{Error, LoggedModelStatus};
+use crate::search::DatasetFilter;
 use crate::store::NewLoggedModel;
 
 pub(super) fn routes() -> Routes {
@@ -85,12 +86,32 @@ struct SearchRequest {
     max_results: Option<i64>,
     #[serde(default, deserialize_with = "request::string", alias = "pageToken")]
     page_token: Option<String>,
+    #[serde(default)]
+    datasets: Option<Vec<DatasetFilterIn>>,
+}
+
+#[derive(Deserialize, Debug)]
+struct DatasetFilterIn {
+    #[serde(default, deserialize_with = "request::string", alias = "datasetName")]
+    dataset_name: Option<String>,
+    #[serde(default, deserialize_with = "request::string", alias = "datasetDigest")]
+    dataset_digest: Option<String>,
 }
 
 async fn search(state: Shared, Mlflow(r): Mlflow<SearchRequest>) -> Result<Response, Error> {
+    let datasets: Vec<DatasetFilter> = r
+        .datasets
+        .unwrap_or_default()
+        .into_iter()
+        .map(|d| DatasetFilter {
+            name: d.dataset_name.unwrap_or_default(),
+            digest: d.dataset_digest.unwrap_or_default(),
+        })
+        .collect();
     let (models, next) = state.store.search_logged_models(
         &r.experiment_ids,
         &r.filter.unwrap_or_default(),
+        &datasets,
         r.max_results,
         &r.page_token.unwrap_or_default(),
     )?;

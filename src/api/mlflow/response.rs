@@ -291,6 +291,24 @@ struct LoggedModelInfo<'a> {
 struct LoggedModelData<'a> {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     params: Vec<KeyValue<'a>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    metrics: Vec<ModelMetric<'a>>,
+}
+
+/// A metric point of a logged model: MLflow's `Metric` with the model, the run that
+/// logged it and, when given, the dataset.
+#[derive(Serialize)]
+struct ModelMetric<'a> {
+    key: &'a str,
+    value: Double,
+    timestamp: i64,
+    step: i64,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    dataset_name: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    dataset_digest: &'a str,
+    model_id: &'a str,
+    run_id: &'a str,
 }
 
 #[derive(Serialize)]
@@ -317,6 +335,22 @@ impl<'a> From<&'a LoggedModelRecord> for LoggedModel<'a> {
             },
             data: LoggedModelData {
                 params: pairs(m.params.iter()),
+                metrics: m
+                    .metrics
+                    .iter()
+                    .filter_map(|r| {
+                        r.metric.as_ref().map(|p| ModelMetric {
+                            key: &p.key,
+                            value: Double(p.value),
+                            timestamp: p.timestamp,
+                            step: p.step,
+                            dataset_name: &p.dataset_name,
+                            dataset_digest: &p.dataset_digest,
+                            model_id: &m.model_id,
+                            run_id: &r.run_id,
+                        })
+                    })
+                    .collect(),
             },
         }
     }

@@ -10,7 +10,8 @@ use super::request::{self, Capped, Mlflow, present, required};
 use super::response::{Empty, Page, Run, RunInfo, page};
 use super::{KeyValueIn, Routes, Shared, json, key_values};
 use crate::domain::{
-    Dataset, DatasetInput, Error, KeyValue, MetricPoint, RunStatus, ViewType, validation,
+    Dataset, DatasetInput, Error, KeyValue, MetricPoint, ModelMetric, ModelRef, RunStatus,
+    ViewType, validation,
 };
 use crate::store::NewRun;
 
@@ -194,7 +195,7 @@ async fn search(state: Shared, Mlflow(r): Mlflow<SearchRequest>) -> Result<Respo
     json(&page)
 }
 
-/// A metric point as MLflow sends it.
+/// A metric point as MLflow sends it, optionally for a logged model and a dataset.
 #[derive(Deserialize, Debug)]
 struct MetricIn {
     #[serde(default, deserialize_with = "request::string")]
@@ -205,17 +206,33 @@ struct MetricIn {
     timestamp: Option<i64>,
     #[serde(default, deserialize_with = "request::int64")]
     step: Option<i64>,
+    #[serde(default, deserialize_with = "request::string", alias = "modelId")]
+    model_id: Option<String>,
+    #[serde(default, deserialize_with = "request::string", alias = "datasetName")]
+    dataset_name: Option<String>,
+    #[serde(default, deserialize_with = "request::string", alias = "datasetDigest")]
+    dataset_digest: Option<String>,
 }
 
 impl MetricIn {
-    /// The point; a missing field is named with `prefix` (`metrics[3].`).
-    fn point(self, prefix: &str) -> Result<MetricPoint, Error> {
-        Ok(MetricPoint {
+    /// The point, and the logged model it is also for; a missing field is named with
+    /// `prefix` (`metrics[3].`).
+    fn point(self, prefix: &str) -> Result<(MetricPoint, Option<ModelRef>), Error> {
+        let point = MetricPoint {
             key: required(&format!("{prefix}key"), self.key)?,
             value: present(&format!("{prefix}value"), self.value)?,
             timestamp: present(&format!("{prefix}timestamp"), self.timestamp)?,
             step: self.step.unwrap_or(0),
-        })
+        };
+        let model = self
+            .model_id
+            .filter(|id| !id.is_empty())
+            .map(|model_id| ModelRef {
+                model_id,
+                dataset_name: self.dataset_name.unwrap_or_default(),
+                dataset_digest: self.dataset_digest.unwrap_or_default(),
+            });
+        Ok((point, model))
     }
 }
 
@@ -233,6 +250,12 @@ struct LogMetricRequest {
     timestamp: Option<i64>,
     #[serde(default, deserialize_with = "request::int64")]
     step: Option<i64>,
+    #[serde(default, deserialize_with = "request::string", alias = "modelId")]
+    model_id: Option<String>,
+    #[serde(default, deserialize_with = "request::string", alias = "datasetName")]
+    dataset_name: Option<String>,
+    #[serde(default, deserialize_with = "request::string", alias = "datasetDigest")]
+    dataset_digest: Option<String>,
 }
 
 async fn log_metric(
@@ -240,14 +263,17 @@ async fn log_metric(
     Mlflow(r): Mlflow<LogMetricRequest>,
 ) -> Result<Json<Empty>, Error> {
     let run_id = run_id(r.run_id, r.run_uuid)?;
-    let point = MetricIn {
+    let (point, model) = MetricIn {
         key: r.key,
         value: r.value,
         timestamp: r.timestamp,
         step: r.step,
+        model_id: r.model_id,
+        dataset_name: r.dataset_name,
+        dataset_digest: r.dataset_digest,
     }
     .point("")?;
-    state.store.log_metric(run_id, point).await?;
+    state.store.log_metric(run_id, point, model).await?;
     Ok(Json(Empty {}))
 }
 
@@ -317,18 +343,26 @@ async fn log_batch(
     Mlflow(r): Mlflow<LogBatchRequest>,
 ) -> Result<Json<Empty>, Error> {
     let totals = (r.metrics.total, r.params.total, r.tags.total);
-    let metrics = r
-        .metrics
-        .items
-        .into_iter()
-        .enumerate()
-        .map(|(i, m)| m.point(&format!("metrics[{i}].")))
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut metrics = Vec::with_capacity(r.metrics.items.len());
+    let mut model_metrics = Vec::new();
+    for (i, m) in r.metrics.items.into_iter().enumerate() {
+        let (point, model) = m.point(&format!("metrics[{i}]."))?;
+        if let Some(model) = model {
+            model_metrics.push(ModelMetric {
+                model,
+                point: point.clone(),
+            });
+        }
+        metrics.push(point);
+    }
     let run_id = run_id(r.run_id, r.run_uuid)?;
     let params = key_values("params", r.params.items)?;
     let tags = key_values("tags", r.tags.items)?;
     validation::batch_limits(totals.0, totals.1, totals.2)?;
-    state.store.log_batch(run_id, metrics, params, tags).await?;
+    state
+        .store
+        .log_batch(run_id, metrics, params, tags, model_metrics)
+        .await?;
     Ok(Json(Empty {}))
 }
 

@@ -4,12 +4,14 @@ use std::collections::HashMap;
 
 use crate::db::kv::Pending;
 use crate::domain::{
-    BatchOrigin, Error, KeyValue, MetricPoint, TAG_PARENT_RUN_ID, TAG_ROOT_RUN_ID, TAG_RUN_NAME,
-    validation,
+    BatchOrigin, Error, KeyValue, MetricPoint, ModelMetric, TAG_PARENT_RUN_ID, TAG_ROOT_RUN_ID,
+    TAG_RUN_NAME, validation,
 };
 use crate::hierarchy::{check_parent, check_root_tag};
 use crate::pb::{self, event::Payload};
 use crate::projection::active_run;
+
+use super::models::find_logged_model;
 
 /// `LogBatch` (and the single `LogMetric`, `LogParam`, `SetTag`): MLflow's limits and
 /// messages, params that never change, tags that may re-parent the run, and the metrics
@@ -21,6 +23,7 @@ pub(super) fn log_batch(
     params: &[KeyValue],
     tags: &[KeyValue],
     origin: BatchOrigin,
+    model_metrics: &[ModelMetric],
 ) -> Result<Vec<Payload>, Error> {
     // MLflow's order: the run id, each metric, param and tag, the batch's limits,
     // repeated param keys, and only then the run itself.
@@ -166,7 +169,44 @@ pub(super) fn log_batch(
             series,
         }));
     }
+    events.extend(for_models(kv, &run.run_id, model_metrics)?);
     Ok(events)
+}
+
+/// The points logged for logged models, one event per model, in the order the models
+/// first appear; identical points are recorded once, as MLflow does. Every model must
+/// exist (MLflow refuses an unknown one with a database error).
+fn for_models(kv: &Pending, run_id: &str, metrics: &[ModelMetric]) -> Result<Vec<Payload>, Error> {
+    let mut events: Vec<pb::LoggedModelMetricsLogged> = Vec::new();
+    for m in metrics {
+        let at = match events.iter().position(|e| e.model_id == m.model.model_id) {
+            Some(at) => at,
+            None => {
+                let model = find_logged_model(kv, &m.model.model_id)?;
+                events.push(pb::LoggedModelMetricsLogged {
+                    model_id: model.model_id,
+                    run_id: run_id.to_string(),
+                    metrics: vec![],
+                });
+                events.len() - 1
+            }
+        };
+        let point = pb::LoggedModelMetric {
+            key: m.point.key.clone(),
+            value: m.point.value,
+            timestamp: m.point.timestamp,
+            step: m.point.step,
+            dataset_name: m.model.dataset_name.clone(),
+            dataset_digest: m.model.dataset_digest.clone(),
+        };
+        if !events[at].metrics.contains(&point) {
+            events[at].metrics.push(point);
+        }
+    }
+    Ok(events
+        .into_iter()
+        .map(Payload::LoggedModelMetricsLogged)
+        .collect())
 }
 
 /// MLflow refuses a batch that names a param key twice, even with the same value, and

@@ -87,8 +87,15 @@ pub(crate) fn decide(command: &Command, kv: &Pending, now: i64) -> Decision {
             params,
             tags,
             origin,
+            model_metrics,
         } => done(batch::log_batch(
-            kv, run_id, metrics, params, tags, *origin,
+            kv,
+            run_id,
+            metrics,
+            params,
+            tags,
+            *origin,
+            model_metrics,
         )?),
         Command::DeleteTag { run_id, key } => runs::delete_tag(kv, run_id, key),
         Command::LogInputs {
