@@ -74,6 +74,19 @@ pub struct StoreArgs {
     pub artifacts_dir: Option<PathBuf>,
 }
 
+impl ServeArgs {
+    /// Where `--mlflow-ui` says the UI comes from, if anywhere.
+    pub fn mlflow_ui_source(&self) -> Option<crate::api::mlflow::ui::UiSource> {
+        use crate::api::mlflow::ui::UiSource;
+        self.mlflow_ui.as_deref().map(|v| match v {
+            "auto" => UiSource::Auto {
+                python: self.mlflow_ui_python.clone(),
+            },
+            path => UiSource::Path(PathBuf::from(path)),
+        })
+    }
+}
+
 impl StoreArgs {
     pub fn store_config(&self) -> StoreConfig {
         StoreConfig {
@@ -88,6 +101,14 @@ pub struct ServeArgs {
     /// Address to listen on; port 0 picks a free port (printed on stdout).
     #[arg(long, env = "ARBOR_LISTEN", default_value = "127.0.0.1:5000")]
     pub listen: SocketAddr,
+    /// Serve MLflow's web UI: `auto` (from the `mlflow` package that --mlflow-ui-python
+    /// imports) or the path of the UI's `build` folder.
+    #[arg(long, env = "ARBOR_MLFLOW_UI", value_name = "auto|PATH")]
+    pub mlflow_ui: Option<String>,
+    /// The Python interpreter whose `mlflow` package `--mlflow-ui auto` uses (a venv's
+    /// `bin/python`, say).
+    #[arg(long, env = "ARBOR_MLFLOW_UI_PYTHON", default_value = "python3")]
+    pub mlflow_ui_python: String,
     #[command(flatten)]
     pub store: StoreArgs,
 }

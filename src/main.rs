@@ -49,16 +49,45 @@ fn serve(args: arbor::config::ServeArgs) -> Result<(), arbor::server::BoxError> 
         // (a supervisor stopping a server that just started) must shut down cleanly, not
         // take the default action and kill the process.
         let shutdown = shutdown_signal()?;
+        let options = arbor::server::Options {
+            mlflow_ui: locate_ui(&args)?,
+        };
         let store = Store::open(&args.store.data_dir, &args.store.store_config())?;
         let listener = tokio::net::TcpListener::bind(args.listen).await?;
         let addr = listener.local_addr()?;
         tracing::info!(%addr, data_dir = %args.store.data_dir.display(), "arbor serving gRPC and HTTP");
         // Tests and scripts that bind port 0 read the address from this line.
         println!("arbor listening on {addr}");
-        arbor::server::run(listener, store, shutdown).await?;
+        arbor::server::serve(listener, store, options, shutdown).await?;
         tracing::info!("shut down cleanly");
         Ok(())
     })
+}
+
+/// Finds MLflow's UI as `--mlflow-ui` says: a path that holds no UI is an error; `auto`
+/// that finds none logs why and serves without it.
+fn locate_ui(
+    args: &arbor::config::ServeArgs,
+) -> Result<Option<arbor::api::mlflow::ui::MlflowUi>, arbor::server::BoxError> {
+    use arbor::api::mlflow::ui::{MlflowUi, UiSource};
+    let Some(source) = args.mlflow_ui_source() else {
+        return Ok(None);
+    };
+    match (MlflowUi::locate(&source), &source) {
+        (Ok(ui), _) => {
+            tracing::info!(
+                build = %ui.build.display(),
+                mlflow_version = ui.version.as_deref().unwrap_or("unknown"),
+                "serving MLflow's UI at /"
+            );
+            Ok(Some(ui))
+        }
+        (Err(why), UiSource::Auto { .. }) => {
+            tracing::warn!("--mlflow-ui auto found no UI, serving without it: {why}");
+            Ok(None)
+        }
+        (Err(why), UiSource::Path(_)) => Err(why.into()),
+    }
 }
 
 /// Installs the SIGINT and SIGTERM (what `docker stop` sends) handlers now, and returns

@@ -44,9 +44,14 @@ pub(crate) fn compile_model_filter(
     type Get = fn(&crate::projection::LoggedModelRecord, &str) -> Option<String>;
     let mut tests: Vec<(Get, String, runs::StrTest)> = Vec::new();
     for c in parser::parse_filter(filter)? {
-        let ops = [Op::Eq, Op::Ne, Op::Like, Op::ILike];
+        // MLflow's UI asks for models by id with IN.
+        let ops: &[Op] = if c.ident.entity == Entity::Attribute {
+            &[Op::Eq, Op::Ne, Op::Like, Op::ILike, Op::In, Op::NotIn]
+        } else {
+            &[Op::Eq, Op::Ne, Op::Like, Op::ILike]
+        };
         let what = format!("'{}'", c.ident.key);
-        let test = runs::str_test(filter, &c, &ops, &what)?;
+        let test = runs::str_test(filter, &c, ops, &what)?;
         let get: Get = match (c.ident.entity, c.ident.key.as_str()) {
             (Entity::Tag, _) => |m, k| m.tags.get(k).cloned(),
             (Entity::Param, _) => |m, k| m.params.get(k).cloned(),

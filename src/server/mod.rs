@@ -28,11 +28,28 @@ const MAX_GRPC_REQUEST_BYTES: usize = 16 * 1024 * 1024;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// What a server serves beyond the APIs.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// MLflow's web UI, when one was found.
+    pub mlflow_ui: Option<crate::api::mlflow::ui::MlflowUi>,
+}
+
 /// Serves until `shutdown` completes, then stops accepting, lets in-flight requests
 /// finish, commits and flushes every acknowledged write, and returns.
 pub async fn run(
     listener: TcpListener,
     store: Store,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), BoxError> {
+    serve(listener, store, Options::default(), shutdown).await
+}
+
+/// `run`, with `options`.
+pub async fn serve(
+    listener: TcpListener,
+    store: Store,
+    options: Options,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), BoxError> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -59,6 +76,7 @@ pub async fn run(
 
     let http = crate::api::http::router(store.clone())
         .merge(crate::api::mlflow::router(store.clone()))
+        .merge(crate::api::mlflow::ui::router(options.mlflow_ui))
         .fallback(fallback);
     let routes = tonic::service::Routes::from(http)
         .add_service(tracking)

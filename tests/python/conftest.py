@@ -40,9 +40,9 @@ def arbor_pb(tmp_path_factory):
 
 
 class Server:
-    def __init__(self, data_dir: pathlib.Path):
+    def __init__(self, data_dir: pathlib.Path, *extra_args: str):
         self.proc = subprocess.Popen(
-            [arbor_bin(), "serve", "--listen", "127.0.0.1:0", "--data-dir", str(data_dir)],
+            [arbor_bin(), "serve", "--listen", "127.0.0.1:0", "--data-dir", str(data_dir), *extra_args],
             stdout=subprocess.PIPE,
             text=True,
             env={**os.environ, "ARBOR_LOG": "warn"},

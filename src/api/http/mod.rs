@@ -28,6 +28,16 @@ impl IntoResponse for Error {
 /// The one mapping from `domain::Error` to MLflow's error codes and HTTP statuses. Input
 /// errors are never 5xx: MLflow's client retries those for minutes.
 pub(crate) fn error_response(e: Error) -> Response {
+    let (status, code, message) = mlflow_error(e);
+    (
+        status,
+        Json(serde_json::json!({ "error_code": code, "message": message })),
+    )
+        .into_response()
+}
+
+/// MLflow's HTTP status, `error_code` and message for an error (the message bounded).
+pub(crate) fn mlflow_error(e: Error) -> (StatusCode, &'static str, String) {
     let (status, code, message) = match e {
         Error::NotFound(m) => (StatusCode::NOT_FOUND, "RESOURCE_DOES_NOT_EXIST", m),
         Error::InvalidArgument(m) => (StatusCode::BAD_REQUEST, "INVALID_PARAMETER_VALUE", m),
@@ -63,9 +73,5 @@ pub(crate) fn error_response(e: Error) -> Response {
         }
     };
     let message = crate::domain::bounded(&message, crate::domain::MAX_ERROR_MESSAGE_CHARS);
-    (
-        status,
-        Json(serde_json::json!({ "error_code": code, "message": message })),
-    )
-        .into_response()
+    (status, code, message)
 }

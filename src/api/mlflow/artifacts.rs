@@ -22,7 +22,14 @@ use crate::domain::Error;
 const DOWNLOAD_CHUNK_BYTES: usize = 1 << 20;
 
 pub(super) fn listing_routes() -> Routes {
-    Routes::new().route("/artifacts/list", get(list_run))
+    Routes::new()
+        .route("/artifacts/list", get(list_run))
+        // The UI's uploader and its logged-model file viewer.
+        .route("/upload-artifact", axum::routing::post(upload_artifact))
+        .route(
+            "/logged-models/{id}/artifacts/files",
+            get(logged_model_file),
+        )
 }
 
 pub(super) fn proxy_routes() -> Routes {
@@ -126,4 +133,141 @@ async fn delete(state: Shared, Path(path): Path<String>) -> Result<Json<Empty>, 
     state.artifacts.delete(&path).await?;
     state.store.record_artifact(path, 0, true).await?;
     Ok(Json(Empty {}))
+}
+
+/// The UI's artifact viewer, outside the `/mlflow/` RPCs.
+pub(super) fn viewer_routes() -> Routes {
+    Routes::new().route("/get-artifact", get(get_artifact))
+}
+
+/// Largest file the UI's `upload-artifact` takes, as MLflow.
+const UI_UPLOAD_LIMIT: usize = 10 * 1024 * 1024;
+
+#[derive(Deserialize)]
+struct GetArtifactQuery {
+    run_id: Option<String>,
+    run_uuid: Option<String>,
+    path: Option<String>,
+}
+
+/// A file under an artifact root, sent as an attachment (so a browser never renders it
+/// on this origin) with its media type guessed from its name, as MLflow sends it.
+async fn send_file(state: &Shared, root_uri: &str, path: &str) -> Result<Response, Error> {
+    crate::artifacts::check_path(path)?;
+    let rel = format!(
+        "{}/{}",
+        artifact_rel(root_uri)?,
+        path.trim_start_matches('/')
+    );
+    let (file, size) = state.artifacts.open(&rel).await?;
+    let name = path
+        .rsplit('/')
+        .next()
+        .unwrap_or("artifact")
+        .replace('"', "");
+    let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
+        file,
+        DOWNLOAD_CHUNK_BYTES,
+    ));
+    Ok((
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, guess_media_type(&name).to_string()),
+            (header::CONTENT_LENGTH, size.to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{name}\""),
+            ),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+/// What MLflow's `_guess_mime_type` answers for the files people log most.
+fn guess_media_type(name: &str) -> &'static str {
+    let ext = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
+    match ext.as_deref() {
+        Some("txt" | "log" | "py" | "md" | "yaml" | "yml" | "mlmodel" | "cfg" | "ini") => {
+            "text/plain"
+        }
+        Some("json") => "application/json",
+        Some("csv") => "text/csv",
+        Some("html" | "htm") => "text/html",
+        Some("png") => "image/png",
+        Some("jpg" | "jpeg") => "image/jpeg",
+        Some("gif") => "image/gif",
+        Some("svg") => "image/svg+xml",
+        Some("pdf") => "application/pdf",
+        _ => "application/octet-stream",
+    }
+}
+
+async fn get_artifact(state: Shared, Query(q): Query<GetArtifactQuery>) -> Result<Response, Error> {
+    let run_id = run_id(q.run_id, q.run_uuid)?;
+    let path = super::request::required("path", q.path)?;
+    let run = state.store.get_run(&run_id)?;
+    send_file(&state, &run.artifact_uri, &path).await
+}
+
+#[derive(Deserialize)]
+struct UploadQuery {
+    run_uuid: Option<String>,
+    path: Option<String>,
+}
+
+/// The UI's upload of a small file into a run's artifacts (MLflow's `upload-artifact`).
+async fn upload_artifact(
+    state: Shared,
+    Query(q): Query<UploadQuery>,
+    body: axum::body::Bytes,
+) -> Result<Json<Empty>, Error> {
+    let run_uuid = q
+        .run_uuid
+        .filter(|r| !r.is_empty())
+        .ok_or_else(|| Error::invalid("Request must specify run_uuid."))?;
+    let path = q
+        .path
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| Error::invalid("Request must specify path."))?;
+    crate::artifacts::check_path(&path)?;
+    if body.len() > UI_UPLOAD_LIMIT {
+        return Err(Error::invalid(
+            "Artifact size is too large. Max size is 10MB.",
+        ));
+    }
+    if body.is_empty() {
+        return Err(Error::invalid("Request must specify data."));
+    }
+    let run = state.store.get_run(&run_uuid)?;
+    let rel = format!("{}/{}", artifact_rel(&run.artifact_uri)?, path);
+    let chunk: Result<axum::body::Bytes, std::convert::Infallible> = Ok(body);
+    let size = state
+        .artifacts
+        .write(&rel, tokio_stream::iter([chunk]))
+        .await?;
+    state.store.record_artifact(rel, size, false).await?;
+    Ok(Json(Empty {}))
+}
+
+#[derive(Deserialize)]
+struct ModelFileQuery {
+    artifact_file_path: Option<String>,
+}
+
+async fn logged_model_file(
+    state: Shared,
+    Path(id): Path<String>,
+    Query(q): Query<ModelFileQuery>,
+) -> Result<Response, Error> {
+    let path = q
+        .artifact_file_path
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| {
+            Error::BadRequest(
+                "Request must include the \"artifact_file_path\" query parameter.".into(),
+            )
+        })?;
+    let model = state.store.get_logged_model(&id, false)?;
+    send_file(&state, &model.artifact_uri, &path).await
 }

@@ -19,6 +19,7 @@ pub(super) fn routes() -> Routes {
     Routes::new()
         .route("/metrics/get-history", get(history))
         .route("/metrics/get-history-bulk-interval", get(bulk_interval))
+        .route("/metrics/get-history-bulk", get(bulk))
 }
 
 #[derive(Deserialize, Debug)]
@@ -69,17 +70,38 @@ async fn bulk_interval(
     state: Shared,
     Mlflow(r): Mlflow<BulkIntervalRequest>,
 ) -> Result<Response, Error> {
-    if r.run_ids.is_empty() {
+    let per_run = sample_interval(
+        &state.store,
+        &r.run_ids,
+        r.metric_key,
+        (r.start_step, r.end_step),
+        r.max_results,
+    )?;
+    let metrics: Vec<Metric> = per_run
+        .iter()
+        .flat_map(|(run_id, points)| points.iter().map(|p| Metric::in_run(p, run_id)))
+        .collect();
+    json(&page("metrics", metrics, None))
+}
+
+/// The points of `get-history-bulk-interval` (REST and GraphQL), run by run.
+pub(super) fn sample_interval(
+    store: &crate::store::Store,
+    run_ids: &[String],
+    metric_key: Option<String>,
+    (start, end): (Option<i64>, Option<i64>),
+    max_results: Option<i64>,
+) -> Result<Vec<(String, Vec<MetricPoint>)>, Error> {
+    if run_ids.is_empty() {
         return Err(validation::missing("run_ids"));
     }
-    if r.run_ids.len() > BULK_MAX_RUNS {
+    if run_ids.len() > BULK_MAX_RUNS {
         return Err(Error::invalid(format!(
             "GetMetricHistoryBulkInterval request must specify at most {BULK_MAX_RUNS} run_ids. Received {} run_ids.",
-            r.run_ids.len()
+            run_ids.len()
         )));
     }
-    let key = required("metric_key", r.metric_key)?;
-    let (start, end) = (r.start_step, r.end_step);
+    let key = required("metric_key", metric_key)?;
     if start.is_some() != end.is_some() {
         return Err(Error::invalid(
             "If either start step or end step are specified, both must be specified.",
@@ -90,16 +112,16 @@ async fn bulk_interval(
     {
         return Err(Error::invalid("end_step must be greater than start_step. "));
     }
-    let max = r.max_results.unwrap_or(BULK_MAX_RESULTS);
+    let max = max_results.unwrap_or(BULK_MAX_RESULTS);
     if !(1..=BULK_MAX_RESULTS).contains(&max) {
         return Err(Error::invalid(format!(
             "max_results must be between 1 and {BULK_MAX_RESULTS}."
         )));
     }
     let max = usize::try_from(max).unwrap_or(1);
-    let mut per_run: Vec<(&str, Vec<MetricPoint>)> = Vec::with_capacity(r.run_ids.len());
-    for run_id in &r.run_ids {
-        let (points, _) = state.store.metric_history(run_id, &key, None, "")?;
+    let mut per_run = Vec::with_capacity(run_ids.len());
+    for run_id in run_ids {
+        let (points, _) = store.metric_history(run_id, &key, None, "")?;
         let mut points: Vec<MetricPoint> = points
             .into_iter()
             .filter(|m| start.is_none_or(|s| m.step >= s) && end.is_none_or(|e| m.step <= e))
@@ -111,11 +133,67 @@ async fn bulk_interval(
             idx.dedup();
             points = idx.into_iter().map(|i| points[i].clone()).collect();
         }
-        per_run.push((run_id, points));
+        per_run.push((run_id.clone(), points));
+    }
+    Ok(per_run)
+}
+
+/// Most runs and points `get-history-bulk` takes, as MLflow.
+const BULK_HISTORY_MAX_RUNS: usize = 100;
+const BULK_HISTORY_MAX_RESULTS: i64 = 25_000;
+
+#[derive(Deserialize, Debug)]
+struct BulkRequest {
+    #[serde(default, deserialize_with = "request::strings")]
+    run_id: Vec<String>,
+    #[serde(default, deserialize_with = "request::string")]
+    metric_key: Option<String>,
+    #[serde(default, deserialize_with = "request::int64")]
+    max_results: Option<i64>,
+}
+
+/// MLflow's `get-history-bulk` (the UI's charts): one metric's history for several runs,
+/// runs in id order, each in (timestamp, step, value) order, at most `max_results` in all.
+async fn bulk(state: Shared, Mlflow(r): Mlflow<BulkRequest>) -> Result<Response, Error> {
+    if r.run_id.is_empty() {
+        return Err(Error::invalid(
+            "GetMetricHistoryBulk request must specify at least one run_id.",
+        ));
+    }
+    if r.run_id.len() > BULK_HISTORY_MAX_RUNS {
+        return Err(Error::invalid(format!(
+            "GetMetricHistoryBulk request cannot specify more than {BULK_HISTORY_MAX_RUNS} run_ids. Received {} run_ids.",
+            r.run_id.len()
+        )));
+    }
+    let Some(key) = r.metric_key else {
+        return Err(Error::invalid(
+            "GetMetricHistoryBulk request must specify a metric_key.",
+        ));
+    };
+    let max = r
+        .max_results
+        .unwrap_or(BULK_HISTORY_MAX_RESULTS)
+        .min(BULK_HISTORY_MAX_RESULTS);
+    let max = usize::try_from(max).unwrap_or(0);
+    let mut run_ids = r.run_id;
+    run_ids.sort();
+    let mut per_run = Vec::with_capacity(run_ids.len());
+    for run_id in &run_ids {
+        let (points, _) =
+            state
+                .store
+                .metric_history(run_id, &key, Some(BULK_HISTORY_MAX_RESULTS), "")?;
+        per_run.push((run_id.as_str(), points));
     }
     let metrics: Vec<Metric> = per_run
         .iter()
         .flat_map(|(run_id, points)| points.iter().map(|p| Metric::in_run(p, run_id)))
+        .take(max)
         .collect();
-    json(&page("metrics", metrics, None))
+    #[derive(serde::Serialize)]
+    struct Bulk<'a> {
+        metrics: Vec<Metric<'a>>,
+    }
+    json(&Bulk { metrics })
 }

@@ -7,11 +7,13 @@
 mod artifacts;
 mod datasets;
 mod experiments;
+mod graphql;
 mod metrics;
 mod models;
 mod request;
 mod response;
 mod runs;
+pub mod ui;
 
 use std::sync::Arc;
 
@@ -48,9 +50,21 @@ pub fn router(store: Store) -> axum::Router {
         .merge(artifacts::listing_routes())
         .merge(datasets::routes())
         .merge(models::routes())
+        // No AI gateway is configured: answer as mlflow's server does then.
+        .route(
+            "/gateway-proxy",
+            get(|| async { axum::Json(serde_json::json!({ "endpoints": [] })) })
+                .post(|| async { axum::Json(serde_json::json!({ "endpoints": [] })) }),
+        )
+        // The model registry is not served; the UI's registry pages list nothing.
+        .route("/registered-models/search", get(ui::empty).post(ui::empty))
+        .route("/model-versions/search", get(ui::empty).post(ui::empty))
         .route("/{*path}", any(endpoint_not_found))
         .method_not_allowed_fallback(endpoint_not_found);
-    let mut router = Router::new().route("/version", get(|| async { MLFLOW_COMPATIBLE_VERSION }));
+    let mut router = Router::new()
+        .route("/version", get(|| async { MLFLOW_COMPATIBLE_VERSION }))
+        .merge(artifacts::viewer_routes())
+        .merge(graphql::routes());
     for prefix in ["/api/2.0", "/ajax-api/2.0"] {
         router = router.nest(&format!("{prefix}/mlflow"), rpcs.clone()).nest(
             &format!("{prefix}/mlflow-artifacts"),
