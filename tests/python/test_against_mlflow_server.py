@@ -113,3 +113,58 @@ def test_search_results_match_mlflow_server(server, mlflow_server, monkeypatch):
             with pytest.raises(MlflowException) as err:
                 names(client, exp, f, [])
             assert err.value.error_code == "INVALID_PARAMETER_VALUE", f
+
+
+GET_RUN = """query GetRun($data: MlflowGetRunInput!) {
+  mlflowGetRun(input: $data) {
+    __typename
+    apiError { __typename code message }
+    run {
+      __typename
+      info { __typename runName status experimentId endTime lifecycleStage startTime userId }
+      experiment { __typename name lifecycleStage tags { __typename key value } }
+      data {
+        __typename
+        metrics { __typename key value step timestamp }
+        params { __typename key value }
+      }
+      inputs { __typename datasetInputs { __typename dataset { __typename name } } }
+    }
+  }
+}"""
+
+
+def project(ours, theirs):
+    """Our answer cut down to the fields the reference answered (Arbor answers whole
+    objects; a GraphQL engine answers only what was selected)."""
+    if isinstance(theirs, dict) and isinstance(ours, dict):
+        return {k: project(ours.get(k), v) for k, v in theirs.items()}
+    if isinstance(theirs, list) and isinstance(ours, list) and len(ours) == len(theirs):
+        return [project(o, t) for o, t in zip(ours, theirs)]
+    return ours
+
+
+def test_graphql_get_run_matches_mlflow_server(server, mlflow_server, monkeypatch):
+    import requests
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    answers = []
+    for url in (mlflow_server, f"http://{server.address}"):
+        client = MlflowClient(url)
+        exp = client.create_experiment(f"graphql-{len(answers)}-{url.rsplit(':', 1)[1]}")
+        run = client.create_run(exp, start_time=1234, run_name="gql", tags={"team": "t"}).info.run_id
+        client.log_batch(run, metrics=[Metric("loss", 0.5, 7, 3), Metric("nan", NAN, 7, 3)], params=[Param("lr", "0.1")])
+        client.set_terminated(run, "FINISHED", end_time=5678)
+        for variables in ({"data": {"runId": run}}, {"data": {"runId": "0" * 32}}):
+            got = requests.post(f"{url}/graphql", json={"query": GET_RUN, "variables": variables, "operationName": "GetRun"})
+            assert got.status_code == 200, got.text
+            answers.append(got.json())
+    theirs_ok, theirs_missing, ours_ok, ours_missing = answers
+    for a in (ours_ok, theirs_ok):
+        run = a["data"]["mlflowGetRun"]["run"]
+        run["info"].pop("experimentId")
+        run["experiment"].pop("name")
+        run["data"]["metrics"].sort(key=lambda m: m["key"])
+    assert project(ours_ok, theirs_ok) == theirs_ok
+    # A missing run: the field is null and `errors` holds the message, on both.
+    assert ours_missing == theirs_missing

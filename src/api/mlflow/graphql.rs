@@ -15,7 +15,7 @@ use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use super::{Routes, Shared};
 use crate::domain::{Error, RunStatus, ViewType, lifecycle_stage, mlflow_stored};
@@ -117,25 +117,19 @@ fn answer(state: &Shared, r: Request) -> Response {
             bulk_interval(state, &input),
         ),
     };
-    let mut body = match result {
-        Ok(Value::Object(fields)) => fields,
-        Ok(_) => Map::new(),
-        Err(e) => {
-            let (_, code, message) = crate::api::http::mlflow_error(e);
-            let mut m = Map::new();
-            m.insert(
-                "apiError".into(),
-                json!({
-                    "__typename": "ApiError", "code": code, "message": message,
-                    "helpUrl": null, "traceId": null, "errorDetails": null
-                }),
-            );
-            m
+    match result {
+        Ok(Value::Object(mut body)) => {
+            body.insert("__typename".into(), json!(typename));
+            body.entry("apiError").or_insert(Value::Null);
+            Json(json!({ "data": { field: body } })).into_response()
         }
-    };
-    body.insert("__typename".into(), json!(typename));
-    body.entry("apiError").or_insert(Value::Null);
-    Json(json!({ "data": { field: body } })).into_response()
+        Ok(_) => Json(json!({ "data": { field: null } })).into_response(),
+        // As MLflow's server: the field is null and `errors` lists the messages.
+        Err(e) => {
+            let (_, _, message) = crate::api::http::mlflow_error(e);
+            Json(json!({ "data": { field: null }, "errors": [message] })).into_response()
+        }
+    }
 }
 
 fn text(input: &Value, camel: &str, snake: &str) -> Option<String> {
