@@ -919,19 +919,27 @@ async fn hierarchy_roots_depths_and_reparenting() {
         "a root names itself"
     );
 
-    // Refused parents: missing, a cycle, self.
-    let err = c
-        .create_run(pb::CreateRunRequest {
+    // A parent that does not exist is accepted, as in MLflow: the tag stays as given and
+    // the run is a root until such a run exists.
+    let missing = "f".repeat(32);
+    let orphan = common::new_run_id(
+        &mut c,
+        pb::CreateRunRequest {
             experiment_id: exp.clone(),
             tags: vec![pb::RunTag {
                 key: "mlflow.parentRunId".into(),
-                value: "f".repeat(32),
+                value: missing.clone(),
             }],
             ..Default::default()
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::NotFound);
+        },
+    )
+    .await;
+    let orphan = get_run(&mut c, &orphan).await;
+    assert_eq!(tag(&orphan, "mlflow.parentRunId"), Some(missing.as_str()));
+    assert_eq!(info(&orphan).parent_run_id, "");
+    assert_eq!(info(&orphan).root_run_id, info(&orphan).run_id);
+    assert_eq!(info(&orphan).depth, 0);
+    // Refused parents: a cycle, self.
     // A parent in another experiment is accepted, as in MLflow: the tree spans both.
     let other = info(&create_run(&mut c, "0", &[]).await).run_id.clone();
     let adopted = common::new_run_id(

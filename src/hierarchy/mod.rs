@@ -129,22 +129,25 @@ pub(crate) fn ancestors(tree: &impl Kv, run_id: &str) -> Result<Vec<RunRecord>, 
     Ok(out)
 }
 
-/// Checks that `parent_id` may become the parent of `run` (absent for a new run): it
-/// exists and is not `run` or below it. As in MLflow, the parent may be deleted or in
-/// another experiment: a tree can span experiments, and a child can hang under a
-/// deleted parent until a cascading restore brings the parent back.
+/// Checks that `parent_id` may become the parent of `run` (absent for a new run): it is
+/// not `run` or below it. As in MLflow, the parent may be deleted or in another
+/// experiment (a tree can span experiments, and a child can hang under a deleted parent
+/// until a cascading restore brings the parent back), and it may not exist at all: then
+/// this answers `None`, the run is a root, and its `mlflow.parentRunId` tag stays as the
+/// client gave it.
 pub(crate) fn check_parent(
     kv: &impl Kv,
     run_id: Option<&str>,
     parent_id: &str,
-) -> Result<RunRecord, Error> {
+) -> Result<Option<RunRecord>, Error> {
     if run_id == Some(parent_id) {
         return Err(Error::invalid(format!(
             "Run {parent_id} cannot be its own parent"
         )));
     }
-    let parent = load_run(kv, parent_id)?
-        .ok_or_else(|| Error::NotFound(format!("Parent run with id={parent_id} not found")))?;
+    let Some(parent) = load_run(kv, parent_id)? else {
+        return Ok(None);
+    };
     if let Some(run_id) = run_id {
         // Walk up from the new parent; meeting the run itself means a cycle. The walk
         // is bounded by the parent's depth, so damaged data cannot loop it.
@@ -163,7 +166,7 @@ pub(crate) fn check_parent(
                 .unwrap_or_default();
         }
     }
-    Ok(parent)
+    Ok(Some(parent))
 }
 
 /// Refuses a client-set `mlflow.rootRunId` that differs from what the server keeps.

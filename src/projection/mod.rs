@@ -266,12 +266,25 @@ pub(crate) fn apply(ev: &pb::Event, w: &mut Pending) -> Result<(), Error> {
                     rename_run(w, &rec, &t.value);
                     rec.run_name = t.value.clone();
                 }
+                if t.key == TAG_PARENT_RUN_ID {
+                    if let Some(old) = parent_key(&rec) {
+                        w.remove(keys::member(keys::CHILD, old, &rec.run_id));
+                    }
+                    if !t.value.is_empty() {
+                        w.put(keys::member(keys::CHILD, &t.value, &rec.run_id), vec![]);
+                    }
+                }
                 rec.tags.insert(t.key.clone(), t.value.clone());
             }
             save_run(w, &rec);
         }
         Payload::TagDeleted(e) => {
             let mut rec = run(w, &e.run_id)?;
+            if e.key == TAG_PARENT_RUN_ID
+                && let Some(old) = parent_key(&rec)
+            {
+                w.remove(keys::member(keys::CHILD, old, &rec.run_id));
+            }
             rec.tags.remove(&e.key);
             if e.key == TAG_RUN_NAME {
                 // Name filters read the tag; without it the run leaves the name index
@@ -426,6 +439,17 @@ pub(crate) fn apply(ev: &pb::Event, w: &mut Pending) -> Result<(), Error> {
     Ok(())
 }
 
+/// The key a run is filed under in the child index: its `mlflow.parentRunId` tag, which
+/// is its parent when that run exists, and otherwise the id the client gave (so that a
+/// search on the tag finds it), or none.
+fn parent_key(rec: &RunRecord) -> Option<&str> {
+    rec.tags
+        .get(TAG_PARENT_RUN_ID)
+        .map(String::as_str)
+        .or(Some(rec.parent_run_id.as_str()))
+        .filter(|p| !p.is_empty())
+}
+
 /// Moves a run's entry in the name index.
 fn rename_run(w: &mut Pending, rec: &RunRecord, new_name: &str) {
     w.remove(keys::run_by_name(
@@ -459,6 +483,14 @@ fn set_experiment_deleted(w: &mut Pending, id: &str, deleted: bool, now: i64) ->
 fn apply_run_created(w: &mut Pending, e: &pb::RunCreated) -> Result<(), Error> {
     let experiment_id = parse_experiment_id(&e.experiment_id)?;
     let (root, depth) = if e.parent_run_id.is_empty() {
+        // A parent tag naming a run that does not exist files the run under that id.
+        if let Some(t) = e
+            .tags
+            .iter()
+            .find(|t| t.key == TAG_PARENT_RUN_ID && !t.value.is_empty())
+        {
+            w.put(keys::member(keys::CHILD, &t.value, &e.run_id), vec![]);
+        }
         (e.run_id.clone(), 0)
     } else {
         let parent = run(w, &e.parent_run_id)?;
@@ -510,8 +542,8 @@ fn apply_run_created(w: &mut Pending, e: &pb::RunCreated) -> Result<(), Error> {
 /// `mlflow.rootRunId` tags right.
 fn apply_reparented(w: &mut Pending, run_id: &str, new_parent: &str) -> Result<(), Error> {
     let mut moved = run(w, run_id)?;
-    if !moved.parent_run_id.is_empty() {
-        w.remove(keys::member(keys::CHILD, &moved.parent_run_id, run_id));
+    if let Some(old) = parent_key(&moved) {
+        w.remove(keys::member(keys::CHILD, old, run_id));
     }
     let (new_root, new_depth) = if new_parent.is_empty() {
         (run_id.to_string(), 0)

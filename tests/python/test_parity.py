@@ -216,3 +216,17 @@ def test_metrics_logged_for_a_logged_model_belong_to_it(client):
     assert found([{"dataset_name": "ds", "dataset_digest": "zz"}]) == []
     # A name without its digest matches only metrics logged without a digest.
     assert found([{"dataset_name": "ds"}]) == []
+
+
+def test_a_parent_that_does_not_exist_is_kept_as_given(client):
+    exp = experiment(client)
+    missing = "f" * 32
+    orphan = client.create_run(exp, tags={"mlflow.parentRunId": missing}).info.run_id
+    assert client.get_run(orphan).data.tags["mlflow.parentRunId"] == missing
+    top = client.create_run(exp).info.run_id
+    child = client.create_run(exp, tags={"mlflow.parentRunId": top}).info.run_id
+    client.set_tag(child, "mlflow.parentRunId", missing)
+    assert client.get_run(child).data.tags["mlflow.parentRunId"] == missing
+    assert ids(client.search_runs([exp], f"tags.mlflow.parentRunId = '{missing}'")) == sorted(
+        [orphan, child], key=[child, orphan].index
+    )

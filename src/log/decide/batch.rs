@@ -125,17 +125,26 @@ pub(super) fn log_batch(
     if let Some(parent) = new_parent
         && parent != run.parent_run_id
     {
-        if !parent.is_empty() {
-            check_parent(kv, Some(&run.run_id), &parent)?;
+        // A parent that does not exist makes the run a root, its tag kept as given.
+        let parent = if parent.is_empty() {
+            parent
+        } else {
+            check_parent(kv, Some(&run.run_id), &parent)?
+                .map(|p| p.run_id)
+                .unwrap_or_default()
+        };
+        if parent != run.parent_run_id {
+            reparent = Some(pb::RunReparented {
+                run_id: run.run_id.clone(),
+                old_parent_run_id: run.parent_run_id.clone(),
+                new_parent_run_id: parent,
+            });
         }
-        reparent = Some(pb::RunReparented {
-            run_id: run.run_id.clone(),
-            old_parent_run_id: run.parent_run_id.clone(),
-            new_parent_run_id: parent,
-        });
     }
 
-    let mut events = Vec::new();
+    // The move comes first, so that the tag the client set (even naming a run that
+    // does not exist) is what the run keeps.
+    let mut events: Vec<Payload> = reparent.into_iter().map(Payload::RunReparented).collect();
     if !new_params.is_empty() {
         events.push(Payload::ParamLogged(pb::ParamLogged {
             run_id: run.run_id.clone(),
@@ -159,9 +168,6 @@ pub(super) fn log_batch(
                 })
                 .collect(),
         }));
-    }
-    if let Some(r) = reparent {
-        events.push(Payload::RunReparented(r));
     }
     if !series.is_empty() {
         events.push(Payload::MetricsLogged(pb::MetricsLogged {

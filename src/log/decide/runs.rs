@@ -65,12 +65,15 @@ pub(super) fn create(
             "Invalid value {t} for parameter 'start_time' supplied: it must be a nonnegative epoch time in milliseconds"
         )));
     }
-    let parent_run_id = parent_tag.unwrap_or_default();
     let run_id = uuid::Uuid::new_v4().simple().to_string();
-    let root = if parent_run_id.is_empty() {
-        run_id.clone()
-    } else {
-        check_parent(kv, None, &parent_run_id)?.root_run_id
+    // A parent that does not exist leaves the run a root (its tag stays as given).
+    let parent = match parent_tag.filter(|p| !p.is_empty()) {
+        Some(p) => check_parent(kv, None, &p)?,
+        None => None,
+    };
+    let (parent_run_id, root) = match parent {
+        Some(p) => (p.run_id, p.root_run_id),
+        None => (String::new(), run_id.clone()),
     };
     if let Some(v) = root_tag {
         check_root_tag(&v, &root)?;
