@@ -105,6 +105,7 @@ def test_the_mlflow_ui_shows_runs_params_metrics_charts_and_artifacts(ui_server,
 
     url = f"http://{ui_server.address}"
     exp, parent = populate(url, tmp_path, monkeypatch)
+    child = MlflowClient(url).search_runs([exp], "attributes.run_name = 'child-run'")[0].info.run_id
     OUTPUT.mkdir(parents=True, exist_ok=True)
     wait = WebDriverWait(browser, WAIT_SECONDS)
 
@@ -117,6 +118,11 @@ def test_the_mlflow_ui_shows_runs_params_metrics_charts_and_artifacts(ui_server,
         )
         cell.find_element(By.CSS_SELECTOR, "button[data-component-id*='runnamecellrenderer']").click()
 
+    # The experiment list.
+    browser.get(f"{url}/#/experiments")
+    shows("ui-demo")
+    browser.save_screenshot(str(OUTPUT / "experiments.png"))
+
     # The experiment page lists the runs with their nesting: expanding a run shows its
     # children, three levels deep.
     browser.get(f"{url}/#/experiments/{exp}/runs")
@@ -127,6 +133,22 @@ def test_the_mlflow_ui_shows_runs_params_metrics_charts_and_artifacts(ui_server,
     expand("child-run")
     shows("grandchild-run")
     browser.save_screenshot(str(OUTPUT / "experiment-runs.png"))
+
+    # The runs' chart view draws the metric.
+    browser.get(f"{url}/#/experiments/{exp}/runs?compareRunsMode=CHART")
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "canvas, svg.main-svg, .js-plotly-plot"))
+    shows("loss")
+    browser.save_screenshot(str(OUTPUT / "experiment-charts.png"))
+
+    # The compare view sets runs side by side.
+    browser.get(f'{url}/#/compare-runs?runs=["{parent}","{child}"]&experiments=["{exp}"]')
+    shows("parent-run", "child-run", "lr")
+    browser.save_screenshot(str(OUTPUT / "compare-runs.png"))
+
+    # The logged-models tab lists the model.
+    browser.get(f"{url}/#/experiments/{exp}/models")
+    shows("model")
+    browser.save_screenshot(str(OUTPUT / "logged-models.png"))
 
     # A run page shows params and metrics.
     browser.get(f"{url}/#/experiments/{exp}/runs/{parent}")
