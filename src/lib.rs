@@ -5,18 +5,31 @@
 //! goes through; `api` holds the wire surfaces; `server::run` serves them all on one
 //! port.
 
+/// The wire surfaces: gRPC services, MLflow's REST API and web UI, plain HTTP and SSE.
 pub mod api;
+/// The artifact files: local, streamed, atomic uploads, paths that never leave the root.
 pub mod artifacts;
+/// `arbor watch` and `arbor tree`: terminal clients of the public gRPC API.
 pub mod cli;
+/// Flags and their `ARBOR_*` environment variables.
 pub mod config;
+/// The sled database: the keyspace, reads, group writes, open and release.
 pub(crate) mod db;
+/// Experiments, runs, metrics, commands, errors and MLflow's rules; no wire types.
 pub mod domain;
+/// The run tree: subtrees, children, ancestors, and the rules for re-parenting.
 pub mod hierarchy;
+/// The event log: the committer (the one writer), what each command decides, rebuild.
 pub(crate) mod log;
+/// State derived from the log in the same atomic step: records, history, indexes.
 pub mod projection;
+/// MLflow's filter and order_by language, the planner onto the indexes, page tokens.
 pub mod search;
+/// One port for gRPC and HTTP, and graceful shutdown.
 pub mod server;
+/// `Store`: the facade every surface reads and writes through.
 pub mod store;
+/// Live streams: the hub, watch sessions and their scopes.
 pub mod stream;
 
 /// The generated `arbor.v1` messages, clients and servers.
