@@ -95,8 +95,14 @@ async fn list(state: Shared, Query(q): Query<ListQuery>) -> Result<Response, Err
 }
 
 async fn download(state: Shared, Path(path): Path<String>) -> Result<Response, Error> {
-    let (file, size) = state.artifacts.open(&path).await?;
-    let name = path
+    attachment(&state, &path, "application/octet-stream").await
+}
+
+/// The file at `rel` under the artifact root, streamed as an attachment (so a browser
+/// never renders it on this origin) of `media_type`.
+async fn attachment(state: &Shared, rel: &str, media_type: &str) -> Result<Response, Error> {
+    let (file, size) = state.artifacts.open(rel).await?;
+    let name = rel
         .rsplit('/')
         .next()
         .unwrap_or("artifact")
@@ -108,7 +114,7 @@ async fn download(state: Shared, Path(path): Path<String>) -> Result<Response, E
     Ok((
         StatusCode::OK,
         [
-            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (header::CONTENT_TYPE, media_type.to_string()),
             (header::CONTENT_LENGTH, size.to_string()),
             (
                 header::CONTENT_DISPOSITION,
@@ -150,8 +156,8 @@ struct GetArtifactQuery {
     path: Option<String>,
 }
 
-/// A file under an artifact root, sent as an attachment (so a browser never renders it
-/// on this origin) with its media type guessed from its name, as MLflow sends it.
+/// A file under an artifact root, sent as an attachment with its media type guessed
+/// from its name, as MLflow sends it.
 async fn send_file(state: &Shared, root_uri: &str, path: &str) -> Result<Response, Error> {
     crate::artifacts::check_path(path)?;
     let rel = format!(
@@ -159,29 +165,8 @@ async fn send_file(state: &Shared, root_uri: &str, path: &str) -> Result<Respons
         artifact_rel(root_uri)?,
         path.trim_start_matches('/')
     );
-    let (file, size) = state.artifacts.open(&rel).await?;
-    let name = path
-        .rsplit('/')
-        .next()
-        .unwrap_or("artifact")
-        .replace('"', "");
-    let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
-        file,
-        DOWNLOAD_CHUNK_BYTES,
-    ));
-    Ok((
-        StatusCode::OK,
-        [
-            (header::CONTENT_TYPE, guess_media_type(&name).to_string()),
-            (header::CONTENT_LENGTH, size.to_string()),
-            (
-                header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"{name}\""),
-            ),
-        ],
-        body,
-    )
-        .into_response())
+    let name = path.rsplit('/').next().unwrap_or_default();
+    attachment(state, &rel, guess_media_type(name)).await
 }
 
 /// What MLflow's `_guess_mime_type` answers for the files people log most.
