@@ -5,6 +5,8 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock build.rs ./
 COPY proto proto
 COPY src src
+# The workspace names the benchmark crate; cargo needs its manifest and sources to load.
+COPY bench/arbor-bench bench/arbor-bench
 RUN cargo build --release --locked --bin arbor
 
 FROM debian:bookworm-slim
