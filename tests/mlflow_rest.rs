@@ -617,3 +617,67 @@ async fn log_inputs_are_stored_searchable_and_summarised() {
     );
     s.stop_and_check_rebuild().await;
 }
+
+/// An upload onto a directory, or below a file, is a 400 and leaves no temporary file;
+/// symbolic links inside the artifact root are never followed, by any verb.
+#[tokio::test]
+async fn artifact_uploads_refuse_directories_files_as_parents_and_links() {
+    let s = TestServer::start().await;
+    let run = create_run(&s, "0").await;
+    let base = format!("/api/2.0/mlflow-artifacts/artifacts/0/{run}/artifacts");
+    let (status, _) = http(s.addr, "PUT", &format!("{base}/d/f.txt"), None, b"x").await;
+    assert_eq!(status, 200);
+    for bad in ["d", "d/f.txt/below"] {
+        let (status, body) = http(s.addr, "PUT", &format!("{base}/{bad}"), None, b"payload").await;
+        assert_eq!(status, 400, "{bad}: {}", String::from_utf8_lossy(&body));
+    }
+    let root = s.dir.path().join("artifacts");
+    let leftovers: Vec<_> = walk(&root)
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(".upload-")
+        })
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    // A link planted inside the store, pointing outside it.
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret.txt"), b"secret").unwrap();
+    let run_dir = root.join("0").join(&run).join("artifacts");
+    std::os::unix::fs::symlink(outside.path(), run_dir.join("link")).unwrap();
+    for (method, path) in [
+        ("GET", format!("{base}/link/secret.txt")),
+        ("PUT", format!("{base}/link/planted.txt")),
+        ("DELETE", format!("{base}/link/secret.txt")),
+        (
+            "GET",
+            format!("/api/2.0/mlflow-artifacts/artifacts?path=0/{run}/artifacts/link"),
+        ),
+    ] {
+        let (status, body) = http(s.addr, method, &path, None, b"x").await;
+        assert_eq!(
+            status,
+            400,
+            "{method} {path}: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    assert!(outside.path().join("secret.txt").exists());
+    assert!(!outside.path().join("planted.txt").exists());
+    s.stop().await;
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            out.extend(walk(&path));
+        }
+        out.push(path);
+    }
+    out
+}

@@ -64,14 +64,27 @@ impl ArtifactStore {
         &self.root
     }
 
-    fn resolve(&self, rel: &str) -> Result<PathBuf, Error> {
+    /// The path of `rel` under the root. Symbolic links inside the root are never
+    /// followed: a path through one (or naming one) is refused, so a link planted in the
+    /// store cannot lead reads or writes outside it.
+    async fn resolve(&self, rel: &str) -> Result<PathBuf, Error> {
         let rel = rel.trim_end_matches('/');
         check_path(rel)?;
-        Ok(if rel.is_empty() {
-            self.root.clone()
-        } else {
-            self.root.join(rel)
-        })
+        let mut path = self.root.clone();
+        for part in Path::new(rel).components() {
+            let Component::Normal(part) = part else {
+                continue;
+            };
+            path.push(part);
+            if let Ok(meta) = tokio::fs::symlink_metadata(&path).await
+                && meta.file_type().is_symlink()
+            {
+                return Err(Error::invalid(format!(
+                    "Invalid path: {rel} passes through a symbolic link"
+                )));
+            }
+        }
+        Ok(path)
     }
 
     /// Streams `body` into the file at `rel`, replacing it atomically; returns its size.
@@ -84,8 +97,30 @@ impl ArtifactStore {
         if rel.trim_end_matches('/').is_empty() {
             return Err(invalid_path());
         }
-        let target = self.resolve(rel)?;
+        let target = self.resolve(rel).await?;
+        // An upload replaces a file; it cannot replace a directory, nor go below a file.
+        if tokio::fs::metadata(&target).await.is_ok_and(|m| m.is_dir()) {
+            return Err(Error::invalid(format!(
+                "Invalid path: {rel} is a directory"
+            )));
+        }
         let dir = target.parent().ok_or_else(invalid_path)?.to_path_buf();
+        let mut ancestor = dir.as_path();
+        while ancestor.starts_with(&self.root) && ancestor != self.root {
+            if tokio::fs::metadata(ancestor)
+                .await
+                .is_ok_and(|m| m.is_file())
+            {
+                return Err(Error::invalid(format!(
+                    "Invalid path: {} is a file, so nothing can be stored below it",
+                    ancestor
+                        .strip_prefix(&self.root)
+                        .unwrap_or(ancestor)
+                        .display()
+                )));
+            }
+            ancestor = ancestor.parent().unwrap_or(&self.root);
+        }
         tokio::fs::create_dir_all(&dir).await.map_err(io)?;
         let tmp = dir.join(format!(".upload-{}", uuid::Uuid::new_v4().simple()));
         let mut file = tokio::fs::File::create(&tmp).await.map_err(io)?;
@@ -105,7 +140,11 @@ impl ArtifactStore {
             let _ = tokio::fs::remove_file(&tmp).await;
             return Err(e);
         }
-        tokio::fs::rename(&tmp, &target).await.map_err(io)?;
+        if let Err(e) = tokio::fs::rename(&tmp, &target).await {
+            // Never leave a hidden upload behind, whatever went wrong.
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(io(e));
+        }
         // The rename is durable once the directory is synced.
         tokio::fs::File::open(&dir)
             .await
@@ -118,7 +157,7 @@ impl ArtifactStore {
 
     /// The file at `rel` for reading, with its size; `NotFound` if it is not a file.
     pub async fn open(&self, rel: &str) -> Result<(tokio::fs::File, u64), Error> {
-        let path = self.resolve(rel)?;
+        let path = self.resolve(rel).await?;
         let not_found = || Error::NotFound(format!("File {rel} not found"));
         let meta = tokio::fs::metadata(&path).await.map_err(|_| not_found())?;
         if !meta.is_file() {
@@ -132,7 +171,7 @@ impl ArtifactStore {
 
     /// The entries of the directory `rel`, sorted; empty for a missing path or a file.
     pub async fn list(&self, rel: &str) -> Result<Vec<FileInfo>, Error> {
-        let path = self.resolve(rel)?;
+        let path = self.resolve(rel).await?;
         let mut out = Vec::new();
         let Ok(mut entries) = tokio::fs::read_dir(&path).await else {
             return Ok(out);
@@ -158,7 +197,7 @@ impl ArtifactStore {
         if rel.trim_end_matches('/').is_empty() {
             return Err(invalid_path());
         }
-        let path = self.resolve(rel)?;
+        let path = self.resolve(rel).await?;
         let meta = tokio::fs::metadata(&path)
             .await
             .map_err(|_| Error::NotFound(format!("File {rel} not found")))?;
