@@ -14,6 +14,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let out = PathBuf::from(env::var("OUT_DIR")?);
     tonic_prost_build::configure()
+        // A request that does not decode is INVALID_ARGUMENT (src/api/grpc/codec.rs).
+        .codec_path("crate::api::grpc::codec::ArborCodec")
         .file_descriptor_set_path(out.join("arbor_descriptor.bin"))
         .compile_protos(
             &[

@@ -83,3 +83,70 @@ async fn health_reflection_and_http_share_the_port() {
     assert_eq!(err.code(), tonic::Code::Unimplemented);
     server.stop().await;
 }
+
+/// Sends bytes as they are, to put a message on the wire that does not decode.
+struct RawCodec;
+
+struct RawEncoder;
+
+struct RawDecoder;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawEncoder;
+    type Decoder = RawDecoder;
+
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+
+    fn decoder(&mut self) -> RawDecoder {
+        RawDecoder
+    }
+}
+
+impl tonic::codec::Encoder for RawEncoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawDecoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Vec<u8>>, tonic::Status> {
+        let n = bytes::Buf::remaining(src);
+        Ok(Some(bytes::Buf::copy_to_bytes(src, n).to_vec()))
+    }
+}
+
+/// A request message that does not decode is the client's error, INVALID_ARGUMENT, not
+/// INTERNAL (which clients and meshes retry as a server fault).
+#[tokio::test]
+async fn an_undecodable_request_is_invalid_argument() {
+    let server = common::TestServer::start().await;
+    let mut grpc = tonic::client::Grpc::new(server.channel().await);
+    grpc.ready().await.expect("ready");
+    let path =
+        tonic::codegen::http::uri::PathAndQuery::from_static("/arbor.v1.TrackingService/GetRun");
+    // Field 1 announced as length-delimited, 127 bytes long, with 1 byte there.
+    let err = grpc
+        .unary(tonic::Request::new(vec![0x0a, 0x7f, 0x01]), path, RawCodec)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+    server.stop().await;
+}

@@ -1,5 +1,7 @@
-//! The native gRPC API: `arbor.v1.TrackingService` on top of `Store`.
+//! The native gRPC API: `arbor.v1` tracking, hierarchy and watch services on top of
+//! `Store`, with their codec.
 
+pub mod codec;
 mod convert;
 mod hierarchy;
 mod tracking;
