@@ -36,6 +36,9 @@ pub enum CliCommand {
     Serve(ServeArgs),
     /// Re-derive every projection from the event log (the server must be stopped).
     Rebuild(StoreArgs),
+    /// Verify a stopped store without changing it: the log gap-free and decodable, the
+    /// projections equal to what the log implies. Exits 1 when something is wrong.
+    Check(StoreArgs),
     /// Print a run's subtree with statuses (and a metric, with --metric).
     Tree(TreeArgs),
     /// Follow a run's metrics live (a table on a terminal, one line per point when piped).

@@ -13,6 +13,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         CliCommand::Serve(args) => serve(args),
         CliCommand::Rebuild(args) => rebuild(args),
+        CliCommand::Check(args) => check(args),
         CliCommand::Watch(args) => watch(args),
         CliCommand::Tree(args) => tree(args),
     };
@@ -52,7 +53,8 @@ fn serve(args: arbor::config::ServeArgs) -> Result<(), arbor::server::BoxError> 
         let options = arbor::server::Options {
             mlflow_ui: locate_ui(&args)?,
         };
-        let store = Store::open(&args.store.data_dir, &args.store.store_config())?;
+        let store = Store::open(&args.store.data_dir, &args.store.store_config())
+            .map_err(|e| open_failure(&args.store.data_dir, e))?;
         let listener = tokio::net::TcpListener::bind(args.listen).await?;
         let addr = listener.local_addr()?;
         tracing::info!(%addr, data_dir = %args.store.data_dir.display(), "arbor serving gRPC and HTTP");
@@ -62,6 +64,23 @@ fn serve(args: arbor::config::ServeArgs) -> Result<(), arbor::server::BoxError> 
         tracing::info!("shut down cleanly");
         Ok(())
     })
+}
+
+/// What to do when the store does not open: a damaged store gets a way forward.
+fn open_failure(dir: &std::path::Path, e: arbor::domain::Error) -> arbor::server::BoxError {
+    use arbor::domain::Error;
+    let dir = dir.display();
+    match e {
+        Error::Storage(e) if e.to_string().contains("could not acquire lock") => format!(
+            "the store in {dir} is in use by another process (another `arbor serve`, or a rebuild): {e}"
+        )
+        .into(),
+        Error::Storage(_) | Error::Corrupt(_) => format!(
+            "the store in {dir} cannot be opened: {e}. `arbor check --data-dir {dir}` tells whether the log or only the projections are damaged; `arbor rebuild --data-dir {dir}` re-derives damaged projections from an intact log; a damaged log needs a restore from a backup."
+        )
+        .into(),
+        other => other.into(),
+    }
 }
 
 /// Finds MLflow's UI as `--mlflow-ui` says: a path that holds no UI is an error; `auto`
@@ -137,6 +156,31 @@ fn tree(args: arbor::config::TreeArgs) -> Result<(), arbor::server::BoxError> {
         opts,
         &mut std::io::stdout().lock(),
     ))
+}
+
+fn check(args: arbor::config::StoreArgs) -> Result<(), arbor::server::BoxError> {
+    let report = store::check(&args.data_dir, &args.store_config())?;
+    println!("log: {} events read in order", report.events);
+    let dir = args.data_dir.display();
+    if let Some(damage) = &report.log_damage {
+        println!("log: DAMAGED: {damage}");
+        println!(
+            "The event log is the truth and cannot be re-derived: restore the store from a backup. `arbor rebuild` cannot repair it."
+        );
+        return Err("the event log is damaged".into());
+    }
+    println!(
+        "projections: {} keys compared, {} missing or different, {} extra",
+        report.keys, report.keys_wrong, report.keys_extra
+    );
+    if !report.intact() {
+        println!(
+            "The log is intact and only the projections are damaged: `arbor rebuild --data-dir {dir}` re-derives them from the log."
+        );
+        return Err("the projections differ from the log".into());
+    }
+    println!("intact");
+    Ok(())
 }
 
 fn rebuild(args: arbor::config::StoreArgs) -> Result<(), arbor::server::BoxError> {

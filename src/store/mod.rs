@@ -16,6 +16,7 @@ use crate::domain::{Command, DEFAULT_EXPERIMENT_NAME, Error, MetricPoint, ViewTy
 use crate::hierarchy::{self, TreeNode};
 pub use crate::log::committer::Outcome;
 use crate::log::committer::{Committer, Request};
+pub use crate::log::rebuild::CheckReport;
 use crate::pb;
 use crate::projection::{self, ExperimentRecord, LoggedModelRecord, RunRecord, history};
 use crate::search::page;
@@ -400,6 +401,13 @@ pub fn rebuild(dir: &Path, config: &StoreConfig) -> Result<RebuildReport, Error>
         keys_after: after.len(),
         keys_changed,
     })
+}
+
+/// Verifies the store in `dir` (which must not be open elsewhere) without changing it:
+/// the log gap-free and decodable, the projections equal to what the log implies.
+pub fn check(dir: &Path, config: &StoreConfig) -> Result<CheckReport, Error> {
+    let (_db, tree) = crate::db::open(dir, config.cache_bytes)?;
+    crate::log::rebuild::check(&tree)
 }
 
 impl crate::stream::EventSource for Store {

@@ -1,0 +1,81 @@
+//! `arbor check` on a stopped store: intact after writes; damaged projections are found
+//! (and `arbor rebuild` mends them); a damaged log is found and named, with what to do.
+//! The store is damaged on purpose by writing to its sled tree directly.
+
+mod common;
+
+use std::process::Command;
+
+use common::TestServer;
+
+fn arbor(args: &[&str], dir: &std::path::Path) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_arbor"))
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir)
+        .output()
+        .expect("run arbor");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// Opens the stopped store's tree to damage it, and closes it again.
+fn damage(dir: &std::path::Path, key: &[u8], value: &[u8]) {
+    let db = sled::open(dir.join("db")).expect("open the store's database");
+    db.open_tree("arbor")
+        .expect("tree")
+        .insert(key, value)
+        .expect("insert");
+    db.flush().expect("flush");
+}
+
+/// A store after ordinary writes checks intact; an extra projection key is found and
+/// `arbor rebuild` mends it; a log event that does not decode is named, and the advice
+/// is a restore, not a rebuild.
+#[tokio::test]
+async fn check_finds_damaged_projections_and_a_damaged_log() {
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    let exp = common::create_experiment(&mut c, "checked").await;
+    for _ in 0..3 {
+        common::new_run_id(
+            &mut c,
+            arbor::pb::CreateRunRequest {
+                experiment_id: exp.clone(),
+                ..Default::default()
+            },
+        )
+        .await;
+    }
+    drop(c);
+    let dir = server.stop().await;
+
+    let (ok, text) = arbor(&["check"], dir.path());
+    assert!(ok, "{text}");
+    assert!(text.contains("intact"), "{text}");
+
+    damage(dir.path(), b"Rno-such-run", b"\x00");
+    let (ok, text) = arbor(&["check"], dir.path());
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("1 extra") && text.contains("arbor rebuild"),
+        "{text}"
+    );
+    let (ok, text) = arbor(&["rebuild"], dir.path());
+    assert!(ok, "{text}");
+    let (ok, text) = arbor(&["check"], dir.path());
+    assert!(ok, "{text}");
+
+    // Event 2 of the log (`L` and the big-endian sequence number) no longer decodes.
+    let mut key = vec![b'L'];
+    key.extend_from_slice(&2u64.to_be_bytes());
+    damage(dir.path(), &key, b"\xff\xff\xff");
+    let (ok, text) = arbor(&["check"], dir.path());
+    assert!(!ok, "{text}");
+    assert!(text.contains("event 2 does not decode"), "{text}");
+    assert!(text.contains("restore the store from a backup"), "{text}");
+}
