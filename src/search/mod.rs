@@ -96,6 +96,87 @@ pub struct DatasetFilter {
     pub digest: String,
 }
 
+/// An `order_by` entry of `SearchLoggedModels`: an attribute (`name`, `creation_time`,
+/// ...) or `metrics.<key>` (the model's latest value of it, on the dataset if named).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ModelOrder {
+    pub field_name: String,
+    pub ascending: bool,
+    pub dataset_name: String,
+    pub dataset_digest: String,
+}
+
+/// A model's value for one ordering; `None` sorts last in both directions, as MLflow's.
+#[derive(Debug, Clone, PartialEq, PartialOrd)]
+enum SortValue {
+    Number(f64),
+    Text(String),
+}
+
+type ModelKey = Box<dyn Fn(&LoggedModelRecord) -> Option<SortValue>>;
+
+fn model_order_key(order: &ModelOrder) -> Result<ModelKey, Error> {
+    let text = |v: &str| (!v.is_empty()).then(|| SortValue::Text(v.to_string()));
+    #[allow(clippy::cast_precision_loss)]
+    let number = |v: i64| Some(SortValue::Number(v as f64));
+    let field = order.field_name.as_str();
+    if let Some((entity, key)) = field.split_once('.') {
+        if entity != "metrics" {
+            return Err(Error::invalid(format!(
+                "Invalid order by field name: {field}. Only metrics are supported."
+            )));
+        }
+        let (key, name, digest) = (
+            key.to_string(),
+            order.dataset_name.clone(),
+            order.dataset_digest.clone(),
+        );
+        // The latest point: greatest timestamp, then step, then the first run id.
+        return Ok(Box::new(move |m: &LoggedModelRecord| {
+            m.metrics
+                .iter()
+                .filter_map(|r| r.metric.as_ref().map(|p| (p, &r.run_id)))
+                .filter(|(p, _)| {
+                    p.key == key
+                        && (name.is_empty() || p.dataset_name == name)
+                        && (digest.is_empty() || p.dataset_digest == digest)
+                })
+                .max_by(|(a, ra), (b, rb)| {
+                    (a.timestamp, a.step)
+                        .cmp(&(b.timestamp, b.step))
+                        .then_with(|| rb.cmp(ra))
+                })
+                .map(|(p, _)| SortValue::Number(p.value))
+        }));
+    }
+    Ok(match field {
+        "model_id" => Box::new(move |m: &LoggedModelRecord| text(&m.model_id)),
+        "name" => Box::new(move |m: &LoggedModelRecord| text(&m.name)),
+        "experiment_id" => Box::new(move |m: &LoggedModelRecord| {
+            number(i64::try_from(m.experiment_id).unwrap_or(i64::MAX))
+        }),
+        "artifact_location" => Box::new(move |m: &LoggedModelRecord| text(&m.artifact_uri)),
+        "creation_time" | "creation_timestamp" | "creation_timestamp_ms" => {
+            Box::new(move |m: &LoggedModelRecord| number(m.creation_time))
+        }
+        "last_updated_timestamp" | "last_updated_timestamp_ms" => {
+            Box::new(move |m: &LoggedModelRecord| number(m.last_updated_time))
+        }
+        "status" => Box::new(move |m: &LoggedModelRecord| number(i64::from(m.status))),
+        "model_type" => Box::new(move |m: &LoggedModelRecord| text(&m.model_type)),
+        "source_run_id" => Box::new(move |m: &LoggedModelRecord| text(&m.source_run_id)),
+        "status_message" => Box::new(move |m: &LoggedModelRecord| text(&m.status_message)),
+        "lifecycle_stage" => {
+            Box::new(move |m: &LoggedModelRecord| text(crate::domain::lifecycle_stage(m.deleted)))
+        }
+        _ => {
+            return Err(Error::invalid(format!(
+                "Invalid order by field name: {field}"
+            )));
+        }
+    })
+}
+
 /// MLflow's `SearchLoggedModels` over `models`: active models of the given experiments
 /// (all, when none is named) that pass the filter and have metrics on one of
 /// `datasets` (when any are named), newest first, a page at a time.
@@ -104,9 +185,40 @@ pub(crate) fn search_logged_models(
     experiment_ids: &[String],
     filter: &str,
     datasets: &[DatasetFilter],
+    order_by: &[ModelOrder],
     max_results: Option<i64>,
     page_token: &str,
 ) -> Result<(Vec<LoggedModelRecord>, Option<String>), Error> {
+    // The orderings asked for, then MLflow's tie-breaks: newest first (unless the
+    // creation time was named), then model id.
+    let mut order = order_by.to_vec();
+    let named = |names: &[&str]| {
+        order_by
+            .iter()
+            .any(|o| names.contains(&o.field_name.as_str()))
+    };
+    if !named(&[
+        "creation_time",
+        "creation_timestamp",
+        "creation_timestamp_ms",
+    ]) {
+        order.push(ModelOrder {
+            field_name: "creation_time".into(),
+            ascending: false,
+            ..ModelOrder::default()
+        });
+    }
+    if !named(&["model_id"]) {
+        order.push(ModelOrder {
+            field_name: "model_id".into(),
+            ascending: true,
+            ..ModelOrder::default()
+        });
+    }
+    let keys = order
+        .iter()
+        .map(|o| Ok((model_order_key(o)?, o.ascending)))
+        .collect::<Result<Vec<_>, Error>>()?;
     if datasets.iter().any(|d| d.name.is_empty()) {
         return Err(Error::invalid(
             "`dataset_name` in the `datasets` clause must be specified.",
@@ -128,7 +240,7 @@ pub(crate) fn search_logged_models(
         )));
     }
     let offset = page::decode_offset(page_token)?;
-    let mut models: Vec<LoggedModelRecord> = models
+    let models: Vec<LoggedModelRecord> = models
         .into_iter()
         .filter(|m| !m.deleted)
         .filter(|m| {
@@ -136,11 +248,27 @@ pub(crate) fn search_logged_models(
         })
         .filter(|m| matches(m) && on_datasets(m))
         .collect();
-    models.sort_by(|a, b| {
-        b.creation_time
-            .cmp(&a.creation_time)
-            .then(a.model_id.cmp(&b.model_id))
+    let mut keyed: Vec<(Vec<Option<SortValue>>, LoggedModelRecord)> = models
+        .into_iter()
+        .map(|m| (keys.iter().map(|(key, _)| key(&m)).collect(), m))
+        .collect();
+    keyed.sort_by(|(a, _), (b, _)| {
+        a.iter()
+            .zip(b)
+            .zip(&keys)
+            .map(|((x, y), (_, ascending))| match (x, y) {
+                (None, None) => std::cmp::Ordering::Equal,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (Some(x), Some(y)) => {
+                    let o = x.partial_cmp(y).unwrap_or(std::cmp::Ordering::Equal);
+                    if *ascending { o } else { o.reverse() }
+                }
+            })
+            .find(|o| o.is_ne())
+            .unwrap_or(std::cmp::Ordering::Equal)
     });
+    let models: Vec<LoggedModelRecord> = keyed.into_iter().map(|(_, m)| m).collect();
     let limit = usize::try_from(max).unwrap_or(usize::MAX);
     Ok(page::slice(models, offset, limit))
 }

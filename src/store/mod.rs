@@ -243,6 +243,7 @@ impl Store {
         experiment_ids: &[String],
         filter: &str,
         datasets: &[crate::search::DatasetFilter],
+        order_by: &[crate::search::ModelOrder],
         max_results: Option<i64>,
         page_token: &str,
     ) -> Result<(Vec<LoggedModelRecord>, Option<String>), Error> {
@@ -251,6 +252,7 @@ impl Store {
             experiment_ids,
             filter,
             datasets,
+            order_by,
             max_results,
             page_token,
         )

@@ -230,3 +230,28 @@ def test_a_parent_that_does_not_exist_is_kept_as_given(client):
     assert ids(client.search_runs([exp], f"tags.mlflow.parentRunId = '{missing}'")) == sorted(
         [orphan, child], key=[child, orphan].index
     )
+
+
+def test_logged_models_are_ordered_as_asked(client):
+    exp = experiment(client)
+    run = client.create_run(exp).info.run_id
+    models = {}
+    for name, acc in (("bravo", 0.2), ("alpha", 0.9), ("charlie", None)):
+        m = client.create_logged_model(exp, name=name, source_run_id=run)
+        models[m.model_id] = name
+        if acc is not None:
+            client.log_metric(run, "acc", acc, timestamp=1, model_id=m.model_id, dataset_name="ds", dataset_digest="d")
+
+    def names(order_by):
+        return [models[m.model_id] for m in client.search_logged_models([exp], order_by=order_by)]
+
+    assert names([{"field_name": "name", "ascending": True}]) == ["alpha", "bravo", "charlie"]
+    assert names([{"field_name": "name", "ascending": False}]) == ["charlie", "bravo", "alpha"]
+    # By a metric's latest value, models without it last, in both directions.
+    assert names([{"field_name": "metrics.acc", "ascending": False}]) == ["alpha", "bravo", "charlie"]
+    assert names([{"field_name": "metrics.acc", "ascending": True}]) == ["bravo", "alpha", "charlie"]
+    # No model has the metric on that dataset: the default order (newest first) decides.
+    assert names([{"field_name": "metrics.acc", "ascending": True, "dataset_name": "other"}]) == names([])
+    with pytest.raises(MlflowException) as err:
+        names([{"field_name": "params.x"}])
+    assert err.value.error_code == "INVALID_PARAMETER_VALUE"

@@ -13,7 +13,7 @@ use super::request::{self, Mlflow, present, required};
 use super::response::{Empty, LoggedModel, Page, page};
 use super::{KeyValueIn, Routes, Shared, json, key_values};
 use crate::domain::{Error, LoggedModelStatus};
-use crate::search::DatasetFilter;
+use crate::search::{DatasetFilter, ModelOrder};
 use crate::store::NewLoggedModel;
 
 pub(super) fn routes() -> Routes {
@@ -88,6 +88,20 @@ struct SearchRequest {
     page_token: Option<String>,
     #[serde(default)]
     datasets: Option<Vec<DatasetFilterIn>>,
+    #[serde(default, alias = "orderBy")]
+    order_by: Option<Vec<OrderByIn>>,
+}
+
+#[derive(Deserialize, Debug)]
+struct OrderByIn {
+    #[serde(default, deserialize_with = "request::string", alias = "fieldName")]
+    field_name: Option<String>,
+    #[serde(default, deserialize_with = "request::boolean")]
+    ascending: Option<bool>,
+    #[serde(default, deserialize_with = "request::string", alias = "datasetName")]
+    dataset_name: Option<String>,
+    #[serde(default, deserialize_with = "request::string", alias = "datasetDigest")]
+    dataset_digest: Option<String>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -108,10 +122,25 @@ async fn search(state: Shared, Mlflow(r): Mlflow<SearchRequest>) -> Result<Respo
             digest: d.dataset_digest.unwrap_or_default(),
         })
         .collect();
+    let order_by = r
+        .order_by
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+        .map(|(i, o)| {
+            Ok(ModelOrder {
+                field_name: required(&format!("order_by[{i}].field_name"), o.field_name)?,
+                ascending: o.ascending.unwrap_or(true),
+                dataset_name: o.dataset_name.unwrap_or_default(),
+                dataset_digest: o.dataset_digest.unwrap_or_default(),
+            })
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
     let (models, next) = state.store.search_logged_models(
         &r.experiment_ids,
         &r.filter.unwrap_or_default(),
         &datasets,
+        &order_by,
         r.max_results,
         &r.page_token.unwrap_or_default(),
     )?;
