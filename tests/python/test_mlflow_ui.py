@@ -128,7 +128,8 @@ def test_the_mlflow_ui_shows_runs_params_metrics_charts_and_artifacts(ui_server,
     browser.get(f"{url}/#/experiments/{exp}/runs")
     shows("parent-run")
     assert "child-run" not in browser.find_element(By.TAG_NAME, "body").text
-    wait.until(lambda d: expand("parent-run") or True)
+    # The expander renders after the name; WebDriverWait retries the lookup until it does.
+    wait.until(lambda d: expand("parent-run") is None)
     shows("child-run")
     expand("child-run")
     shows("grandchild-run")

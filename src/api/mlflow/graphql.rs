@@ -11,14 +11,14 @@
 //! answered wrongly; see README, "MLflow's web UI".
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::Query;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{Routes, Shared};
-use crate::domain::{Error, RunStatus, ViewType, lifecycle_stage, mlflow_stored};
+use crate::domain::{Error, ViewType, lifecycle_stage, mlflow_stored};
 use crate::pb;
 use crate::projection::{ExperimentRecord, RunRecord};
 
@@ -59,12 +59,12 @@ async fn over_get(state: Shared, Query(p): Query<GetParams>) -> Response {
     )
 }
 
-async fn over_post(State(state): Shared, body: axum::body::Bytes) -> Response {
+async fn over_post(state: Shared, body: axum::body::Bytes) -> Response {
     if body.len() > QUERY_LIMIT_BYTES {
         return graphql_error("the request is too large");
     }
     match serde_json::from_slice::<Request>(&body) {
-        Ok(r) => answer(&axum::extract::State(state), r),
+        Ok(r) => answer(&state, r),
         Err(e) => graphql_error(&format!("the request is not a GraphQL request: {e}")),
     }
 }
@@ -172,7 +172,7 @@ fn get_run(state: &Shared, input: &Value) -> Result<Value, Error> {
         .or_else(|| text(input, "runUuid", "run_uuid"))
         .unwrap_or_default();
     let r = state.store.get_run(&id)?;
-    Ok(json!({ "run": run(state, &r) }))
+    Ok(json!({ "run": run(state, &r, &mut Experiments::new()) }))
 }
 
 fn search_runs(state: &Shared, input: &Value) -> Result<Value, Error> {
@@ -189,8 +189,13 @@ fn search_runs(state: &Shared, input: &Value) -> Result<Value, Error> {
         number(input, "maxResults"),
         &text(input, "pageToken", "page_token").unwrap_or_default(),
     )?;
+    let mut experiments = Experiments::new();
+    let answered: Vec<Value> = runs
+        .iter()
+        .map(|r| run(state, r, &mut experiments))
+        .collect();
     Ok(json!({
-        "runs": runs.iter().map(|r| run(state, r)).collect::<Vec<_>>(),
+        "runs": answered,
         "nextPageToken": next,
     }))
 }
@@ -261,12 +266,20 @@ fn dataset_input(d: &pb::DatasetInput) -> Value {
     })
 }
 
-fn run(state: &Shared, r: &RunRecord) -> Value {
-    let experiment = state
-        .store
-        .get_experiment(&r.experiment_id.to_string())
-        .ok()
-        .map(|e| experiment(&e));
+/// Each run names its experiment; a page of runs mostly shares a few, so each is read
+/// once per answer.
+type Experiments = std::collections::HashMap<u64, Value>;
+
+fn run(state: &Shared, r: &RunRecord, experiments: &mut Experiments) -> Value {
+    let experiment = experiments
+        .entry(r.experiment_id)
+        .or_insert_with(|| {
+            state
+                .store
+                .get_experiment(&r.experiment_id.to_string())
+                .map_or(Value::Null, |e| experiment(&e))
+        })
+        .clone();
     let metrics: Vec<Value> = r
         .latest_metrics
         .iter()
@@ -283,7 +296,7 @@ fn run(state: &Shared, r: &RunRecord) -> Value {
             "__typename": "MlflowRunInfo",
             "runId": r.run_id, "runUuid": r.run_id, "runName": r.run_name,
             "experimentId": r.experiment_id.to_string(), "userId": r.user_id,
-            "status": RunStatus::from_i32(r.status).unwrap_or(RunStatus::Running).name(),
+            "status": r.status().name(),
             "startTime": r.start_time.to_string(),
             "endTime": r.end_time.map(|t| t.to_string()),
             "artifactUri": r.artifact_uri, "lifecycleStage": lifecycle_stage(r.deleted),

@@ -6,7 +6,7 @@
 use serde::{Serialize, Serializer};
 
 use crate::artifacts::FileInfo;
-use crate::domain::{LoggedModelStatus, MetricPoint, RunStatus, lifecycle_stage};
+use crate::domain::{LoggedModelStatus, MetricPoint, lifecycle_stage};
 use crate::pb;
 use crate::projection::{ExperimentRecord, LoggedModelRecord, RunRecord};
 
@@ -119,9 +119,7 @@ impl<'a> From<&'a RunRecord> for RunInfo<'a> {
             run_name: &r.run_name,
             experiment_id: r.experiment_id.to_string(),
             user_id: &r.user_id,
-            status: RunStatus::from_i32(r.status)
-                .unwrap_or(RunStatus::Running)
-                .name(),
+            status: r.status().name(),
             start_time: r.start_time,
             end_time: r.end_time,
             artifact_uri: &r.artifact_uri,

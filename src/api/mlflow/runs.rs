@@ -195,9 +195,14 @@ async fn search(state: Shared, Mlflow(r): Mlflow<SearchRequest>) -> Result<Respo
     json(&page)
 }
 
-/// A metric point as MLflow sends it, optionally for a logged model and a dataset.
+/// A metric point as MLflow sends it (a `log-metric` request is one too, with the run),
+/// optionally for a logged model and a dataset.
 #[derive(Deserialize, Debug)]
 struct MetricIn {
+    #[serde(default, deserialize_with = "request::string", alias = "runId")]
+    run_id: Option<String>,
+    #[serde(default, deserialize_with = "request::string", alias = "runUuid")]
+    run_uuid: Option<String>,
     #[serde(default, deserialize_with = "request::string")]
     key: Option<String>,
     #[serde(default, deserialize_with = "request::double")]
@@ -236,43 +241,9 @@ impl MetricIn {
     }
 }
 
-#[derive(Deserialize, Debug)]
-struct LogMetricRequest {
-    #[serde(default, deserialize_with = "request::string", alias = "runId")]
-    run_id: Option<String>,
-    #[serde(default, deserialize_with = "request::string", alias = "runUuid")]
-    run_uuid: Option<String>,
-    #[serde(default, deserialize_with = "request::string")]
-    key: Option<String>,
-    #[serde(default, deserialize_with = "request::double")]
-    value: Option<f64>,
-    #[serde(default, deserialize_with = "request::int64")]
-    timestamp: Option<i64>,
-    #[serde(default, deserialize_with = "request::int64")]
-    step: Option<i64>,
-    #[serde(default, deserialize_with = "request::string", alias = "modelId")]
-    model_id: Option<String>,
-    #[serde(default, deserialize_with = "request::string", alias = "datasetName")]
-    dataset_name: Option<String>,
-    #[serde(default, deserialize_with = "request::string", alias = "datasetDigest")]
-    dataset_digest: Option<String>,
-}
-
-async fn log_metric(
-    state: Shared,
-    Mlflow(r): Mlflow<LogMetricRequest>,
-) -> Result<Json<Empty>, Error> {
-    let run_id = run_id(r.run_id, r.run_uuid)?;
-    let (point, model) = MetricIn {
-        key: r.key,
-        value: r.value,
-        timestamp: r.timestamp,
-        step: r.step,
-        model_id: r.model_id,
-        dataset_name: r.dataset_name,
-        dataset_digest: r.dataset_digest,
-    }
-    .point("")?;
+async fn log_metric(state: Shared, Mlflow(mut r): Mlflow<MetricIn>) -> Result<Json<Empty>, Error> {
+    let run_id = run_id(r.run_id.take(), r.run_uuid.take())?;
+    let (point, model) = r.point("")?;
     state.store.log_metric(run_id, point, model).await?;
     Ok(Json(Empty {}))
 }
