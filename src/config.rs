@@ -75,6 +75,10 @@ pub struct StoreArgs {
     /// Where artifact files live (default: DATA_DIR/artifacts).
     #[arg(long, env = "ARBOR_ARTIFACTS_DIR")]
     pub artifacts_dir: Option<PathBuf>,
+    /// MiB kept free on the data directory's disk: below it writes are refused (503,
+    /// UNAVAILABLE, health NOT_SERVING) and resume by themselves once space is freed.
+    #[arg(long, env = "ARBOR_MIN_FREE_SPACE_MB", default_value_t = 64)]
+    pub min_free_space_mb: u64,
 }
 
 impl ServeArgs {
@@ -95,6 +99,7 @@ impl StoreArgs {
         StoreConfig {
             cache_bytes: self.cache_mb.saturating_mul(1024 * 1024),
             artifacts_dir: self.artifacts_dir.clone(),
+            min_free_bytes: self.min_free_space_mb.saturating_mul(1024 * 1024),
         }
     }
 }

@@ -5,9 +5,8 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 
 use arbor::pb::{self, tracking_service_client::TrackingServiceClient};
@@ -33,28 +32,8 @@ fn spawn_server_from_env(dir: &std::path::Path) -> (Child, SocketAddr) {
     start(cmd)
 }
 
-fn start(mut cmd: Command) -> (Child, SocketAddr) {
-    let mut child = cmd
-        .env(
-            "ARBOR_LOG",
-            std::env::var("TEST_ARBOR_LOG").unwrap_or("warn".into()),
-        )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn arbor");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("read address");
-    let addr = line
-        .trim()
-        .strip_prefix("arbor listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .parse()
-        .expect("address");
-    (child, addr)
+fn start(cmd: Command) -> (Child, SocketAddr) {
+    common::start_process(cmd)
 }
 
 async fn client(addr: SocketAddr) -> TrackingServiceClient<tonic::transport::Channel> {

@@ -13,7 +13,13 @@ use crate::domain::Error;
 #[derive(Clone, Debug)]
 pub struct ArtifactStore {
     root: PathBuf,
+    /// Bytes kept free on the root's disk: an upload that would go below it is refused
+    /// (and removed), so artifacts cannot fill the disk under the database.
+    min_free: u64,
 }
+
+/// How much of an upload is written between checks of the disk reserve.
+const RESERVE_CHECK_EVERY: u64 = 8 * 1024 * 1024;
 
 /// One entry of a listing: a name relative to the listed directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +31,15 @@ pub struct FileInfo {
 
 fn io(e: std::io::Error) -> Error {
     Error::Storage(sled::Error::Io(e))
+}
+
+/// A failed artifact write: a full disk is a 503 in words, not a storage failure.
+fn write_error(e: std::io::Error) -> Error {
+    if e.kind() == std::io::ErrorKind::StorageFull {
+        Error::Unavailable("the disk holding the artifacts is full".into())
+    } else {
+        io(e)
+    }
 }
 
 fn invalid_path() -> Error {
@@ -57,7 +72,28 @@ pub fn check_path(rel: &str) -> Result<(), Error> {
 
 impl ArtifactStore {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        Self {
+            root: root.into(),
+            min_free: 0,
+        }
+    }
+
+    /// The same store, keeping `bytes` free on its disk.
+    pub fn with_reserve(self, bytes: u64) -> Self {
+        Self {
+            min_free: bytes,
+            ..self
+        }
+    }
+
+    /// `Unavailable` while the root's disk is below the reserve.
+    fn check_reserve(&self) -> Result<(), Error> {
+        let probe = if self.root.exists() {
+            self.root.as_path()
+        } else {
+            self.root.parent().unwrap_or(&self.root)
+        };
+        crate::db::space::check_reserve(probe, self.min_free).map_err(Error::Unavailable)
     }
 
     pub fn root(&self) -> &Path {
@@ -121,18 +157,24 @@ impl ArtifactStore {
             }
             ancestor = ancestor.parent().unwrap_or(&self.root);
         }
+        self.check_reserve()?;
         tokio::fs::create_dir_all(&dir).await.map_err(io)?;
         let tmp = dir.join(format!(".upload-{}", uuid::Uuid::new_v4().simple()));
         let mut file = tokio::fs::File::create(&tmp).await.map_err(io)?;
         let mut size = 0u64;
+        let mut next_check = RESERVE_CHECK_EVERY;
         let written: Result<(), Error> = async {
             while let Some(chunk) = body.next().await {
                 let chunk = chunk
                     .map_err(|e| Error::invalid(format!("the upload was interrupted: {e}")))?;
                 size += chunk.len() as u64;
-                file.write_all(&chunk).await.map_err(io)?;
+                if size >= next_check {
+                    self.check_reserve()?;
+                    next_check = size + RESERVE_CHECK_EVERY;
+                }
+                file.write_all(&chunk).await.map_err(write_error)?;
             }
-            file.sync_all().await.map_err(io)?;
+            file.sync_all().await.map_err(write_error)?;
             Ok(())
         }
         .await;

@@ -3,8 +3,10 @@
 //! Only the store, the log and the projections touch it; everything above goes through
 //! `Store`.
 
+pub(crate) mod health;
 pub(crate) mod keys;
 pub(crate) mod kv;
+pub(crate) mod space;
 
 use std::path::{Path, PathBuf};
 
@@ -17,7 +19,15 @@ use crate::domain::Error;
 /// logs a warning and returns (a reopen would then fail with sled's lock error).
 const RELEASE_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// An open database: the handles every reader and the committer clone.
+#[derive(Clone)]
+pub(crate) struct Handles {
+    pub(crate) db: sled::Db,
+    pub(crate) tree: sled::Tree,
+}
+
 /// Opens (or creates) the database under `dir` with a page cache of `cache_bytes`.
+/// First finishes or undoes a rebuild that was interrupted (see `swap_in`).
 pub(crate) fn open(dir: &Path, cache_bytes: u64) -> Result<(sled::Db, sled::Tree), Error> {
     std::fs::create_dir_all(dir).map_err(|e| {
         Error::Storage(sled::Error::Io(std::io::Error::new(
@@ -25,8 +35,14 @@ pub(crate) fn open(dir: &Path, cache_bytes: u64) -> Result<(sled::Db, sled::Tree
             format!("cannot create data directory {}: {e}", dir.display()),
         )))
     })?;
+    settle_swap(dir).map_err(|e| Error::Storage(sled::Error::Io(e)))?;
+    open_at(&db_path(dir), cache_bytes)
+}
+
+/// Opens (or creates) a database at exactly `path`.
+pub(crate) fn open_at(path: &Path, cache_bytes: u64) -> Result<(sled::Db, sled::Tree), Error> {
     let db = sled::Config::new()
-        .path(db_path(dir))
+        .path(path)
         .cache_capacity(cache_bytes)
         // Every commit flushes before it answers; sled's timer would only add work.
         .flush_every_ms(None)
@@ -35,13 +51,130 @@ pub(crate) fn open(dir: &Path, cache_bytes: u64) -> Result<(sled::Db, sled::Tree
     Ok((db, tree))
 }
 
-fn db_path(dir: &Path) -> PathBuf {
+pub(crate) fn db_path(dir: &Path) -> PathBuf {
     dir.join("db")
+}
+
+/// Where a rebuild builds the new database, beside the old one.
+pub(crate) fn staging_path(dir: &Path) -> PathBuf {
+    dir.join("db.rebuild")
+}
+
+/// Where the old database waits during the swap.
+fn retired_path(dir: &Path) -> PathBuf {
+    dir.join("db.old")
+}
+
+/// Puts a complete, flushed and closed database at `staging_path` in the place of the
+/// old one. Two renames; `db.old` exists only between them and after, so whatever
+/// moment a crash comes, `settle_swap` at the next open knows what to do.
+pub(crate) fn swap_in(dir: &Path) -> std::io::Result<()> {
+    let (live, staged, retired) = (db_path(dir), staging_path(dir), retired_path(dir));
+    sync_dir(&staged)?;
+    std::fs::rename(&live, &retired)?;
+    std::fs::rename(&staged, &live)?;
+    sync_dir(dir)?;
+    std::fs::remove_dir_all(&retired)
+}
+
+/// After a crash: a staging database next to a live one is an unfinished rebuild
+/// (dropped, the old store is as it was); a retired database without a live one means
+/// the swap stopped between its renames (the staged one is complete: finish it); a
+/// retired one beside a live one is a finished swap's leftover.
+pub(crate) fn settle_swap(dir: &Path) -> std::io::Result<()> {
+    let (live, staged, retired) = (db_path(dir), staging_path(dir), retired_path(dir));
+    match (live.exists(), staged.exists(), retired.exists()) {
+        (false, true, true) => {
+            tracing::warn!("finishing a rebuild that was interrupted while swapping in");
+            std::fs::rename(&staged, &live)?;
+            sync_dir(dir)?;
+            std::fs::remove_dir_all(&retired)
+        }
+        (false, false, true) => {
+            tracing::warn!("restoring the database a rebuild had set aside");
+            std::fs::rename(&retired, &live)?;
+            sync_dir(dir)
+        }
+        (true, staged_exists, retired_exists) => {
+            if staged_exists {
+                tracing::warn!("removing an unfinished rebuild; the store is as it was");
+                std::fs::remove_dir_all(&staged)?;
+            }
+            if retired_exists {
+                std::fs::remove_dir_all(&retired)?;
+            }
+            Ok(())
+        }
+        (false, _, false) => Ok(()),
+    }
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Flushes `db`, but never waits silently: a flush the disk does not finish is reported
+/// every `FLUSH_REPORT_EVERY`, and given up (with an error) after `limit`. A thread
+/// left behind then is stuck in the kernel; the caller exits.
+pub(crate) fn flush_bounded(
+    db: &sled::Db,
+    what: &str,
+    limit: std::time::Duration,
+) -> Result<(), Error> {
+    const FLUSH_REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let db = db.clone();
+    std::thread::Builder::new()
+        .name("arbor-flush".into())
+        .spawn(move || {
+            let _ = tx.send(db.flush());
+        })
+        .map_err(|e| Error::Storage(sled::Error::Io(e)))?;
+    let started = std::time::Instant::now();
+    loop {
+        match rx.recv_timeout(FLUSH_REPORT_EVERY.min(limit)) {
+            Ok(result) => return result.map(|_| ()).map_err(Error::from),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(Error::Unavailable(format!("flushing {what} failed")));
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                let waited = started.elapsed();
+                if waited >= limit {
+                    return Err(Error::Unavailable(format!(
+                        "flushing {what} did not finish in {} s: the disk is not taking writes (full, or failing)",
+                        waited.as_secs()
+                    )));
+                }
+                tracing::warn!(
+                    "flushing {what} has taken {} s so far; is the disk full or failing?",
+                    waited.as_secs()
+                );
+            }
+        }
+    }
 }
 
 /// The file sled locks while the database is open.
 pub(crate) fn lock_file(dir: &Path) -> PathBuf {
     db_path(dir).join("db")
+}
+
+/// `wait_released` for threads outside the runtime (the committer).
+pub(crate) fn wait_released_blocking(lock_file: &Path) -> bool {
+    let deadline = std::time::Instant::now() + RELEASE_GRACE;
+    let mut pause = std::time::Duration::from_millis(1);
+    loop {
+        match std::fs::File::open(lock_file).map(|f| f.try_lock()) {
+            Ok(Ok(())) | Err(_) => return true,
+            Ok(Err(std::fs::TryLockError::Error(_))) => return true,
+            Ok(Err(std::fs::TryLockError::WouldBlock)) => {}
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(std::time::Duration::from_millis(50));
+    }
 }
 
 /// Waits until no one holds sled's lock on `lock_file`, so that a closed store can be

@@ -5,11 +5,14 @@
 //! `apply_batch`, flushes once, and only then answers every request in the group. A
 //! command that fails validation writes nothing and does not disturb its neighbours.
 
+use std::sync::Arc;
+
 use prost::Message;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::db::keys;
+use crate::db::health::StoreState;
 use crate::db::kv::Pending;
+use crate::db::{Handles, keys};
 use crate::domain::{Command, Error};
 use crate::pb;
 use crate::projection::{self, RunRecord};
@@ -43,27 +46,27 @@ pub(crate) enum Request {
 }
 
 pub(crate) struct Committer {
-    db: sled::Db,
-    tree: sled::Tree,
+    db: Handles,
+    state: Arc<StoreState>,
     next_seq: u64,
     /// Where committed events go once they are on disk.
     publisher: Publisher,
-    /// Set after a failed write or flush: the on-disk state is then uncertain, so every
-    /// later write is refused until the server is restarted (which replays the log).
-    failure: Option<String>,
 }
 
 type Reply = oneshot::Sender<Result<Outcome, Error>>;
 
 impl Committer {
-    pub(crate) fn new(db: sled::Db, tree: sled::Tree, publisher: Publisher) -> Result<Self, Error> {
-        let next_seq = crate::log::last_seq(&tree)? + 1;
+    pub(crate) fn new(
+        db: Handles,
+        state: Arc<StoreState>,
+        publisher: Publisher,
+    ) -> Result<Self, Error> {
+        let next_seq = crate::log::last_seq(&db.tree)? + 1;
         Ok(Self {
             db,
-            tree,
+            state,
             next_seq,
             publisher,
-            failure: None,
         })
     }
 
@@ -94,18 +97,27 @@ impl Committer {
         }
     }
 
-    /// Validates, commits and answers one group of commands.
+    /// Validates, commits and answers one group of commands. Refuses the whole group,
+    /// writing nothing, while the disk is below its reserve (writes resume by themselves
+    /// above it) or after the disk refused a write (until a restart: sled cannot
+    /// recover from that in-process, and even closing its handles then waits forever,
+    /// which is why the reserve keeps the disk from filling under it).
     pub(crate) fn commit_group(&mut self, group: Vec<(Command, Reply)>) {
-        if let Some(why) = &self.failure {
-            for (_, reply) in group {
-                let _ = reply.send(Err(Error::Unavailable(why.clone())));
-            }
+        if group.is_empty() {
             return;
         }
+        if let Some(why) = self.state.failure() {
+            refuse(group, &why);
+            return;
+        }
+        if let Err(why) = self.state.check_space() {
+            refuse(group, &why);
+            return;
+        }
+        let own = self.db.clone();
         let now = chrono::Utc::now().timestamp_millis();
         let first_seq = self.next_seq;
-        let tree = self.tree.clone();
-        let mut pending = Pending::new(&tree);
+        let mut pending = Pending::new(&own.tree);
         let mut answers: Vec<(Reply, Result<Outcome, Error>)> = Vec::with_capacity(group.len());
         let mut events = Vec::new();
         for (command, reply) in group {
@@ -127,14 +139,19 @@ impl Committer {
             }
         }
         if !pending.is_empty() {
-            let written = self
+            self.state.commit_starts();
+            let written = own
                 .tree
                 .apply_batch(pending.into_batch())
-                .and_then(|()| self.db.flush().map(|_| ()));
+                .and_then(|()| own.db.flush().map(|_| ()));
+            self.state.commit_ends();
             if let Err(e) = written {
-                let why = format!("storage failure, restart the server: {e}");
-                tracing::error!(error = %e, "commit failed; refusing further writes");
-                self.failure = Some(why.clone());
+                let why = format!(
+                    "{}; the store stopped taking writes to keep what it has intact: restart the server once the disk is writable again (acknowledged writes are safe)",
+                    crate::db::space::describe(&e)
+                );
+                tracing::error!(error = %e, "commit failed; refusing writes until a restart");
+                self.state.set_failure(Some(why.clone()));
                 self.next_seq = first_seq;
                 for (reply, _) in answers {
                     let _ = reply.send(Err(Error::Unavailable(why.clone())));
@@ -187,5 +204,12 @@ impl Committer {
             )),
             Answer::Done => Outcome::Done,
         })
+    }
+}
+
+/// Answers every request of a group with 503 and `why`.
+fn refuse(group: Vec<(Command, Reply)>, why: &str) {
+    for (_, reply) in group {
+        let _ = reply.send(Err(Error::Unavailable(why.to_string())));
     }
 }

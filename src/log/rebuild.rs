@@ -2,44 +2,24 @@
 //! when the projection layout version changes, and the check in tests that live state
 //! equals rebuilt state.
 
-use std::collections::BTreeMap;
-
 use crate::db::keys;
 use crate::db::kv::Pending;
 use crate::domain::Error;
 
 /// Events applied per atomic batch while rebuilding; bounds the memory a rebuild uses.
 const REBUILD_BATCH_EVENTS: usize = 1024;
-/// Keys removed per batch while clearing the old projections.
-const CLEAR_BATCH_KEYS: usize = 10_000;
 
-/// Drops every projection and replays the whole log into fresh ones. Returns the number
-/// of events replayed. Crash-safe: the projection version is removed first and written
-/// last, so an interrupted rebuild is redone when the store is next opened.
-pub(crate) fn rebuild(db: &sled::Db, tree: &sled::Tree) -> Result<u64, Error> {
-    tree.remove(keys::META_PROJECTION_VERSION)?;
-    db.flush()?;
-    let mut batch = sled::Batch::default();
-    let mut in_batch = 0;
-    for key in tree.iter().keys() {
-        let key = key?;
-        if key.first() == Some(&keys::LOG) {
-            continue;
-        }
-        batch.remove(key);
-        in_batch += 1;
-        if in_batch == CLEAR_BATCH_KEYS {
-            tree.apply_batch(std::mem::take(&mut batch))?;
-            in_batch = 0;
-        }
-    }
-    tree.apply_batch(batch)?;
-
+/// Replays the log of `from` into `into`, an empty tree: the log is copied as it is and
+/// every projection derived from it, checking on the way that the log is gap-free and
+/// that each event decodes. The projection version is written last. Returns the number
+/// of events. `from` is only read.
+pub(crate) fn replay_into(from: &sled::Tree, into: &sled::Tree) -> Result<u64, Error> {
     let mut count = 0u64;
-    let mut pending = Pending::new(tree);
+    let mut pending = Pending::new(into);
     let mut in_pending = 0;
-    for ev in super::replay(tree, 1) {
-        let ev = ev?;
+    for kv in from.range(keys::log(0)..keys::log(u64::MAX)) {
+        let (key, value) = kv?;
+        let ev = <crate::pb::Event as prost::Message>::decode(value.as_ref())?;
         count += 1;
         if ev.seq != count {
             return Err(Error::Corrupt(format!(
@@ -48,9 +28,10 @@ pub(crate) fn rebuild(db: &sled::Db, tree: &sled::Tree) -> Result<u64, Error> {
             )));
         }
         crate::projection::apply(&ev, &mut pending)?;
+        pending.put(key.to_vec(), value.to_vec());
         in_pending += 1;
         if in_pending == REBUILD_BATCH_EVENTS {
-            tree.apply_batch(std::mem::replace(&mut pending, Pending::new(tree)).into_batch())?;
+            into.apply_batch(std::mem::replace(&mut pending, Pending::new(into)).into_batch())?;
             in_pending = 0;
         }
     }
@@ -58,22 +39,64 @@ pub(crate) fn rebuild(db: &sled::Db, tree: &sled::Tree) -> Result<u64, Error> {
         keys::META_PROJECTION_VERSION,
         crate::projection::PROJECTION_VERSION.to_be_bytes().to_vec(),
     );
-    tree.apply_batch(pending.into_batch())?;
-    db.flush()?;
+    into.apply_batch(pending.into_batch())?;
     Ok(count)
 }
 
-/// Every projected key and value (everything but the log), for comparing live state
-/// with rebuilt state.
-pub(crate) fn dump(tree: &sled::Tree) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, Error> {
-    let mut out = BTreeMap::new();
-    for kv in tree.iter() {
-        let (k, v) = kv?;
-        if k.first() != Some(&keys::LOG) {
-            out.insert(k.to_vec(), v.to_vec());
+/// How two trees' projections (everything but the log) differ, compared key by key in
+/// order with nothing held in memory.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Diff {
+    /// Projected keys in the first tree and in the second.
+    pub(crate) keys_first: u64,
+    pub(crate) keys_second: u64,
+    /// Keys of the second that the first lacks or holds with another value.
+    pub(crate) wrong: u64,
+    /// Keys of the first that the second lacks.
+    pub(crate) extra: u64,
+}
+
+pub(crate) fn compare(first: &sled::Tree, second: &sled::Tree) -> Result<Diff, Error> {
+    let projected = |t: &sled::Tree| {
+        t.iter().filter(|kv| {
+            kv.as_ref()
+                .map_or(true, |(k, _)| k.first() != Some(&keys::LOG))
+        })
+    };
+    let (mut first_iter, mut second_iter) = (projected(first), projected(second));
+    let mut a = first_iter.next().transpose()?;
+    let mut b = second_iter.next().transpose()?;
+    let mut diff = Diff::default();
+    loop {
+        let order = match (&a, &b) {
+            (None, None) => break,
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (Some((ka, _)), Some((kb, _))) => ka.cmp(kb),
+        };
+        match order {
+            std::cmp::Ordering::Less => {
+                diff.keys_first += 1;
+                diff.extra += 1;
+                a = first_iter.next().transpose()?;
+            }
+            std::cmp::Ordering::Greater => {
+                diff.keys_second += 1;
+                diff.wrong += 1;
+                b = second_iter.next().transpose()?;
+            }
+            std::cmp::Ordering::Equal => {
+                diff.keys_first += 1;
+                diff.keys_second += 1;
+                if a.as_ref().map(|(_, v)| v) != b.as_ref().map(|(_, v)| v) {
+                    diff.wrong += 1;
+                }
+                a = first_iter.next().transpose()?;
+                b = second_iter.next().transpose()?;
+            }
         }
     }
-    Ok(out)
+    Ok(diff)
 }
 
 /// What `check` found.
@@ -142,52 +165,9 @@ pub(crate) fn check(tree: &sled::Tree) -> Result<CheckReport, Error> {
     if report.log_damage.is_some() {
         return Ok(report);
     }
-    let mut live = tree
-        .iter()
-        .filter(|kv| {
-            kv.as_ref()
-                .map_or(true, |(k, _)| k.first() != Some(&keys::LOG))
-        })
-        .peekable();
-    let mut want = derived.iter().peekable();
-    loop {
-        let order = match (live.peek(), want.peek()) {
-            (None, None) => break,
-            (Some(Err(_)), _) => {
-                return Err(live
-                    .next()
-                    .and_then(Result::err)
-                    .map_or(Error::Closed, Error::from));
-            }
-            (_, Some(Err(_))) => {
-                return Err(want
-                    .next()
-                    .and_then(Result::err)
-                    .map_or(Error::Closed, Error::from));
-            }
-            (Some(Ok((a, _))), Some(Ok((b, _)))) => a.cmp(b),
-            (Some(_), None) => std::cmp::Ordering::Less,
-            (None, Some(_)) => std::cmp::Ordering::Greater,
-        };
-        report.keys += 1;
-        match order {
-            std::cmp::Ordering::Less => {
-                report.keys_extra += 1;
-                live.next();
-            }
-            std::cmp::Ordering::Greater => {
-                report.keys_wrong += 1;
-                want.next();
-            }
-            std::cmp::Ordering::Equal => {
-                let (Some(Ok((_, a))), Some(Ok((_, b)))) = (live.next(), want.next()) else {
-                    continue;
-                };
-                if a != b {
-                    report.keys_wrong += 1;
-                }
-            }
-        }
-    }
+    let diff = compare(tree, &derived)?;
+    report.keys = diff.keys_first.max(diff.keys_second);
+    report.keys_wrong = diff.wrong;
+    report.keys_extra = diff.extra;
     Ok(report)
 }

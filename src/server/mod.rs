@@ -62,6 +62,7 @@ pub async fn serve(
     health_reporter
         .set_serving::<HierarchyServiceServer<HierarchyApi>>()
         .await;
+    let health_task = tokio::spawn(report_health(store.clone(), health_reporter));
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -113,9 +114,43 @@ pub async fn serve(
             }
         }
     };
+    health_task.abort();
     store.close().await;
     served?;
     Ok(())
+}
+
+/// Keeps `grpc.health.v1` in step with the store's health (the overall service `""`
+/// and each Arbor service).
+async fn report_health(store: Store, reporter: tonic_health::server::HealthReporter) {
+    use tonic_health::ServingStatus;
+    let mut last = ServingStatus::Serving;
+    let mut every = tokio::time::interval(crate::store::HEALTH_CHECK_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let health = store.health();
+        let now = match &health {
+            Ok(()) => ServingStatus::Serving,
+            Err(_) => ServingStatus::NotServing,
+        };
+        if now == last {
+            continue;
+        }
+        match &health {
+            Ok(()) => tracing::info!("healthy again: serving"),
+            Err(why) => tracing::warn!("not serving: {why}"),
+        }
+        for name in [
+            "",
+            <TrackingServiceServer<TrackingApi> as tonic::server::NamedService>::NAME,
+            <WatchServiceServer<WatchApi> as tonic::server::NamedService>::NAME,
+            <HierarchyServiceServer<HierarchyApi> as tonic::server::NamedService>::NAME,
+        ] {
+            reporter.set_service_status(name, now).await;
+        }
+        last = now;
+    }
 }
 
 /// Accepted connections with `TCP_NODELAY`: without it, Nagle's algorithm meets the

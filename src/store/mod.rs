@@ -7,11 +7,13 @@
 mod writes;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::db::keys;
+use crate::db::health::StoreState;
+use crate::db::{Handles, keys};
 use crate::domain::{Command, DEFAULT_EXPERIMENT_NAME, Error, MetricPoint, ViewType, validation};
 use crate::hierarchy::{self, TreeNode};
 pub use crate::log::committer::Outcome;
@@ -32,6 +34,16 @@ const SESSION_DRAIN_GRACE: std::time::Duration = std::time::Duration::from_secs(
 pub const SEARCH_MAX_RESULTS_DEFAULT: i64 = 1000;
 pub const SEARCH_MAX_RESULTS_THRESHOLD: i64 = 50_000;
 
+/// The default disk reserve: room for the largest commit group many times over, and
+/// for sled's own segment and snapshot writes.
+pub const DEFAULT_MIN_FREE_BYTES: u64 = 64 * 1024 * 1024;
+/// How long a rebuild's final flush may take before it is given up.
+const REBUILD_FLUSH_LIMIT: std::time::Duration = std::time::Duration::from_secs(300);
+/// How long closing waits for the committer's last group and flush.
+const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+/// How often the server looks at the store's health for gRPC health.
+pub const HEALTH_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// How to open a store.
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
@@ -39,6 +51,9 @@ pub struct StoreConfig {
     pub cache_bytes: u64,
     /// Where artifact files go; absent: `<dir>/artifacts`.
     pub artifacts_dir: Option<PathBuf>,
+    /// Bytes kept free on the data directory's disk: writes are refused below it (and
+    /// resume by themselves above it), a store does not open below half of it.
+    pub min_free_bytes: u64,
 }
 
 impl Default for StoreConfig {
@@ -46,6 +61,7 @@ impl Default for StoreConfig {
         Self {
             cache_bytes: 64 * 1024 * 1024,
             artifacts_dir: None,
+            min_free_bytes: DEFAULT_MIN_FREE_BYTES,
         }
     }
 }
@@ -62,11 +78,6 @@ pub struct RebuildReport {
     pub keys_changed: usize,
 }
 
-struct Handles {
-    db: sled::Db,
-    tree: sled::Tree,
-}
-
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Inner>,
@@ -79,6 +90,7 @@ struct Inner {
     /// while stray handles of the `Store` live on, such as a client connection that
     /// outlives the server; reads after that get `Closed`.
     handles: RwLock<Option<Handles>>,
+    state: Arc<StoreState>,
     /// The file sled locks; `close` returns once nobody holds that lock.
     lock_file: PathBuf,
     tx: mpsc::Sender<Request>,
@@ -89,7 +101,13 @@ impl Store {
     /// Opens (or creates) the store in `dir`. A new store gets the Default experiment;
     /// a store whose projections are from another layout version is rebuilt from its log.
     pub fn open(dir: &Path, config: &StoreConfig) -> Result<Store, Error> {
-        let (db, tree) = crate::db::open(dir, config.cache_bytes)?;
+        // Opening writes (sled recovers and may snapshot); on a nearly full disk that
+        // can leave a store that no longer opens, so it is refused while there is room.
+        if dir.exists() {
+            crate::db::space::check_reserve(dir, config.min_free_bytes / 2)
+                .map_err(|why| Error::Unavailable(format!("not opening the store: {why}")))?;
+        }
+        let (mut db, mut tree) = crate::db::open(dir, config.cache_bytes)?;
         let version = tree.get(keys::META_PROJECTION_VERSION)?;
         let current = projection::PROJECTION_VERSION.to_be_bytes();
         let log_empty = crate::log::last_seq(&tree)? == 0;
@@ -99,11 +117,18 @@ impl Store {
             tracing::info!(
                 "projections are missing or from another version; rebuilding from the log"
             );
-            let n = crate::log::rebuild::rebuild(&db, &tree)?;
-            tracing::info!(events = n, "rebuilt projections");
+            drop((db, tree));
+            if !crate::db::wait_released_blocking(&crate::db::lock_file(dir)) {
+                return Err(Error::Unavailable("the database is still locked".into()));
+            }
+            let report = rebuild(dir, config)?;
+            tracing::info!(events = report.events, "rebuilt projections");
+            (db, tree) = crate::db::open(dir, config.cache_bytes)?;
         }
         let (hub, publisher) = crate::stream::hub(crate::log::last_seq(&tree)?);
-        let mut committer = Committer::new(db.clone(), tree.clone(), publisher)?;
+        let handles = Handles { db, tree };
+        let state = Arc::new(StoreState::new(dir.to_path_buf(), config.min_free_bytes));
+        let mut committer = Committer::new(handles.clone(), state.clone(), publisher)?;
         if log_empty {
             let (reply, mut answer) = oneshot::channel();
             let default = Command::CreateExperiment {
@@ -127,13 +152,21 @@ impl Store {
                         .artifacts_dir
                         .clone()
                         .unwrap_or_else(|| dir.join("artifacts")),
-                ),
-                handles: RwLock::new(Some(Handles { db, tree })),
+                )
+                .with_reserve(config.min_free_bytes),
+                handles: RwLock::new(Some(handles)),
+                state,
                 lock_file: crate::db::lock_file(dir),
                 tx,
                 committer: Mutex::new(Some(handle)),
             }),
         })
+    }
+
+    /// `Ok` while the store takes writes; otherwise why not (the disk below its reserve,
+    /// a refused write not yet recovered from, a commit stuck on the disk, closing).
+    pub fn health(&self) -> Result<(), String> {
+        self.inner.state.health()
     }
 
     /// Applies a command; returns once its events are durable.
@@ -159,14 +192,38 @@ impl Store {
 
     /// Commits every write already submitted, flushes, and stops the committer; later
     /// writes fail with `Closed`. Waits for the committer thread to end.
+    /// Every wait here is bounded: a committer stuck on a disk that takes no writes
+    /// does not keep the process from exiting (acknowledged writes were flushed before
+    /// they were acknowledged, so nothing acknowledged is lost by not waiting).
     pub async fn close(&self) {
-        let (done, finished) = oneshot::channel();
-        if self.inner.tx.send(Request::Close(done)).await.is_ok() {
-            let _ = finished.await;
+        self.inner.state.closed.store(true, Ordering::Release);
+        if let Some(why) = self.inner.state.failure() {
+            // After a refused write sled's handles wait forever when dropped (they flush
+            // what can no longer be written). Everything acknowledged is on disk; leave
+            // them to the process's exit.
+            tracing::error!("closing a store that stopped taking writes ({why}); not flushing");
+            self.inner.hub.close();
+            if let Ok(mut h) = self.inner.handles.write() {
+                std::mem::forget(h.take());
+            }
+            return;
         }
-        let handle = self.inner.committer.lock().ok().and_then(|mut h| h.take());
-        if let Some(h) = handle {
-            let _ = tokio::task::spawn_blocking(move || h.join()).await;
+        let (done, finished) = oneshot::channel();
+        let deadline = tokio::time::Instant::now() + CLOSE_GRACE;
+        let closed = tokio::time::timeout_at(deadline, async {
+            if self.inner.tx.send(Request::Close(done)).await.is_ok() {
+                let _ = finished.await;
+            }
+            let handle = self.inner.committer.lock().ok().and_then(|mut h| h.take());
+            if let Some(h) = handle {
+                let _ = tokio::task::spawn_blocking(move || h.join()).await;
+            }
+        })
+        .await;
+        if closed.is_err() {
+            tracing::error!(
+                "the committer did not finish within {CLOSE_GRACE:?} (the disk is not taking writes); closing without it"
+            );
         }
         // Open watch sessions drain what was committed, send their final status, and end.
         self.inner.hub.close();
@@ -180,10 +237,21 @@ impl Store {
         }
         let handles = self.inner.handles.write().ok().and_then(|mut h| h.take());
         if let Some(h) = handles {
-            if let Err(e) = h.db.flush() {
-                tracing::error!(error = %e, "final flush failed");
+            let flushed = tokio::time::timeout(
+                CLOSE_GRACE,
+                tokio::task::spawn_blocking(move || {
+                    let result = h.db.flush();
+                    drop(h);
+                    result
+                }),
+            )
+            .await;
+            match flushed {
+                Ok(Ok(Ok(_))) => {}
+                Ok(Ok(Err(e))) => tracing::error!(error = %e, "final flush failed"),
+                Ok(Err(e)) => tracing::error!(error = %e, "final flush panicked"),
+                Err(_) => tracing::error!("the final flush did not finish within {CLOSE_GRACE:?}"),
             }
-            drop(h);
             crate::db::wait_released(&self.inner.lock_file).await;
         }
     }
@@ -386,22 +454,47 @@ fn page_limit(max_results: Option<i64>) -> Result<usize, Error> {
 }
 
 /// Re-derives every projection of the store in `dir` from its log (the store must not
-/// be open elsewhere), checking the log is gap-free, and reports what changed.
+/// be open elsewhere), checking the log is gap-free, and reports what changed. Never in
+/// place: the new database is built beside the old one (after checking that the disk
+/// has room for it and the reserve), flushed, and swapped in only when complete; a
+/// rebuild that fails or is interrupted leaves the old store as it was.
 pub fn rebuild(dir: &Path, config: &StoreConfig) -> Result<RebuildReport, Error> {
     let (db, tree) = crate::db::open(dir, config.cache_bytes)?;
-    let before = crate::log::rebuild::dump(&tree)?;
-    let events = crate::log::rebuild::rebuild(&db, &tree)?;
-    let after = crate::log::rebuild::dump(&tree)?;
-    let keys_changed = before
-        .iter()
-        .filter(|(k, v)| after.get(*k) != Some(*v))
-        .count()
-        + after.keys().filter(|k| !before.contains_key(*k)).count();
+    let size = crate::db::space::tree_size(&crate::db::db_path(dir))
+        .map_err(|e| Error::Storage(sled::Error::Io(e)))?;
+    let free = crate::db::space::available(dir).map_err(|e| Error::Storage(sled::Error::Io(e)))?;
+    let need = size.saturating_add(config.min_free_bytes);
+    if free < need {
+        const MIB: u64 = 1024 * 1024;
+        return Err(Error::Unavailable(format!(
+            "a rebuild writes a new copy of the store beside the old one and needs {} MiB free (the store's {} MiB and the {} MiB reserve); the disk holding {} has {} MiB. Free space and try again; the store is unchanged.",
+            need.div_ceil(MIB),
+            size.div_ceil(MIB),
+            config.min_free_bytes.div_ceil(MIB),
+            dir.display(),
+            free / MIB
+        )));
+    }
+    let staging = crate::db::staging_path(dir);
+    let (new_db, new_tree) = crate::db::open_at(&staging, config.cache_bytes)?;
+    let events = crate::log::rebuild::replay_into(&tree, &new_tree)?;
+    crate::db::flush_bounded(&new_db, "the rebuilt store", REBUILD_FLUSH_LIMIT)?;
+    let diff = crate::log::rebuild::compare(&tree, &new_tree)?;
+    drop((db, tree, new_db, new_tree));
+    for lock in [crate::db::lock_file(dir), staging.join("db")] {
+        if !crate::db::wait_released_blocking(&lock) {
+            return Err(Error::Unavailable(format!(
+                "{} is still locked after the rebuild; the store is unchanged",
+                lock.display()
+            )));
+        }
+    }
+    crate::db::swap_in(dir).map_err(|e| Error::Storage(sled::Error::Io(e)))?;
     Ok(RebuildReport {
         events,
-        keys_before: before.len(),
-        keys_after: after.len(),
-        keys_changed,
+        keys_before: usize::try_from(diff.keys_first).unwrap_or(usize::MAX),
+        keys_after: usize::try_from(diff.keys_second).unwrap_or(usize::MAX),
+        keys_changed: usize::try_from(diff.wrong + diff.extra).unwrap_or(usize::MAX),
     })
 }
 

@@ -24,7 +24,11 @@ impl TestServer {
     }
 
     pub async fn start_in(dir: tempfile::TempDir) -> Self {
-        let store = Store::open(dir.path(), &StoreConfig::default()).expect("open store");
+        Self::start_with(dir, &StoreConfig::default()).await
+    }
+
+    pub async fn start_with(dir: tempfile::TempDir, config: &StoreConfig) -> Self {
+        let store = Store::open(dir.path(), config).expect("open store");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -77,7 +81,12 @@ impl TestServer {
     /// nothing: live state equals the state derived from the log.
     pub async fn stop_and_check_rebuild(self) {
         let dir = self.stop().await;
-        let report = arbor::store::rebuild(dir.path(), &StoreConfig::default()).expect("rebuild");
+        // No reserve: a test on a small disk checks the rebuild, not the reserve.
+        let config = StoreConfig {
+            min_free_bytes: 0,
+            ..StoreConfig::default()
+        };
+        let report = arbor::store::rebuild(dir.path(), &config).expect("rebuild");
         assert_eq!(
             report.keys_changed, 0,
             "rebuild changed projections: {report:?}"
@@ -224,4 +233,42 @@ pub async fn new_run_id(
         .and_then(|r| r.info)
         .expect("a run with its info")
         .run_id
+}
+
+/// Starts a real `arbor` process (`cmd` says which subcommand and flags; it must print
+/// the address line, as `arbor serve` does) and reads the address it prints. Its logs
+/// go to the test's stderr at `TEST_ARBOR_LOG` (default `warn`).
+pub fn start_process(mut cmd: std::process::Command) -> (std::process::Child, SocketAddr) {
+    use std::io::BufRead;
+    let mut child = cmd
+        .env(
+            "ARBOR_LOG",
+            std::env::var("TEST_ARBOR_LOG").unwrap_or("warn".into()),
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("spawn arbor");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("read address");
+    let addr = line
+        .trim()
+        .strip_prefix("arbor listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .parse()
+        .expect("address");
+    (child, addr)
+}
+
+/// Sends SIGTERM and waits for the process to exit; returns whether it exited cleanly.
+pub fn terminate(child: &mut std::process::Child) -> bool {
+    let pid = i32::try_from(child.id())
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+        .expect("a child's pid");
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
+    child.wait().expect("wait").success()
 }

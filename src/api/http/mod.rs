@@ -12,9 +12,22 @@ use crate::store::Store;
 
 pub fn router(store: Store) -> axum::Router {
     axum::Router::new()
-        .route("/health", axum::routing::get(|| async { "OK" }))
+        .route("/health", axum::routing::get(health))
         .route("/api/arbor/v1/stream", axum::routing::get(stream::stream))
         .with_state(store)
+}
+
+/// `OK` while the store takes writes; otherwise 503 with the reason, so that a
+/// supervisor or load balancer stops sending writes here (or restarts the server).
+async fn health(axum::extract::State(store): axum::extract::State<Store>) -> Response {
+    match store.health() {
+        Ok(()) => "OK".into_response(),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("NOT_SERVING: {why}\n"),
+        )
+            .into_response(),
+    }
 }
 
 /// Handlers on every HTTP surface return `Result<_, Error>`; the error answers for itself

@@ -1,0 +1,79 @@
+//! What the store knows about its own health, shared by the committer (which sets it)
+//! and the readers, `/health` and gRPC health (which report it). A supervisor or load
+//! balancer reads NOT_SERVING with the reason, and restarts or drains the server.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+
+/// A commit that has waited on the disk this long makes the store report NOT_SERVING.
+const SLOW_COMMIT_MS: i64 = 10_000;
+
+pub(crate) struct StoreState {
+    /// The directory whose filesystem holds the database.
+    pub(crate) data_dir: PathBuf,
+    /// Bytes kept free on that filesystem: writes stop below it.
+    pub(crate) min_free: u64,
+    /// Why writes are refused after the disk refused one (until a restart).
+    failure: Mutex<Option<String>>,
+    /// When the commit now in progress started (Unix ms), 0 when none is.
+    commit_started: AtomicI64,
+    pub(crate) closed: AtomicBool,
+}
+
+impl StoreState {
+    pub(crate) fn new(data_dir: PathBuf, min_free: u64) -> Self {
+        Self {
+            data_dir,
+            min_free,
+            failure: Mutex::new(None),
+            commit_started: AtomicI64::new(0),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    pub(crate) fn failure(&self) -> Option<String> {
+        self.failure.lock().ok().and_then(|f| f.clone())
+    }
+
+    pub(crate) fn set_failure(&self, why: Option<String>) {
+        if let Ok(mut f) = self.failure.lock() {
+            *f = why;
+        }
+    }
+
+    /// Free space at or above the reserve, or why not.
+    pub(crate) fn check_space(&self) -> Result<(), String> {
+        crate::db::space::check_reserve(&self.data_dir, self.min_free)
+    }
+
+    pub(crate) fn commit_starts(&self) {
+        self.commit_started
+            .store(chrono::Utc::now().timestamp_millis(), Ordering::Release);
+    }
+
+    pub(crate) fn commit_ends(&self) {
+        self.commit_started.store(0, Ordering::Release);
+    }
+
+    /// `Ok` when the store takes writes; otherwise why not, in words for an operator.
+    pub(crate) fn health(&self) -> Result<(), String> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err("the server is shutting down".into());
+        }
+        if let Some(why) = self.failure() {
+            return Err(why);
+        }
+        let started = self.commit_started.load(Ordering::Acquire);
+        if started != 0 {
+            let waited = chrono::Utc::now().timestamp_millis() - started;
+            if waited >= SLOW_COMMIT_MS {
+                return Err(format!(
+                    "a commit has been waiting on the disk for {} s",
+                    waited / 1000
+                ));
+            }
+        }
+        self.check_space()
+    }
+}
