@@ -17,6 +17,9 @@ pub mod config;
 pub(crate) mod db;
 /// Experiments, runs, metrics, commands, errors and MLflow's rules; no wire types.
 pub mod domain;
+/// Entry points for the fuzz targets and their regression tests; not an API.
+#[doc(hidden)]
+pub mod fuzzing;
 /// The run tree: subtrees, children, ancestors, and the rules for re-parenting.
 pub mod hierarchy;
 /// The event log: the committer (the one writer), what each command decides, rebuild.
