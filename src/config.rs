@@ -94,6 +94,19 @@ impl ServeArgs {
     }
 }
 
+impl ServeArgs {
+    /// The connection limits the flags ask for.
+    pub fn limits(&self) -> crate::server::Limits {
+        crate::server::Limits {
+            max_connections: self
+                .max_connections
+                .unwrap_or_else(crate::server::Limits::default_max_connections)
+                .max(1),
+            idle_timeout: std::time::Duration::from_secs(self.idle_timeout_secs.max(1)),
+        }
+    }
+}
+
 impl StoreArgs {
     pub fn store_config(&self) -> StoreConfig {
         StoreConfig {
@@ -117,6 +130,14 @@ pub struct ServeArgs {
     /// `bin/python`, say).
     #[arg(long, env = "ARBOR_MLFLOW_UI_PYTHON", default_value = "python3")]
     pub mlflow_ui_python: String,
+    /// Most connections open at once; more wait in the listen backlog. Default: the
+    /// file-descriptor limit (raised to its hard limit) less 64.
+    #[arg(long, env = "ARBOR_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Seconds a connection may sit with no request in flight (an idle keep-alive
+    /// connection, or headers arriving too slowly) before it is closed.
+    #[arg(long, env = "ARBOR_IDLE_TIMEOUT_SECS", default_value_t = 60)]
+    pub idle_timeout_secs: u64,
     #[command(flatten)]
     pub store: StoreArgs,
 }

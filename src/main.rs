@@ -52,12 +52,18 @@ fn serve(args: arbor::config::ServeArgs) -> Result<(), arbor::server::BoxError> 
         let shutdown = shutdown_signal()?;
         let options = arbor::server::Options {
             mlflow_ui: locate_ui(&args)?,
+            limits: args.limits(),
         };
         let store = Store::open(&args.store.data_dir, &args.store.store_config())
             .map_err(|e| open_failure(&args.store.data_dir, e))?;
         let listener = tokio::net::TcpListener::bind(args.listen).await?;
         let addr = listener.local_addr()?;
-        tracing::info!(%addr, data_dir = %args.store.data_dir.display(), "arbor serving gRPC and HTTP");
+        tracing::info!(
+            %addr,
+            data_dir = %args.store.data_dir.display(),
+            max_connections = options.limits.max_connections,
+            "arbor serving gRPC and HTTP"
+        );
         // Tests and scripts that bind port 0 read the address from this line.
         println!("arbor listening on {addr}");
         arbor::server::serve(listener, store, options, shutdown).await?;

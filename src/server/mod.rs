@@ -1,7 +1,10 @@
 //! One process, one port: the gRPC services (tracking, health, reflection) and the HTTP
 //! routes share a listener; requests are told apart by path and content type.
 
+mod conn;
 mod inflight;
+
+pub use conn::{DEFAULT_IDLE_TIMEOUT, Limits};
 
 use std::future::Future;
 
@@ -19,9 +22,6 @@ use crate::store::Store;
 /// Writes take milliseconds; this bounds a stuck client's hold on shutdown.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(20);
 
-/// TCP keepalive on accepted connections, so dead peers are noticed and dropped.
-const TCP_KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(60);
-
 /// Largest gRPC request accepted. A full `LogBatch` is about 40 KB; this leaves room for
 /// long tag values without letting one request take much memory.
 const MAX_GRPC_REQUEST_BYTES: usize = 16 * 1024 * 1024;
@@ -33,6 +33,8 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub struct Options {
     /// MLflow's web UI, when one was found.
     pub mlflow_ui: Option<crate::api::mlflow::ui::MlflowUi>,
+    /// Connection limit and idle timeout.
+    pub limits: Limits,
 }
 
 /// Serves until `shutdown` completes, then stops accepting, lets in-flight requests
@@ -94,8 +96,9 @@ pub async fn serve(
     let server = tonic::transport::Server::builder()
         .accept_http1(true)
         .layer(in_flight.clone())
+        .layer(conn::TrackActivity)
         .add_routes(routes)
-        .serve_with_incoming_shutdown(incoming(listener), async {
+        .serve_with_incoming_shutdown(conn::incoming(listener, options.limits), async {
             let _ = stopped.await;
         });
     tokio::pin!(server);
@@ -151,14 +154,6 @@ async fn report_health(store: Store, reporter: tonic_health::server::HealthRepor
         }
         last = now;
     }
-}
-
-/// Accepted connections with `TCP_NODELAY`: without it, Nagle's algorithm meets the
-/// client's delayed ACK and small responses wait ~40 ms each.
-fn incoming(listener: TcpListener) -> tonic::transport::server::TcpIncoming {
-    tonic::transport::server::TcpIncoming::from(listener)
-        .with_nodelay(Some(true))
-        .with_keepalive(Some(TCP_KEEPALIVE))
 }
 
 /// Unknown paths: `UNIMPLEMENTED` for gRPC clients (a bare 404 confuses them), 404
