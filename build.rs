@@ -23,6 +23,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "proto/arbor/v1/events.proto",
                 "proto/arbor/v1/watch.proto",
                 "proto/arbor/v1/hierarchy.proto",
+                "proto/arbor/v1/backup.proto",
             ],
             &["proto"],
         )?;

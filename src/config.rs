@@ -39,10 +39,54 @@ pub enum CliCommand {
     /// Verify a stopped store without changing it: the log gap-free and decodable, the
     /// projections equal to what the log implies. Exits 1 when something is wrong.
     Check(StoreArgs),
+    /// Write a consistent backup of the event log (and, with --with-artifacts, the
+    /// artifact files) from a running server or a stopped store.
+    Backup(BackupArgs),
+    /// Build a new store from a full backup and the incremental ones after it.
+    Restore(RestoreArgs),
     /// Print a run's subtree with statuses (and a metric, with --metric).
     Tree(TreeArgs),
     /// Follow a run's metrics live (a table on a terminal, one line per point when piped).
     Watch(WatchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// A running server's URL (backs up while it keeps serving).
+    #[arg(
+        long,
+        conflicts_with = "data_dir",
+        required_unless_present = "data_dir"
+    )]
+    pub server: Option<String>,
+    /// A stopped store's data directory.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Where artifacts live when backing up a data directory (default: DATA_DIR/artifacts).
+    #[arg(long)]
+    pub artifacts_dir: Option<PathBuf>,
+    /// The backup file to write (it appears only once complete and verified).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Include every artifact file.
+    #[arg(long)]
+    pub with_artifacts: bool,
+    /// Only what came after this earlier backup (an incremental backup).
+    #[arg(long)]
+    pub incremental_from: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// Backup files: a full one, then each incremental one in order (repeat the flag).
+    #[arg(long = "from", required = true)]
+    pub from: Vec<PathBuf>,
+    /// The new store's data directory (must not hold a store).
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// Where to put the artifact files (default: DATA_DIR/artifacts).
+    #[arg(long)]
+    pub artifacts_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -9,6 +9,8 @@
 pub mod api;
 /// The artifact files: local, streamed, atomic uploads, paths that never leave the root.
 pub mod artifacts;
+/// Backups of the log (and artifacts) in a documented format, and restore from them.
+pub mod backup;
 /// `arbor watch` and `arbor tree`: terminal clients of the public gRPC API.
 pub mod cli;
 /// Flags and their `ARBOR_*` environment variables.

@@ -14,6 +14,8 @@ fn main() -> std::process::ExitCode {
         CliCommand::Serve(args) => serve(args),
         CliCommand::Rebuild(args) => rebuild(args),
         CliCommand::Check(args) => check(args),
+        CliCommand::Backup(args) => backup(args),
+        CliCommand::Restore(args) => restore(args),
         CliCommand::Watch(args) => watch(args),
         CliCommand::Tree(args) => tree(args),
     };
@@ -194,6 +196,64 @@ fn rebuild(args: arbor::config::StoreArgs) -> Result<(), arbor::server::BoxError
     println!(
         "rebuilt from {} events: {} projected keys before, {} after, {} changed",
         report.events, report.keys_before, report.keys_after, report.keys_changed
+    );
+    Ok(())
+}
+
+fn backup(args: arbor::config::BackupArgs) -> Result<(), arbor::server::BoxError> {
+    use arbor::cli::backup::{BackupOptions, Source};
+    let source = match (args.server, args.data_dir) {
+        (Some(url), _) => Source::Server(url),
+        (None, Some(dir)) => Source::DataDir {
+            dir,
+            config: arbor::store::StoreConfig {
+                artifacts_dir: args.artifacts_dir,
+                ..arbor::store::StoreConfig::default()
+            },
+        },
+        (None, None) => return Err("name --server or --data-dir".into()),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let started = std::time::Instant::now();
+    let out = args.out.clone();
+    let summary = runtime.block_on(arbor::cli::backup::backup(BackupOptions {
+        source,
+        out: args.out,
+        with_artifacts: args.with_artifacts,
+        incremental_from: args.incremental_from,
+    }))?;
+    let secs = started.elapsed().as_secs_f64().max(1e-9);
+    println!(
+        "backed up events {}..={} ({} events, {} artifact files, {} artifact bytes) to {}: {} bytes in {:.2} s ({:.0} events/s, {:.1} MB/s)",
+        summary.from_seq,
+        summary.to_seq,
+        summary.events,
+        summary.artifact_files,
+        summary.artifact_bytes,
+        out.display(),
+        summary.bytes,
+        secs,
+        summary.events as f64 / secs,
+        summary.bytes as f64 / secs / 1e6
+    );
+    Ok(())
+}
+
+fn restore(args: arbor::config::RestoreArgs) -> Result<(), arbor::server::BoxError> {
+    let report = arbor::backup::restore(
+        &args.from,
+        &args.data_dir,
+        args.artifacts_dir.as_deref(),
+        arbor::store::StoreConfig::default().cache_bytes,
+    )?;
+    println!(
+        "restored {} events, {} artifact files ({} bytes) into {}",
+        report.events,
+        report.artifact_files,
+        report.artifact_bytes,
+        args.data_dir.display()
     );
     Ok(())
 }

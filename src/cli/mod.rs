@@ -2,5 +2,6 @@
 //! (follow metrics live, resuming after a dropped connection) and `arbor tree` (print a
 //! run's subtree). They use only the public API, as any other client would.
 
+pub mod backup;
 pub mod tree;
 pub mod watch;

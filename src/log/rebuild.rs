@@ -9,38 +9,72 @@ use crate::domain::Error;
 /// Events applied per atomic batch while rebuilding; bounds the memory a rebuild uses.
 const REBUILD_BATCH_EVENTS: usize = 1024;
 
-/// Replays the log of `from` into `into`, an empty tree: the log is copied as it is and
-/// every projection derived from it, checking on the way that the log is gap-free and
-/// that each event decodes. The projection version is written last. Returns the number
-/// of events. `from` is only read.
-pub(crate) fn replay_into(from: &sled::Tree, into: &sled::Tree) -> Result<u64, Error> {
-    let mut count = 0u64;
-    let mut pending = Pending::new(into);
-    let mut in_pending = 0;
-    for kv in from.range(keys::log(0)..keys::log(u64::MAX)) {
-        let (key, value) = kv?;
-        let ev = <crate::pb::Event as prost::Message>::decode(value.as_ref())?;
-        count += 1;
-        if ev.seq != count {
-            return Err(Error::Corrupt(format!(
-                "the log has a gap: expected event {count}, found {}",
-                ev.seq
-            )));
-        }
-        crate::projection::apply(&ev, &mut pending)?;
-        pending.put(key.to_vec(), value.to_vec());
-        in_pending += 1;
-        if in_pending == REBUILD_BATCH_EVENTS {
-            into.apply_batch(std::mem::replace(&mut pending, Pending::new(into)).into_batch())?;
-            in_pending = 0;
+/// Writes events, in order from a given sequence number, into a tree that holds the
+/// log before them (or nothing): each event is stored as it is and projected, in atomic
+/// batches, checking that the sequence has no gap. `finish` writes the projection
+/// version last, so a tree whose import stopped halfway is never taken for complete.
+pub(crate) struct Importer<'a> {
+    into: &'a sled::Tree,
+    pending: Pending<'a>,
+    in_pending: usize,
+    next_seq: u64,
+    count: u64,
+}
+
+impl<'a> Importer<'a> {
+    pub(crate) fn new(into: &'a sled::Tree, first_seq: u64) -> Self {
+        Self {
+            into,
+            pending: Pending::new(into),
+            in_pending: 0,
+            next_seq: first_seq,
+            count: 0,
         }
     }
-    pending.put(
-        keys::META_PROJECTION_VERSION,
-        crate::projection::PROJECTION_VERSION.to_be_bytes().to_vec(),
-    );
-    into.apply_batch(pending.into_batch())?;
-    Ok(count)
+
+    /// Adds one event; `raw` is its stored encoding.
+    pub(crate) fn push(&mut self, ev: &crate::pb::Event, raw: Vec<u8>) -> Result<(), Error> {
+        if ev.seq != self.next_seq {
+            return Err(Error::Corrupt(format!(
+                "the log has a gap: expected event {}, found {}",
+                self.next_seq, ev.seq
+            )));
+        }
+        crate::projection::apply(ev, &mut self.pending)?;
+        self.pending.put(keys::log(ev.seq), raw);
+        self.next_seq += 1;
+        self.count += 1;
+        self.in_pending += 1;
+        if self.in_pending == REBUILD_BATCH_EVENTS {
+            let batch = std::mem::replace(&mut self.pending, Pending::new(self.into));
+            self.into.apply_batch(batch.into_batch())?;
+            self.in_pending = 0;
+        }
+        Ok(())
+    }
+
+    /// Applies what is left with the projection version; returns the events added.
+    pub(crate) fn finish(mut self) -> Result<u64, Error> {
+        self.pending.put(
+            keys::META_PROJECTION_VERSION,
+            crate::projection::PROJECTION_VERSION.to_be_bytes().to_vec(),
+        );
+        self.into.apply_batch(self.pending.into_batch())?;
+        Ok(self.count)
+    }
+}
+
+/// Replays the log of `from` into `into`, an empty tree: the log is copied as it is and
+/// every projection derived from it, checking on the way that the log is gap-free and
+/// that each event decodes. Returns the number of events. `from` is only read.
+pub(crate) fn replay_into(from: &sled::Tree, into: &sled::Tree) -> Result<u64, Error> {
+    let mut importer = Importer::new(into, 1);
+    for kv in from.range(keys::log(0)..keys::log(u64::MAX)) {
+        let (_, value) = kv?;
+        let ev = <crate::pb::Event as prost::Message>::decode(value.as_ref())?;
+        importer.push(&ev, value.to_vec())?;
+    }
+    importer.finish()
 }
 
 /// How two trees' projections (everything but the log) differ, compared key by key in

@@ -256,6 +256,12 @@ impl Store {
         }
     }
 
+    /// The sequence number of the last durable event: a backup taken now covers the
+    /// log up to here.
+    pub fn committed_seq(&self) -> u64 {
+        self.inner.hub.committed()
+    }
+
     /// The artifact files' store.
     pub fn artifacts(&self) -> &crate::artifacts::ArtifactStore {
         &self.inner.artifacts

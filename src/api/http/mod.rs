@@ -1,6 +1,7 @@
 //! Plain HTTP routes on the shared port: health, and the live stream for browsers.
 //! Errors follow MLflow's shape, `{"error_code": ..., "message": ...}`.
 
+mod backup;
 mod stream;
 
 use axum::Json;
@@ -14,6 +15,7 @@ pub fn router(store: Store) -> axum::Router {
     axum::Router::new()
         .route("/health", axum::routing::get(health))
         .route("/api/arbor/v1/stream", axum::routing::get(stream::stream))
+        .route("/api/arbor/v1/backup", axum::routing::get(backup::backup))
         .with_state(store)
 }
 
