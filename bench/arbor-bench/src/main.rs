@@ -123,6 +123,9 @@ fn spawn_server() -> Result<(Spawned, String), BoxError> {
     Ok((Spawned { child, _dir: dir }, format!("http://{addr}")))
 }
 
+/// How long the server is left idle before its memory is read the last time.
+const IDLE_PAUSE_SECS: u64 = 5;
+
 fn rss_mib(pid: u32) -> Option<f64> {
     proc_status_mib(pid, "VmRSS:")
 }
@@ -702,6 +705,17 @@ fn main() -> Result<(), BoxError> {
         Protocol::Rest => rt.block_on(rest_workloads(&args, &url, pid)),
         Protocol::Grpc => rt.block_on(grpc_workloads(&args, &url, pid)),
     };
+    if let Some(pid) = pid {
+        // Memory after the load, and after a pause with nothing to do: what the server
+        // gives back when idle.
+        let after = rss_mib(pid).unwrap_or(f64::NAN);
+        std::thread::sleep(std::time::Duration::from_secs(IDLE_PAUSE_SECS));
+        println!(
+            "  server RSS after the run: {after:.1} MiB; after {IDLE_PAUSE_SECS} s idle: {:.1} MiB; peak {:.1} MiB",
+            rss_mib(pid).unwrap_or(f64::NAN),
+            proc_status_mib(pid, "VmHWM:").unwrap_or(f64::NAN)
+        );
+    }
     if let Some(mut s) = spawned {
         stop(&mut s.child);
     }
