@@ -8,6 +8,9 @@ use crate::domain::Error;
 
 /// Events applied per atomic batch while rebuilding; bounds the memory a rebuild uses.
 const REBUILD_BATCH_EVENTS: usize = 1024;
+/// Stored event bytes per batch: a log of full `LogBatch` events (20 KB each) would
+/// otherwise make batches of 20 MB and more in memory at once.
+const REBUILD_BATCH_BYTES: usize = 2 * 1024 * 1024;
 
 /// Writes events, in order from a given sequence number, into a tree that holds the
 /// log before them (or nothing): each event is stored as it is and projected, in atomic
@@ -17,6 +20,7 @@ pub(crate) struct Importer<'a> {
     into: &'a sled::Tree,
     pending: Pending<'a>,
     in_pending: usize,
+    bytes_pending: usize,
     next_seq: u64,
     count: u64,
 }
@@ -27,6 +31,7 @@ impl<'a> Importer<'a> {
             into,
             pending: Pending::new(into),
             in_pending: 0,
+            bytes_pending: 0,
             next_seq: first_seq,
             count: 0,
         }
@@ -41,14 +46,16 @@ impl<'a> Importer<'a> {
             )));
         }
         crate::projection::apply(ev, &mut self.pending)?;
+        self.bytes_pending += raw.len();
         self.pending.put(keys::log(ev.seq), raw);
         self.next_seq += 1;
         self.count += 1;
         self.in_pending += 1;
-        if self.in_pending == REBUILD_BATCH_EVENTS {
+        if self.in_pending == REBUILD_BATCH_EVENTS || self.bytes_pending >= REBUILD_BATCH_BYTES {
             let batch = std::mem::replace(&mut self.pending, Pending::new(self.into));
             self.into.apply_batch(batch.into_batch())?;
             self.in_pending = 0;
+            self.bytes_pending = 0;
         }
         Ok(())
     }
