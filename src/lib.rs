@@ -26,6 +26,8 @@ pub mod fuzzing;
 pub mod hierarchy;
 /// The event log: the committer (the one writer), what each command decides, rebuild.
 pub(crate) mod log;
+/// Prometheus metrics: what `/metrics` serves.
+pub mod metrics;
 /// State derived from the log in the same atomic step: records, history, indexes.
 pub mod projection;
 /// MLflow's filter and order_by language, the planner onto the indexes, page tokens.

@@ -106,14 +106,18 @@ impl Committer {
         if group.is_empty() {
             return;
         }
+        let metrics = crate::metrics::global();
         if let Some(why) = self.state.failure() {
+            metrics.writes_refused.inc_by(group.len() as u64);
             refuse(group, &why);
             return;
         }
         if let Err(why) = self.state.check_space() {
+            metrics.writes_refused.inc_by(group.len() as u64);
             refuse(group, &why);
             return;
         }
+        metrics.commit_group_size.observe(group.len() as f64);
         let own = self.db.clone();
         let now = chrono::Utc::now().timestamp_millis();
         let first_seq = self.next_seq;
@@ -140,10 +144,18 @@ impl Committer {
         }
         if !pending.is_empty() {
             self.state.commit_starts();
-            let written = own
-                .tree
-                .apply_batch(pending.into_batch())
-                .and_then(|()| own.db.flush().map(|_| ()));
+            let started = std::time::Instant::now();
+            let written = own.tree.apply_batch(pending.into_batch()).and_then(|()| {
+                let flush_started = std::time::Instant::now();
+                let flushed = own.db.flush().map(|_| ());
+                metrics
+                    .flush_seconds
+                    .observe(flush_started.elapsed().as_secs_f64());
+                flushed
+            });
+            metrics
+                .commit_seconds
+                .observe(started.elapsed().as_secs_f64());
             self.state.commit_ends();
             if let Err(e) = written {
                 let why = format!(
@@ -159,6 +171,17 @@ impl Committer {
                 return;
             }
         }
+        metrics.events_committed.inc_by(events.len() as u64);
+        let points: usize = events
+            .iter()
+            .map(|ev| match &ev.payload {
+                Some(pb::event::Payload::MetricsLogged(m)) => {
+                    m.series.iter().map(|s| s.values.len()).sum()
+                }
+                _ => 0,
+            })
+            .sum();
+        metrics.points_committed.inc_by(points as u64);
         // Watchers hear of the events before the writers: both after the flush.
         self.publisher.publish(events);
         for (reply, result) in answers {

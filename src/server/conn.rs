@@ -101,6 +101,7 @@ async fn accept_loop(listener: TcpListener, limits: Limits, tx: mpsc::Sender<io:
                 let _ = stream.set_nodelay(true);
                 let _ = rustix::net::sockopt::set_socket_keepalive(&stream, true);
                 let _ = rustix::net::sockopt::set_tcp_keepidle(&stream, TCP_KEEPALIVE);
+                crate::metrics::global().connections_accepted.inc();
                 let conn = Conn::new(stream, permit, limits.idle_timeout);
                 if tx.send(Ok(conn)).await.is_err() {
                     return;
@@ -116,6 +117,7 @@ async fn accept_loop(listener: TcpListener, limits: Limits, tx: mpsc::Sender<io:
                 ) => {}
             Err(e) => {
                 drop(permit);
+                crate::metrics::global().accept_errors.inc();
                 backoff = (backoff * 2).clamp(Duration::from_millis(10), MAX_ACCEPT_BACKOFF);
                 unlogged += 1;
                 if last_log.is_none_or(|t| t.elapsed() >= ACCEPT_LOG_EVERY) {
@@ -199,6 +201,7 @@ pub(crate) struct Conn {
 
 impl Conn {
     fn new(stream: TcpStream, slot: OwnedSemaphorePermit, idle_timeout: Duration) -> Self {
+        crate::metrics::global().connections_open.inc();
         Self {
             stream,
             _slot: slot,
@@ -228,6 +231,12 @@ impl Conn {
     }
 }
 
+impl Drop for Conn {
+    fn drop(&mut self) {
+        crate::metrics::global().connections_open.dec();
+    }
+}
+
 impl AsyncRead for Conn {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -239,10 +248,13 @@ impl AsyncRead for Conn {
             return Poll::Ready(r);
         }
         match this.poll_idle(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "closing a connection idle for longer than --idle-timeout",
-            ))),
+            Poll::Ready(()) => Poll::Ready(Err({
+                crate::metrics::global().idle_connections_closed.inc();
+                io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "closing a connection idle for longer than --idle-timeout",
+                )
+            })),
             Poll::Pending => Poll::Pending,
         }
     }

@@ -3,6 +3,7 @@
 
 mod conn;
 mod inflight;
+mod observe;
 
 pub use conn::{DEFAULT_IDLE_TIMEOUT, Limits};
 
@@ -97,6 +98,7 @@ pub async fn serve(
         .accept_http1(true)
         .layer(in_flight.clone())
         .layer(conn::TrackActivity)
+        .layer(observe::Observe)
         .add_routes(routes)
         .serve_with_incoming_shutdown(conn::incoming(listener, options.limits), async {
             let _ = stopped.await;

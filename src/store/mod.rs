@@ -262,6 +262,21 @@ impl Store {
         self.inner.hub.committed()
     }
 
+    /// Watch streams open now.
+    pub fn watch_sessions(&self) -> usize {
+        self.inner.hub.sessions()
+    }
+
+    /// Bytes the database takes on disk (0 when it cannot be read).
+    pub fn disk_usage(&self) -> u64 {
+        crate::db::space::tree_size(&crate::db::db_path(&self.inner.state.data_dir)).unwrap_or(0)
+    }
+
+    /// Free bytes on the data directory's disk (0 when it cannot be read).
+    pub fn disk_free(&self) -> u64 {
+        crate::db::space::available(&self.inner.state.data_dir).unwrap_or(0)
+    }
+
     /// The artifact files' store.
     pub fn artifacts(&self) -> &crate::artifacts::ArtifactStore {
         &self.inner.artifacts

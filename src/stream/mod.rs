@@ -118,6 +118,11 @@ impl Hub {
     }
 
     /// Completes when no session is open.
+    /// Watch sessions open now.
+    pub(crate) fn sessions(&self) -> usize {
+        self.sessions.count.load(Ordering::Acquire)
+    }
+
     pub(crate) async fn sessions_ended(&self) {
         loop {
             let ended = self.sessions.ended.notified();

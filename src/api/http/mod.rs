@@ -16,6 +16,7 @@ pub fn router(store: Store) -> axum::Router {
         .route("/health", axum::routing::get(health))
         .route("/api/arbor/v1/stream", axum::routing::get(stream::stream))
         .route("/api/arbor/v1/backup", axum::routing::get(backup::backup))
+        .route("/metrics", axum::routing::get(metrics))
         .with_state(store)
 }
 
@@ -30,6 +31,18 @@ async fn health(axum::extract::State(store): axum::extract::State<Store>) -> Res
         )
             .into_response(),
     }
+}
+
+/// Prometheus' scrape.
+async fn metrics(axum::extract::State(store): axum::extract::State<Store>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        crate::metrics::global().render(&store),
+    )
+        .into_response()
 }
 
 /// Handlers on every HTTP surface return `Result<_, Error>`; the error answers for itself

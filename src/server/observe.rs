@@ -1,0 +1,156 @@
+//! Counts and times every request for `/metrics`, labelled by surface (grpc, mlflow,
+//! http), a route with ids taken out (so that labels stay few), and status.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Observe;
+
+impl<S> tower::Layer<S> for Observe {
+    type Service = Observed<S>;
+
+    fn layer(&self, inner: S) -> Observed<S> {
+        Observed { inner }
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct Observed<S> {
+    inner: S,
+}
+
+type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+
+impl<S, B, R> tower::Service<http::Request<B>> for Observed<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<R>>,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<R>;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Self::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let grpc = req
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.starts_with("application/grpc"));
+        let (surface, route) = route_of(req.uri().path(), grpc);
+        let started = std::time::Instant::now();
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let response = fut.await?;
+            let status = if grpc {
+                // Errors come trailers-only (the status in the headers); a response
+                // without it has its status in the trailers: OK unless the stream fails.
+                response
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("0")
+                    .to_string()
+            } else {
+                response.status().as_str().to_string()
+            };
+            let m = crate::metrics::global();
+            m.request_seconds
+                .get_or_create(&[("surface", surface.to_string()), ("route", route.clone())])
+                .observe(started.elapsed().as_secs_f64());
+            m.requests
+                .get_or_create(&[
+                    ("surface", surface.to_string()),
+                    ("route", route),
+                    ("status", status),
+                ])
+                .inc();
+            Ok(response)
+        })
+    }
+}
+
+/// The surface and the route label of a path: gRPC methods as they are, MLflow paths
+/// with ids replaced by `{id}` (and the artifact proxy and static files as one route
+/// each), anything unknown as `other`.
+fn route_of(path: &str, grpc: bool) -> (&'static str, String) {
+    if grpc {
+        let known = path.starts_with("/arbor.v1.") || path.starts_with("/grpc.");
+        return ("grpc", if known { path.into() } else { "other".into() });
+    }
+    let path = path
+        .strip_prefix("/ajax-api")
+        .map_or_else(|| path.to_string(), |rest| format!("/api{rest}"));
+    for prefix in [
+        "/api/2.0/mlflow-artifacts/artifacts",
+        "/static-files",
+        "/get-artifact",
+    ] {
+        if path.starts_with(prefix) {
+            let surface = if prefix == "/static-files" {
+                "http"
+            } else {
+                "mlflow"
+            };
+            return (surface, prefix.into());
+        }
+    }
+    if path.starts_with("/api/2.0/mlflow/") || path == "/graphql" || path == "/version" {
+        let parts: Vec<&str> = path
+            .split('/')
+            .take(8)
+            .map(|p| {
+                if p.len() > 24 || p.chars().any(|c| c.is_ascii_digit()) && p != "2.0" {
+                    "{id}"
+                } else {
+                    p
+                }
+            })
+            .collect();
+        return ("mlflow", parts.join("/"));
+    }
+    match path.as_str() {
+        "/" | "/health" | "/metrics" | "/api/arbor/v1/stream" | "/api/arbor/v1/backup" => {
+            ("http", path)
+        }
+        _ => ("http", "other".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::route_of;
+
+    #[test]
+    fn routes_keep_labels_few() {
+        assert_eq!(
+            route_of("/arbor.v1.TrackingService/LogBatch", true),
+            ("grpc", "/arbor.v1.TrackingService/LogBatch".into())
+        );
+        assert_eq!(route_of("/evil/path", true), ("grpc", "other".into()));
+        assert_eq!(
+            route_of("/ajax-api/2.0/mlflow/runs/get", false),
+            ("mlflow", "/api/2.0/mlflow/runs/get".into())
+        );
+        assert_eq!(
+            route_of(
+                "/api/2.0/mlflow/logged-models/m-0123456789abcdef0123456789abcdef/tags",
+                false
+            ),
+            ("mlflow", "/api/2.0/mlflow/logged-models/{id}/tags".into())
+        );
+        assert_eq!(
+            route_of(
+                "/api/2.0/mlflow-artifacts/artifacts/0/abc/artifacts/x",
+                false
+            ),
+            ("mlflow", "/api/2.0/mlflow-artifacts/artifacts".into())
+        );
+        assert_eq!(route_of("/health", false), ("http", "/health".into()));
+        assert_eq!(route_of("/wp-admin.php", false), ("http", "other".into()));
+    }
+}
