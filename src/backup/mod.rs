@@ -392,7 +392,8 @@ pub fn restore(
     let (db, tree) = crate::db::open_at(&staging, cache_bytes)?;
     let mut report = RestoreReport::default();
     {
-        let mut importer = crate::log::rebuild::Importer::new(&tree, 1);
+        let progress = crate::log::rebuild::Progress::start("restore");
+        let mut importer = crate::log::rebuild::Importer::new(&tree, 1).reporting(&progress);
         let mut open_file: Option<(String, std::fs::File, PathBuf)> = None;
         for path in files {
             read(path, |record| match record {

@@ -23,6 +23,8 @@ pub(crate) struct Importer<'a> {
     bytes_pending: usize,
     next_seq: u64,
     count: u64,
+    /// Events added so far, for a watchdog on another thread (`Progress`).
+    progress: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl<'a> Importer<'a> {
@@ -34,7 +36,14 @@ impl<'a> Importer<'a> {
             bytes_pending: 0,
             next_seq: first_seq,
             count: 0,
+            progress: None,
         }
+    }
+
+    /// Reports each event added to `progress`.
+    pub(crate) fn reporting(mut self, progress: &Progress) -> Self {
+        self.progress = Some(progress.events.clone());
+        self
     }
 
     /// Adds one event; `raw` is its stored encoding.
@@ -50,6 +59,9 @@ impl<'a> Importer<'a> {
         self.pending.put(keys::log(ev.seq), raw);
         self.next_seq += 1;
         self.count += 1;
+        if let Some(p) = &self.progress {
+            p.store(self.count, std::sync::atomic::Ordering::Relaxed);
+        }
         self.in_pending += 1;
         if self.in_pending == REBUILD_BATCH_EVENTS || self.bytes_pending >= REBUILD_BATCH_BYTES {
             let batch = std::mem::replace(&mut self.pending, Pending::new(self.into));
@@ -71,11 +83,57 @@ impl<'a> Importer<'a> {
     }
 }
 
+/// A long job's progress, logged every `PROGRESS_EVERY` from a thread of its own, so
+/// that a job stuck on the disk never waits silently: it says how far it got and, when
+/// nothing moved, that the disk may be full or failing.
+pub(crate) struct Progress {
+    events: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    done: std::sync::mpsc::Sender<()>,
+}
+
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl Progress {
+    pub(crate) fn start(what: &'static str) -> Self {
+        let events = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (done, finished) = std::sync::mpsc::channel::<()>();
+        let seen = events.clone();
+        let _ = std::thread::Builder::new()
+            .name("arbor-progress".into())
+            .spawn(move || {
+                let mut last = 0;
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    finished.recv_timeout(PROGRESS_EVERY)
+                {
+                    let now = seen.load(std::sync::atomic::Ordering::Relaxed);
+                    if now == last {
+                        tracing::warn!(
+                            events = now,
+                            "{what}: no progress for {} s; is the disk full or failing?",
+                            PROGRESS_EVERY.as_secs()
+                        );
+                    } else {
+                        tracing::info!(events = now, "{what}: in progress");
+                    }
+                    last = now;
+                }
+            });
+        Self { events, done }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        let _ = self.done.send(());
+    }
+}
+
 /// Replays the log of `from` into `into`, an empty tree: the log is copied as it is and
 /// every projection derived from it, checking on the way that the log is gap-free and
 /// that each event decodes. Returns the number of events. `from` is only read.
 pub(crate) fn replay_into(from: &sled::Tree, into: &sled::Tree) -> Result<u64, Error> {
-    let mut importer = Importer::new(into, 1);
+    let progress = Progress::start("rebuild");
+    let mut importer = Importer::new(into, 1).reporting(&progress);
     for kv in from.range(keys::log(0)..keys::log(u64::MAX)) {
         let (_, value) = kv?;
         let ev = <crate::pb::Event as prost::Message>::decode(value.as_ref())?;
