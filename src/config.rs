@@ -182,6 +182,11 @@ pub struct ServeArgs {
     /// connection, or headers arriving too slowly) before it is closed.
     #[arg(long, env = "ARBOR_IDLE_TIMEOUT_SECS", default_value_t = 60)]
     pub idle_timeout_secs: u64,
+    /// Host names requests may carry (`Host`, `:authority`), comma-separated;
+    /// `*.example.com` allows subdomains, `*` any. Default: loopback names when
+    /// listening on loopback, any otherwise.
+    #[arg(long, env = "ARBOR_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub allowed_hosts: Vec<String>,
     #[command(flatten)]
     pub store: StoreArgs,
 }

@@ -55,6 +55,7 @@ fn serve(args: arbor::config::ServeArgs) -> Result<(), arbor::server::BoxError> 
         let options = arbor::server::Options {
             mlflow_ui: locate_ui(&args)?,
             limits: args.limits(),
+            allowed_hosts: arbor::server::AllowedHosts::new(&args.allowed_hosts, args.listen),
         };
         let store = Store::open(&args.store.data_dir, &args.store.store_config())
             .map_err(|e| open_failure(&args.store.data_dir, e))?;

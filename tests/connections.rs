@@ -115,7 +115,7 @@ async fn idle_connections_and_slow_headers_are_closed_but_streams_are_not() {
 
     // An idle keep-alive connection.
     let mut idle = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    idle.write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
+    idle.write_all(b"GET /health HTTP/1.1\r\nhost: localhost\r\n\r\n")
         .await
         .expect("send");
     let mut first = [0u8; 64];
@@ -262,7 +262,7 @@ async fn running_out_of_file_descriptors_backs_off_and_recovers() {
     );
     // A connection accepted before the crowd is still served.
     working
-        .write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
+        .write_all(b"GET /health HTTP/1.1\r\nhost: localhost\r\n\r\n")
         .await
         .expect("send");
     let mut buf = [0u8; 64];

@@ -537,7 +537,7 @@ async fn sse(
         .map(|id| format!("Last-Event-ID: {id}\r\n"))
         .unwrap_or_default();
     let req = format!(
-        "GET /api/arbor/v1/stream?{query} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n{extra}\r\n"
+        "GET /api/arbor/v1/stream?{query} HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n{extra}\r\n"
     );
     s.write_all(req.as_bytes()).await.unwrap();
     let mut lines = BufReader::new(s).lines();
@@ -599,9 +599,11 @@ async fn server_sent_events_stream_and_resume_with_last_event_id() {
 
     // Bad requests get MLflow-style JSON errors.
     let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    s.write_all(b"GET /api/arbor/v1/stream HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
+    s.write_all(
+        b"GET /api/arbor/v1/stream HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
     let mut body = String::new();
     tokio::io::AsyncReadExt::read_to_string(&mut s, &mut body)
         .await

@@ -2,10 +2,12 @@
 //! routes share a listener; requests are told apart by path and content type.
 
 mod conn;
+mod hosts;
 mod inflight;
 mod observe;
 
 pub use conn::{DEFAULT_IDLE_TIMEOUT, Limits};
+pub use hosts::AllowedHosts;
 
 use std::future::Future;
 
@@ -36,6 +38,8 @@ pub struct Options {
     pub mlflow_ui: Option<crate::api::mlflow::ui::MlflowUi>,
     /// Connection limit and idle timeout.
     pub limits: Limits,
+    /// The host names requests may carry (default: any).
+    pub allowed_hosts: AllowedHosts,
 }
 
 /// Serves until `shutdown` completes, then stops accepting, lets in-flight requests
@@ -99,6 +103,7 @@ pub async fn serve(
         .layer(in_flight.clone())
         .layer(conn::TrackActivity)
         .layer(observe::Observe)
+        .layer(options.allowed_hosts.clone())
         .add_routes(routes)
         .serve_with_incoming_shutdown(conn::incoming(listener, options.limits), async {
             let _ = stopped.await;

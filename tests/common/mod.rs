@@ -117,7 +117,7 @@ pub async fn http(
     let mut req = hyper::Request::builder()
         .method(method)
         .uri(path)
-        .header("host", "test");
+        .header("host", addr.to_string());
     if let Some(ct) = content_type {
         req = req.header("content-type", ct);
     }

@@ -1,0 +1,106 @@
+//! The Host allowlist against DNS rebinding, on the real binary: listening on loopback,
+//! only loopback names are answered (403 with MLflow's error shape for HTTP,
+//! PERMISSION_DENIED for gRPC); `--allowed-hosts` names others.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::Command;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// One request with the given Host header; returns the status line's code.
+async fn status_with_host(addr: SocketAddr, host: &str) -> u16 {
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(
+        format!("GET /health HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .expect("send");
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.expect("read");
+    out.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("a status line")
+}
+
+fn serve(dir: &std::path::Path, extra: &[&str]) -> (std::process::Child, SocketAddr) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_arbor"));
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
+        .args(extra);
+    common::start_process(cmd)
+}
+
+/// The loopback default answers loopback names and refuses others, over HTTP and gRPC.
+#[tokio::test]
+async fn on_loopback_only_loopback_names_are_answered() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut child, addr) = serve(dir.path(), &[]);
+    let port = addr.port();
+    for ok in [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        "[::1]".into(),
+    ] {
+        assert_eq!(status_with_host(addr, &ok).await, 200, "{ok}");
+    }
+    for bad in [format!("evil.example:{port}"), "127.0.0.1.nip.io".into()] {
+        assert_eq!(status_with_host(addr, &bad).await, 403, "{bad}");
+    }
+    let (status, json) = {
+        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        s.write_all(b"POST /api/2.0/mlflow/experiments/create HTTP/1.1\r\nHost: rebound.example\r\nContent-Type: application/json\r\nContent-Length: 13\r\nConnection: close\r\n\r\n{\"name\":\"x\"}\n")
+            .await
+            .expect("send");
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.expect("read");
+        let body = out.split("\r\n\r\n").nth(1).unwrap_or_default().to_string();
+        (out.split(' ').nth(1).unwrap_or_default().to_string(), body)
+    };
+    assert_eq!(status, "403");
+    assert!(json.contains("PERMISSION_DENIED"), "{json}");
+    // Nothing was created.
+    let (_, found) = common::rest(
+        addr,
+        "GET",
+        "/api/2.0/mlflow/experiments/get-by-name?experiment_name=x",
+        None,
+    )
+    .await;
+    assert_eq!(found["error_code"], "RESOURCE_DOES_NOT_EXIST", "{found}");
+
+    // gRPC with a foreign :authority.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("url")
+        .origin("http://evil.example:80".parse().expect("uri"))
+        .connect()
+        .await
+        .expect("connect");
+    let err = arbor::pb::tracking_service_client::TrackingServiceClient::new(channel)
+        .get_experiment(arbor::pb::GetExperimentRequest {
+            experiment_id: "0".into(),
+        })
+        .await
+        .expect_err("refused");
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
+    assert!(common::terminate(&mut child));
+}
+
+/// `--allowed-hosts` replaces the default: named hosts and subdomains pass, others not.
+#[tokio::test]
+async fn allowed_hosts_names_the_server_s_names() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut child, addr) = serve(
+        dir.path(),
+        &["--allowed-hosts", "tracking.corp.example,*.mesh.local"],
+    );
+    assert_eq!(status_with_host(addr, "tracking.corp.example").await, 200);
+    assert_eq!(
+        status_with_host(addr, "arbor.ns.mesh.local:5000").await,
+        200
+    );
+    assert_eq!(status_with_host(addr, "localhost").await, 403);
+    assert!(common::terminate(&mut child));
+}
