@@ -187,6 +187,10 @@ pub struct ServeArgs {
     /// listening on loopback, any otherwise.
     #[arg(long, env = "ARBOR_ALLOWED_HOSTS", value_delimiter = ',')]
     pub allowed_hosts: Vec<String>,
+    /// Origins whose web pages may call this server (CORS), comma-separated, e.g.
+    /// `https://dash.example.com`; `*` for any. Default: none (CORS off).
+    #[arg(long, env = "ARBOR_CORS_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub cors_allowed_origins: Vec<String>,
     #[command(flatten)]
     pub store: StoreArgs,
 }

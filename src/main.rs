@@ -56,6 +56,7 @@ fn serve(args: arbor::config::ServeArgs) -> Result<(), arbor::server::BoxError> 
             mlflow_ui: locate_ui(&args)?,
             limits: args.limits(),
             allowed_hosts: arbor::server::AllowedHosts::new(&args.allowed_hosts, args.listen),
+            cors: arbor::server::Cors::new(&args.cors_allowed_origins),
         };
         let store = Store::open(&args.store.data_dir, &args.store.store_config())
             .map_err(|e| open_failure(&args.store.data_dir, e))?;

@@ -1,6 +1,7 @@
-//! The Host allowlist against DNS rebinding, on the real binary: listening on loopback,
-//! only loopback names are answered (403 with MLflow's error shape for HTTP,
-//! PERMISSION_DENIED for gRPC); `--allowed-hosts` names others.
+//! What protects a server that browsers can reach, on the real binary: the Host
+//! allowlist against DNS rebinding (on loopback only loopback names are answered: 403
+//! with MLflow's error shape for HTTP, PERMISSION_DENIED for gRPC; `--allowed-hosts`
+//! names others), and CORS, off unless `--cors-allowed-origins` opens it to named origins.
 
 mod common;
 
@@ -102,5 +103,72 @@ async fn allowed_hosts_names_the_server_s_names() {
         200
     );
     assert_eq!(status_with_host(addr, "localhost").await, 403);
+    assert!(common::terminate(&mut child));
+}
+
+/// A raw request with extra header lines; returns the whole response head, lower-cased.
+async fn head_of(addr: SocketAddr, method: &str, headers: &str) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(
+        format!(
+            "{method} /health HTTP/1.1\r\nHost: localhost\r\n{headers}Connection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .expect("send");
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.expect("read");
+    out.split("\r\n\r\n")
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase()
+}
+
+/// Without the flag no cross-origin header is ever sent; with it, listed origins get
+/// preflight answers and the header on responses, other origins nothing.
+#[tokio::test]
+async fn cors_is_off_unless_origins_are_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut child, addr) = serve(dir.path(), &[]);
+    let head = head_of(addr, "GET", "Origin: https://evil.example\r\n").await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(!head.contains("access-control-"), "{head}");
+    let head = head_of(
+        addr,
+        "OPTIONS",
+        "Origin: https://evil.example\r\nAccess-Control-Request-Method: POST\r\n",
+    )
+    .await;
+    assert!(!head.contains("access-control-"), "{head}");
+    assert!(common::terminate(&mut child));
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut child, addr) = serve(
+        dir.path(),
+        &["--cors-allowed-origins", "https://dash.example"],
+    );
+    let head = head_of(
+        addr,
+        "OPTIONS",
+        "Origin: https://dash.example\r\nAccess-Control-Request-Method: POST\r\nAccess-Control-Request-Headers: content-type\r\n",
+    )
+    .await;
+    assert!(head.starts_with("http/1.1 204"), "{head}");
+    assert!(
+        head.contains("access-control-allow-origin: https://dash.example"),
+        "{head}"
+    );
+    assert!(
+        head.contains("access-control-allow-headers: content-type"),
+        "{head}"
+    );
+    let head = head_of(addr, "GET", "Origin: https://dash.example\r\n").await;
+    assert!(
+        head.contains("access-control-allow-origin: https://dash.example"),
+        "{head}"
+    );
+    let head = head_of(addr, "GET", "Origin: https://evil.example\r\n").await;
+    assert!(!head.contains("access-control-"), "{head}");
     assert!(common::terminate(&mut child));
 }

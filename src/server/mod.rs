@@ -2,11 +2,13 @@
 //! routes share a listener; requests are told apart by path and content type.
 
 mod conn;
+mod cors;
 mod hosts;
 mod inflight;
 mod observe;
 
 pub use conn::{DEFAULT_IDLE_TIMEOUT, Limits};
+pub use cors::Cors;
 pub use hosts::AllowedHosts;
 
 use std::future::Future;
@@ -40,6 +42,8 @@ pub struct Options {
     pub limits: Limits,
     /// The host names requests may carry (default: any).
     pub allowed_hosts: AllowedHosts,
+    /// Cross-origin access (default: off).
+    pub cors: Cors,
 }
 
 /// Serves until `shutdown` completes, then stops accepting, lets in-flight requests
@@ -104,6 +108,7 @@ pub async fn serve(
         .layer(conn::TrackActivity)
         .layer(observe::Observe)
         .layer(options.allowed_hosts.clone())
+        .layer(options.cors.clone())
         .add_routes(routes)
         .serve_with_incoming_shutdown(conn::incoming(listener, options.limits), async {
             let _ = stopped.await;
