@@ -191,6 +191,16 @@ pub struct ServeArgs {
     /// `https://dash.example.com`; `*` for any. Default: none (CORS off).
     #[arg(long, env = "ARBOR_CORS_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub cors_allowed_origins: Vec<String>,
+    /// Serve HTTPS and gRPC over TLS with this certificate chain (PEM); needs --tls-key.
+    /// SIGHUP reads the certificate and key again.
+    #[arg(long, env = "ARBOR_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, env = "ARBOR_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Require client certificates that chain to these CA certificates (PEM): mTLS.
+    #[arg(long, env = "ARBOR_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
     #[command(flatten)]
     pub store: StoreArgs,
 }

@@ -57,6 +57,7 @@ fn serve(args: arbor::config::ServeArgs) -> Result<(), arbor::server::BoxError> 
             limits: args.limits(),
             allowed_hosts: arbor::server::AllowedHosts::new(&args.allowed_hosts, args.listen),
             cors: arbor::server::Cors::new(&args.cors_allowed_origins),
+            tls: load_tls(&args)?,
         };
         let store = Store::open(&args.store.data_dir, &args.store.store_config())
             .map_err(|e| open_failure(&args.store.data_dir, e))?;
@@ -74,6 +75,35 @@ fn serve(args: arbor::config::ServeArgs) -> Result<(), arbor::server::BoxError> 
         tracing::info!("shut down cleanly");
         Ok(())
     })
+}
+
+/// The TLS configuration the flags name, and a SIGHUP handler that reloads it.
+fn load_tls(
+    args: &arbor::config::ServeArgs,
+) -> Result<Option<arbor::server::Tls>, arbor::server::BoxError> {
+    let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
+        return Ok(None);
+    };
+    let tls = arbor::server::Tls::load(arbor::server::TlsFiles {
+        cert: cert.clone(),
+        key: key.clone(),
+        client_ca: args.tls_client_ca.clone(),
+    })?;
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let reloading = tls.clone();
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            match reloading.reload() {
+                Ok(()) => tracing::info!("SIGHUP: reloaded the TLS certificate and key"),
+                Err(e) => tracing::error!("SIGHUP: kept the old TLS configuration: {e}"),
+            }
+        }
+    });
+    tracing::info!(
+        client_certificates = args.tls_client_ca.is_some(),
+        "serving HTTPS and gRPC over TLS"
+    );
+    Ok(Some(tls))
 }
 
 /// What to do when the store does not open: a damaged store gets a way forward.

@@ -33,6 +33,7 @@ pub struct Metrics {
     pub(crate) connections_accepted: Counter,
     pub(crate) accept_errors: Counter,
     pub(crate) idle_connections_closed: Counter,
+    pub(crate) tls_handshake_failures: Counter,
     watch_sessions: Gauge,
     log_head_seq: Gauge,
     store_bytes: Gauge,
@@ -71,6 +72,7 @@ impl Metrics {
             connections_accepted: Counter::default(),
             accept_errors: Counter::default(),
             idle_connections_closed: Counter::default(),
+            tls_handshake_failures: Counter::default(),
             watch_sessions: Gauge::default(),
             log_head_seq: Gauge::default(),
             store_bytes: Gauge::default(),
@@ -141,6 +143,11 @@ impl Metrics {
             "arbor_idle_connections_closed",
             "Connections closed after --idle-timeout-secs with no request in flight",
             m.idle_connections_closed.clone(),
+        );
+        registry.register(
+            "arbor_tls_handshake_failures",
+            "TLS handshakes that failed or timed out (a client without a valid certificate, say)",
+            m.tls_handshake_failures.clone(),
         );
         registry.register(
             "arbor_watch_sessions",

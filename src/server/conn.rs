@@ -25,6 +25,8 @@ const RESERVED_FDS: u64 = 64;
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 /// At most one log line per this long about failing accepts.
 const ACCEPT_LOG_EVERY: Duration = Duration::from_secs(5);
+/// How long a client has to finish the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// TCP keepalive on accepted connections, so dead peers are noticed and dropped.
 const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 
@@ -72,13 +74,19 @@ impl Limits {
 pub(crate) fn incoming(
     listener: TcpListener,
     limits: Limits,
+    tls: Option<super::tls::Tls>,
 ) -> tokio_stream::wrappers::ReceiverStream<io::Result<Conn>> {
     let (tx, rx) = mpsc::channel(1);
-    tokio::spawn(accept_loop(listener, limits, tx));
+    tokio::spawn(accept_loop(listener, limits, tls, tx));
     tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
-async fn accept_loop(listener: TcpListener, limits: Limits, tx: mpsc::Sender<io::Result<Conn>>) {
+async fn accept_loop(
+    listener: TcpListener,
+    limits: Limits,
+    tls: Option<super::tls::Tls>,
+    tx: mpsc::Sender<io::Result<Conn>>,
+) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let mut backoff = Duration::ZERO;
     let mut last_log: Option<Instant> = None;
@@ -102,9 +110,40 @@ async fn accept_loop(listener: TcpListener, limits: Limits, tx: mpsc::Sender<io:
                 let _ = rustix::net::sockopt::set_socket_keepalive(&stream, true);
                 let _ = rustix::net::sockopt::set_tcp_keepidle(&stream, TCP_KEEPALIVE);
                 crate::metrics::global().connections_accepted.inc();
-                let conn = Conn::new(stream, permit, limits.idle_timeout);
-                if tx.send(Ok(conn)).await.is_err() {
-                    return;
+                match tls.as_ref().and_then(super::tls::Tls::acceptor) {
+                    None => {
+                        let conn = Conn::new(Io::Plain(stream), permit, limits.idle_timeout);
+                        if tx.send(Ok(conn)).await.is_err() {
+                            return;
+                        }
+                    }
+                    // The handshake runs on its own task, bounded, so that a client that
+                    // never finishes it holds only its own slot.
+                    Some(acceptor) => {
+                        let tx = tx.clone();
+                        let idle = limits.idle_timeout;
+                        tokio::spawn(async move {
+                            let shaken = tokio::time::timeout(
+                                TLS_HANDSHAKE_TIMEOUT,
+                                acceptor.accept(stream),
+                            )
+                            .await;
+                            match shaken {
+                                Ok(Ok(tls)) => {
+                                    let conn = Conn::new(Io::Tls(Box::new(tls)), permit, idle);
+                                    let _ = tx.send(Ok(conn)).await;
+                                }
+                                Ok(Err(e)) => {
+                                    crate::metrics::global().tls_handshake_failures.inc();
+                                    tracing::debug!(error = %e, "TLS handshake failed");
+                                }
+                                Err(_) => {
+                                    crate::metrics::global().tls_handshake_failures.inc();
+                                    tracing::debug!("TLS handshake timed out");
+                                }
+                            }
+                        });
+                    }
                 }
             }
             // The peer gave up before we took the connection: nothing to report.
@@ -192,7 +231,7 @@ pub(crate) struct ConnInfo {
 /// An accepted connection: holds its slot under the limit, and ends itself with a
 /// `TimedOut` read error once idle for too long.
 pub(crate) struct Conn {
-    stream: TcpStream,
+    stream: Io,
     _slot: OwnedSemaphorePermit,
     activity: Arc<Activity>,
     idle_timeout: Duration,
@@ -200,7 +239,7 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    fn new(stream: TcpStream, slot: OwnedSemaphorePermit, idle_timeout: Duration) -> Self {
+    fn new(stream: Io, slot: OwnedSemaphorePermit, idle_timeout: Duration) -> Self {
         crate::metrics::global().connections_open.inc();
         Self {
             stream,
@@ -227,6 +266,70 @@ impl Conn {
                 return Poll::Ready(());
             }
             self.timer.as_mut().reset(deadline);
+        }
+    }
+}
+
+/// A connection's bytes: plain TCP, or TLS over it.
+pub(crate) enum Io {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Io {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Io {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Io::Plain(s) => s.is_write_vectored(),
+            Io::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_flush(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }

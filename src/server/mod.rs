@@ -6,10 +6,12 @@ mod cors;
 mod hosts;
 mod inflight;
 mod observe;
+mod tls;
 
 pub use conn::{DEFAULT_IDLE_TIMEOUT, Limits};
 pub use cors::Cors;
 pub use hosts::AllowedHosts;
+pub use tls::{Tls, TlsFiles};
 
 use std::future::Future;
 
@@ -44,6 +46,8 @@ pub struct Options {
     pub allowed_hosts: AllowedHosts,
     /// Cross-origin access (default: off).
     pub cors: Cors,
+    /// TLS for every connection (default: plain TCP).
+    pub tls: Option<Tls>,
 }
 
 /// Serves until `shutdown` completes, then stops accepting, lets in-flight requests
@@ -110,9 +114,12 @@ pub async fn serve(
         .layer(options.allowed_hosts.clone())
         .layer(options.cors.clone())
         .add_routes(routes)
-        .serve_with_incoming_shutdown(conn::incoming(listener, options.limits), async {
-            let _ = stopped.await;
-        });
+        .serve_with_incoming_shutdown(
+            conn::incoming(listener, options.limits, options.tls.clone()),
+            async {
+                let _ = stopped.await;
+            },
+        );
     tokio::pin!(server);
     let served = tokio::select! {
         r = &mut server => r,
