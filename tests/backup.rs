@@ -14,19 +14,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use arbor::pb;
 use common::TestServer;
 
-/// Runs the real binary without blocking the runtime the in-process server runs on.
 async fn arbor(args: &[&str]) -> (bool, String) {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_arbor"))
-        .args(args)
-        .output()
-        .await
-        .expect("run arbor");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    common::arbor_cli(args).await
 }
 
 fn s(p: &Path) -> &str {

@@ -4,23 +4,11 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::TestServer;
 
-fn arbor(args: &[&str], dir: &std::path::Path) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_arbor"))
-        .args(args)
-        .arg("--data-dir")
-        .arg(dir)
-        .output()
-        .expect("run arbor");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+async fn arbor(args: &[&str], dir: &std::path::Path) -> (bool, String) {
+    let dir = dir.to_str().expect("utf-8 path");
+    common::arbor_cli(&[args, &["--data-dir", dir]].concat()).await
 }
 
 /// Opens the stopped store's tree to damage it, and closes it again.
@@ -54,27 +42,27 @@ async fn check_finds_damaged_projections_and_a_damaged_log() {
     drop(c);
     let dir = server.stop().await;
 
-    let (ok, text) = arbor(&["check"], dir.path());
+    let (ok, text) = arbor(&["check"], dir.path()).await;
     assert!(ok, "{text}");
     assert!(text.contains("intact"), "{text}");
 
     damage(dir.path(), b"Rno-such-run", b"\x00");
-    let (ok, text) = arbor(&["check"], dir.path());
+    let (ok, text) = arbor(&["check"], dir.path()).await;
     assert!(!ok, "{text}");
     assert!(
         text.contains("1 extra") && text.contains("arbor rebuild"),
         "{text}"
     );
-    let (ok, text) = arbor(&["rebuild"], dir.path());
+    let (ok, text) = arbor(&["rebuild"], dir.path()).await;
     assert!(ok, "{text}");
-    let (ok, text) = arbor(&["check"], dir.path());
+    let (ok, text) = arbor(&["check"], dir.path()).await;
     assert!(ok, "{text}");
 
     // Event 2 of the log (`L` and the big-endian sequence number) no longer decodes.
     let mut key = vec![b'L'];
     key.extend_from_slice(&2u64.to_be_bytes());
     damage(dir.path(), &key, b"\xff\xff\xff");
-    let (ok, text) = arbor(&["check"], dir.path());
+    let (ok, text) = arbor(&["check"], dir.path()).await;
     assert!(!ok, "{text}");
     assert!(text.contains("event 2 does not decode"), "{text}");
     assert!(text.contains("restore the store from a backup"), "{text}");

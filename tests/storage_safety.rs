@@ -345,7 +345,7 @@ async fn a_write_the_disk_refused_stops_writes_until_a_restart_and_loses_nothing
     common::terminate(&mut child);
 
     std::fs::remove_file(&ballast).expect("free the space");
-    let (ok, text) = arbor(&["check"], dir.path());
+    let (ok, text) = arbor(&["check"], dir.path()).await;
     assert!(ok, "{text}");
     let (mut child, addr) = serve();
     let mut c =
@@ -362,24 +362,21 @@ async fn a_write_the_disk_refused_stops_writes_until_a_restart_and_loses_nothing
         common::terminate(&mut child),
         "a healthy server exits cleanly"
     );
-    let (ok, text) = arbor(&["check"], dir.path());
+    let (ok, text) = arbor(&["check"], dir.path()).await;
     assert!(ok, "{text}");
 }
 
-fn arbor(args: &[&str], dir: &Path) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_arbor"))
-        .args(args)
-        .arg("--data-dir")
-        .arg(dir)
-        .args(["--min-free-space-mb", "8", "--cache-mb", "8"])
-        .output()
-        .expect("run arbor");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+async fn arbor(args: &[&str], dir: &Path) -> (bool, String) {
+    let dir = dir.to_str().expect("utf-8 path");
+    let store = [
+        "--data-dir",
+        dir,
+        "--min-free-space-mb",
+        "8",
+        "--cache-mb",
+        "8",
+    ];
+    common::arbor_cli(&[args, &store[..]].concat()).await
 }
 
 /// A rebuild without room for a second copy refuses at once with what it needs and
@@ -400,7 +397,7 @@ async fn rebuild_without_room_refuses_and_changes_nothing() {
     let size = arbor_dir_size(&dir.path().join("db"));
     let ballast = fs.fill_leaving(size / 2 + 8 * MIB);
 
-    let (ok, text) = arbor(&["rebuild"], dir.path());
+    let (ok, text) = arbor(&["rebuild"], dir.path()).await;
     assert!(!ok, "{text}");
     assert!(
         text.contains("needs") && text.contains("unchanged"),
@@ -411,9 +408,9 @@ async fn rebuild_without_room_refuses_and_changes_nothing() {
         "no partial copy is left"
     );
     std::fs::remove_file(&ballast).expect("free the space");
-    let (ok, text) = arbor(&["check"], dir.path());
+    let (ok, text) = arbor(&["check"], dir.path()).await;
     assert!(ok, "{text}");
-    let (ok, text) = arbor(&["rebuild"], dir.path());
+    let (ok, text) = arbor(&["rebuild"], dir.path()).await;
     assert!(ok, "{text}");
     assert!(text.contains("0 changed"), "{text}");
     assert!(!dir.path().join("db.old").exists() && !dir.path().join("db.rebuild").exists());
@@ -504,6 +501,6 @@ async fn an_interrupted_rebuild_leaves_a_whole_store() {
     let dir = server.stop().await;
     assert!(!retired.exists(), "the old copy is removed");
 
-    let (ok, text) = arbor(&["check"], dir.path());
+    let (ok, text) = arbor(&["check"], dir.path()).await;
     assert!(ok, "{text}");
 }

@@ -272,3 +272,20 @@ pub fn terminate(child: &mut std::process::Child) -> bool {
     rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
     child.wait().expect("wait").success()
 }
+
+/// Runs the `arbor` binary to its end (a subcommand that exits): whether it succeeded,
+/// and its stdout and stderr. Async, so that an in-process server on the test's runtime
+/// keeps serving meanwhile.
+pub async fn arbor_cli(args: &[&str]) -> (bool, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_arbor"))
+        .args(args)
+        .output()
+        .await
+        .expect("run arbor");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
