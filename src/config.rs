@@ -147,6 +147,8 @@ impl ServeArgs {
                 .unwrap_or_else(crate::server::Limits::default_max_connections)
                 .max(1),
             idle_timeout: std::time::Duration::from_secs(self.idle_timeout_secs.max(1)),
+            max_json_body_bytes: self.max_json_body_mb.max(1).saturating_mul(1 << 20),
+            max_grpc_message_bytes: self.max_grpc_message_mb.max(1).saturating_mul(1 << 20),
         }
     }
 }
@@ -182,6 +184,13 @@ pub struct ServeArgs {
     /// connection, or headers arriving too slowly) before it is closed.
     #[arg(long, env = "ARBOR_IDLE_TIMEOUT_SECS", default_value_t = 60)]
     pub idle_timeout_secs: u64,
+    /// Largest MLflow JSON request body in MiB (artifact uploads stream and are not
+    /// bound by it).
+    #[arg(long, env = "ARBOR_MAX_JSON_BODY_MB", default_value_t = 16)]
+    pub max_json_body_mb: usize,
+    /// Largest gRPC request message in MiB.
+    #[arg(long, env = "ARBOR_MAX_GRPC_MESSAGE_MB", default_value_t = 16)]
+    pub max_grpc_message_mb: usize,
     /// Host names requests may carry (`Host`, `:authority`), comma-separated;
     /// `*.example.com` allows subdomains, `*` any. Default: loopback names when
     /// listening on loopback, any otherwise.

@@ -1,4 +1,4 @@
-//! Hostile and careless connections: idle keep-alive connections and headers sent a
+//! Hostile and careless connections and requests: body limits set by flags; idle keep-alive connections and headers sent a
 //! byte at a time are closed after the idle timeout while open streams are not; running
 //! out of file descriptors backs off (logged, not spinning) and the server answers again
 //! once clients leave; the default connection limit stays below the descriptor limit.
@@ -290,4 +290,66 @@ async fn the_default_connection_limit_stays_below_the_descriptor_limit() {
     assert!(common::terminate(&mut child));
     let text = read_log(&log);
     assert!(!text.contains("accepting a connection failed"), "{text}");
+}
+
+/// `--max-json-body-mb` and `--max-grpc-message-mb` bound request sizes: a body over the
+/// limit is refused with the flag named (gRPC: an error), one under it is taken.
+#[tokio::test]
+async fn request_size_limits_are_flags() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("arbor.log");
+    let (mut child, addr) = serve(
+        &dir.path().join("data"),
+        &["--max-json-body-mb", "1", "--max-grpc-message-mb", "1"],
+        None,
+        &log,
+    );
+    let mut c =
+        pb::tracking_service_client::TrackingServiceClient::connect(format!("http://{addr}"))
+            .await
+            .expect("connect");
+    let run_id = common::new_run_id(
+        &mut c,
+        pb::CreateRunRequest {
+            experiment_id: "0".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let body = |n: usize| {
+        serde_json::json!({"run_id": run_id, "key": "k", "value": "x".repeat(n)}).to_string()
+    };
+    let (status, out) = common::http(
+        addr,
+        "POST",
+        "/api/2.0/mlflow/runs/set-tag",
+        Some("application/json"),
+        body(2 << 20).as_bytes(),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(String::from_utf8_lossy(&out).contains("--max-json-body-mb"));
+    let (status, _) = common::http(
+        addr,
+        "POST",
+        "/api/2.0/mlflow/runs/set-tag",
+        Some("application/json"),
+        body(500_000).as_bytes(),
+    )
+    .await;
+    assert_eq!(status, 200);
+
+    let tag = |n: usize| pb::SetTagRequest {
+        run_id: run_id.clone(),
+        key: "g".into(),
+        value: "y".repeat(n),
+    };
+    c.set_tag(tag(2 << 20))
+        .await
+        .expect_err("a 2 MiB message is over the limit");
+    c.set_tag(tag(500_000))
+        .await
+        .expect("a 0.5 MiB message is under it");
+    drop(c);
+    assert!(common::terminate(&mut child));
 }

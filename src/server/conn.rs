@@ -35,6 +35,10 @@ const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 pub struct Limits {
     pub max_connections: usize,
     pub idle_timeout: Duration,
+    /// Largest MLflow JSON request body.
+    pub max_json_body_bytes: usize,
+    /// Largest gRPC request message.
+    pub max_grpc_message_bytes: usize,
 }
 
 impl Default for Limits {
@@ -42,9 +46,15 @@ impl Default for Limits {
         Self {
             max_connections: 1024,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            max_json_body_bytes: crate::api::mlflow::JSON_BODY_LIMIT,
+            max_grpc_message_bytes: DEFAULT_MAX_GRPC_MESSAGE_BYTES,
         }
     }
 }
+
+/// Largest gRPC request by default. A full `LogBatch` is about 40 KB; this leaves room
+/// for long tag values without letting one request take much memory.
+pub const DEFAULT_MAX_GRPC_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
 /// How long a connection may sit with no request in flight.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);

@@ -8,7 +8,7 @@ mod inflight;
 mod observe;
 mod tls;
 
-pub use conn::{DEFAULT_IDLE_TIMEOUT, Limits};
+pub use conn::{DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_GRPC_MESSAGE_BYTES, Limits};
 pub use cors::Cors;
 pub use hosts::AllowedHosts;
 pub use tls::{Tls, TlsFiles};
@@ -28,10 +28,6 @@ use crate::store::Store;
 /// How long shutdown waits for requests in hand before it closes the store anyway.
 /// Writes take milliseconds; this bounds a stuck client's hold on shutdown.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(20);
-
-/// Largest gRPC request accepted. A full `LogBatch` is about 40 KB; this leaves room for
-/// long tag values without letting one request take much memory.
-const MAX_GRPC_REQUEST_BYTES: usize = 16 * 1024 * 1024;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -88,11 +84,14 @@ pub async fn serve(
         .build_v1alpha()?;
 
     let tracking = TrackingServiceServer::new(TrackingApi::new(store.clone()))
-        .max_decoding_message_size(MAX_GRPC_REQUEST_BYTES);
+        .max_decoding_message_size(options.limits.max_grpc_message_bytes);
 
     let http = crate::api::http::router(store.clone())
         .merge(crate::api::mlflow::router(store.clone()))
         .merge(crate::api::mlflow::ui::router(options.mlflow_ui))
+        .layer(axum::Extension(crate::api::mlflow::JsonBodyLimit(
+            options.limits.max_json_body_bytes,
+        )))
         .fallback(fallback);
     let routes = tonic::service::Routes::from(http)
         .add_service(tracking)

@@ -11,6 +11,7 @@ mod graphql;
 mod metrics;
 mod models;
 mod request;
+pub use request::{JSON_BODY_LIMIT, JsonBodyLimit};
 mod response;
 mod runs;
 pub mod ui;

@@ -17,19 +17,27 @@ use crate::domain::{Error, LoggedModelStatus, RunStatus, ViewType};
 /// A request body or query string read into `T`.
 pub(crate) struct Mlflow<T>(pub T);
 
-/// Largest JSON request body. A full `log-batch` is about 150 KB; artifact uploads
-/// stream and are not bound by this.
-pub(crate) const JSON_BODY_LIMIT: usize = 16 * 1024 * 1024;
+/// Largest JSON request body unless `--max-json-body-mb` says otherwise. A full
+/// `log-batch` is about 150 KB; artifact uploads stream and are not bound by this.
+pub const JSON_BODY_LIMIT: usize = 16 * 1024 * 1024;
+
+/// The JSON body limit the server was started with, put on every request by the router.
+#[derive(Debug, Clone, Copy)]
+pub struct JsonBodyLimit(pub usize);
 
 /// The body in one buffer sized from `Content-Length`, each received chunk copied in and
 /// dropped at once. Collecting the chunks first and joining them after would hold the
 /// body twice, and the allocator keeps the chunks' memory after they are freed.
 async fn read_body(req: Request) -> Result<Vec<u8>, Error> {
     use http_body_util::BodyExt;
+    let limit = req
+        .extensions()
+        .get::<JsonBodyLimit>()
+        .map_or(JSON_BODY_LIMIT, |l| l.0);
     let too_large = || {
         Error::BadRequest(format!(
-            "The request body is larger than {} MiB",
-            JSON_BODY_LIMIT >> 20
+            "The request body is larger than {} MiB (--max-json-body-mb)",
+            limit.div_ceil(1 << 20)
         ))
     };
     let expected = req
@@ -38,7 +46,7 @@ async fn read_body(req: Request) -> Result<Vec<u8>, Error> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok())
         .unwrap_or(0);
-    if expected > JSON_BODY_LIMIT {
+    if expected > limit {
         return Err(too_large());
     }
     let mut body = req.into_body();
@@ -47,7 +55,7 @@ async fn read_body(req: Request) -> Result<Vec<u8>, Error> {
         let frame = frame
             .map_err(|e| Error::BadRequest(format!("Could not read the request body: {e}")))?;
         if let Ok(data) = frame.into_data() {
-            if buf.len() + data.len() > JSON_BODY_LIMIT {
+            if buf.len() + data.len() > limit {
                 return Err(too_large());
             }
             buf.extend_from_slice(&data);
