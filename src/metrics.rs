@@ -35,6 +35,7 @@ pub struct Metrics {
     pub(crate) idle_connections_closed: Counter,
     pub(crate) tls_handshake_failures: Counter,
     watch_sessions: Gauge,
+    watch_lag: Gauge,
     log_head_seq: Gauge,
     store_bytes: Gauge,
     disk_free_bytes: Gauge,
@@ -74,6 +75,7 @@ impl Metrics {
             idle_connections_closed: Counter::default(),
             tls_handshake_failures: Counter::default(),
             watch_sessions: Gauge::default(),
+            watch_lag: Gauge::default(),
             log_head_seq: Gauge::default(),
             store_bytes: Gauge::default(),
             disk_free_bytes: Gauge::default(),
@@ -155,6 +157,11 @@ impl Metrics {
             m.watch_sessions.clone(),
         );
         registry.register(
+            "arbor_watch_lag_events",
+            "Committed events the furthest-behind watch session has yet to hand to its client",
+            m.watch_lag.clone(),
+        );
+        registry.register(
             "arbor_log_head_seq",
             "Sequence number of the last committed event",
             m.log_head_seq.clone(),
@@ -197,6 +204,7 @@ impl Metrics {
         let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         self.watch_sessions
             .set(as_i64(store.watch_sessions() as u64));
+        self.watch_lag.set(as_i64(store.watch_lag()));
         self.log_head_seq.set(as_i64(store.committed_seq()));
         self.store_bytes.set(as_i64(store.disk_usage()));
         self.disk_free_bytes.set(as_i64(store.disk_free()));

@@ -100,6 +100,7 @@ async fn a_scrape_shows_requests_commits_and_the_process() {
     assert!(get(&after, "process_resident_memory_bytes") > 1e6);
     assert!(get(&after, "process_open_fds") > 3.0);
     assert!(get(&after, "arbor_connections_open") >= 1.0);
+    assert!(get(&after, "arbor_watch_lag_events") >= 0.0);
     drop(c);
     server.stop().await;
 }

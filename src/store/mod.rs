@@ -267,6 +267,11 @@ impl Store {
         self.inner.hub.sessions()
     }
 
+    /// Committed events the furthest-behind watch session has yet to hand on.
+    pub fn watch_lag(&self) -> u64 {
+        self.inner.hub.max_lag()
+    }
+
     /// Bytes the database takes on disk (0 when it cannot be read).
     pub fn disk_usage(&self) -> u64 {
         crate::db::space::tree_size(&crate::db::db_path(&self.inner.state.data_dir)).unwrap_or(0)

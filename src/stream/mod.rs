@@ -69,11 +69,20 @@ pub(crate) struct Hub {
 struct Sessions {
     count: AtomicUsize,
     ended: Notify,
+    /// Each open session's last delivered sequence number, for the lag metric.
+    positions: Mutex<Vec<std::sync::Weak<AtomicU64>>>,
 }
 
 /// Keeps a session counted until it ends, so that shutdown can wait for sessions to
-/// send their final status.
-pub(crate) struct SessionGuard(Arc<Sessions>);
+/// send their final status; carries the session's position for the lag metric.
+pub(crate) struct SessionGuard(Arc<Sessions>, Arc<AtomicU64>);
+
+impl SessionGuard {
+    /// The session has handed on every event up to `seq`.
+    pub(crate) fn delivered(&self, seq: u64) {
+        self.1.store(seq, Ordering::Release);
+    }
+}
 
 impl Drop for SessionGuard {
     fn drop(&mut self) {
@@ -102,7 +111,11 @@ impl Hub {
         let tx = self.tx.lock().ok()?;
         let rx = tx.as_ref()?.subscribe();
         self.sessions.count.fetch_add(1, Ordering::AcqRel);
-        Some((rx, SessionGuard(self.sessions.clone())))
+        let position = Arc::new(AtomicU64::new(self.committed()));
+        if let Ok(mut positions) = self.sessions.positions.lock() {
+            positions.push(Arc::downgrade(&position));
+        }
+        Some((rx, SessionGuard(self.sessions.clone(), position)))
     }
 
     /// The sequence number of the last durable event.
@@ -117,12 +130,28 @@ impl Hub {
         }
     }
 
-    /// Completes when no session is open.
     /// Watch sessions open now.
     pub(crate) fn sessions(&self) -> usize {
         self.sessions.count.load(Ordering::Acquire)
     }
 
+    /// How many committed events the furthest-behind open session has yet to hand on
+    /// (0 with no session).
+    pub(crate) fn max_lag(&self) -> u64 {
+        let committed = self.committed();
+        let Ok(mut positions) = self.sessions.positions.lock() else {
+            return 0;
+        };
+        positions.retain(|p| p.strong_count() > 0);
+        positions
+            .iter()
+            .filter_map(std::sync::Weak::upgrade)
+            .map(|p| committed.saturating_sub(p.load(Ordering::Acquire)))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Completes when no session is open.
     pub(crate) async fn sessions_ended(&self) {
         loop {
             let ended = self.sessions.ended.notified();
@@ -133,5 +162,26 @@ impl Hub {
             }
             ended.await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The lag is the furthest-behind open session's distance from the committed head;
+    /// a session that ended no longer counts.
+    #[test]
+    fn lag_follows_the_slowest_open_session() {
+        let (hub, _publisher) = super::hub(10);
+        assert_eq!(hub.max_lag(), 0);
+        let (_rx1, fast) = hub.subscribe().expect("open");
+        let (_rx2, slow) = hub.subscribe().expect("open");
+        fast.delivered(10);
+        slow.delivered(4);
+        assert_eq!(hub.max_lag(), 6);
+        assert_eq!(hub.sessions(), 2);
+        drop(slow);
+        assert_eq!(hub.max_lag(), 0);
+        assert_eq!(hub.sessions(), 1);
+        drop(fast);
     }
 }

@@ -39,7 +39,7 @@ pub(crate) async fn run<T: Send + 'static>(
     mut select: impl FnMut(&pb::Event) -> Result<Option<T>, Error> + Send,
     out: mpsc::Sender<Result<T, SessionEnd>>,
 ) {
-    let Some((mut rx, _guard)) = store.hub().subscribe() else {
+    let Some((mut rx, guard)) = store.hub().subscribe() else {
         let next = store.hub().committed() + 1;
         let _ = out.send(Err(SessionEnd::Shutdown { next })).await;
         return;
@@ -48,6 +48,7 @@ pub(crate) async fn run<T: Send + 'static>(
         Start::Now => store.hub().committed() + 1,
         Start::From(n) => n.max(1),
     };
+    guard.delivered(next - 1);
     if let Some(msg) = first(next - 1)
         && out.send(Ok(msg)).await.is_err()
     {
@@ -58,6 +59,7 @@ pub(crate) async fn run<T: Send + 'static>(
         ($ev:expr) => {{
             let ev: &pb::Event = $ev;
             next = ev.seq + 1;
+            guard.delivered(ev.seq);
             match select(ev) {
                 Ok(Some(msg)) => {
                     if out.send(Ok(msg)).await.is_err() {
