@@ -81,7 +81,14 @@ fn serve(args: arbor::config::ServeArgs) -> Result<(), arbor::server::BoxError> 
 fn load_tls(
     args: &arbor::config::ServeArgs,
 ) -> Result<Option<arbor::server::Tls>, arbor::server::BoxError> {
+    // SIGHUP never takes its default action (exit): `systemctl reload` sends it.
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
+        tokio::spawn(async move {
+            while hangup.recv().await.is_some() {
+                tracing::info!("SIGHUP: nothing to reload (no TLS)");
+            }
+        });
         return Ok(None);
     };
     let tls = arbor::server::Tls::load(arbor::server::TlsFiles {
@@ -89,7 +96,6 @@ fn load_tls(
         key: key.clone(),
         client_ca: args.tls_client_ca.clone(),
     })?;
-    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let reloading = tls.clone();
     tokio::spawn(async move {
         while hangup.recv().await.is_some() {

@@ -89,6 +89,25 @@ async fn on_loopback_only_loopback_names_are_answered() {
     assert!(common::terminate(&mut child));
 }
 
+/// SIGHUP without TLS does nothing (`systemctl reload` must not stop the server).
+#[tokio::test]
+async fn sighup_without_tls_keeps_serving() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut child, addr) = serve(dir.path(), &[]);
+    let pid = i32::try_from(child.id())
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+        .expect("pid");
+    rustix::process::kill_process(pid, rustix::process::Signal::HUP).expect("SIGHUP");
+    // Served after the signal: a request on a new connection, answered in full.
+    assert_eq!(status_with_host(addr, "localhost").await, 200);
+    assert!(
+        child.try_wait().expect("wait").is_none(),
+        "the server exited"
+    );
+    assert!(common::terminate(&mut child));
+}
+
 /// `--allowed-hosts` replaces the default: named hosts and subdomains pass, others not.
 #[tokio::test]
 async fn allowed_hosts_names_the_server_s_names() {
