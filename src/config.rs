@@ -188,6 +188,10 @@ pub struct ServeArgs {
     /// bound by it).
     #[arg(long, env = "ARBOR_MAX_JSON_BODY_MB", default_value_t = 16)]
     pub max_json_body_mb: usize,
+    /// A bearer token that `/metrics` requires (Prometheus' `authorization` setting);
+    /// absent, `/metrics` is open like every other route.
+    #[arg(long, env = "ARBOR_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
     /// Largest gRPC request message in MiB.
     #[arg(long, env = "ARBOR_MAX_GRPC_MESSAGE_MB", default_value_t = 16)]
     pub max_grpc_message_mb: usize,

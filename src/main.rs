@@ -58,6 +58,7 @@ fn serve(args: arbor::config::ServeArgs) -> Result<(), arbor::server::BoxError> 
             allowed_hosts: arbor::server::AllowedHosts::new(&args.allowed_hosts, args.listen),
             cors: arbor::server::Cors::new(&args.cors_allowed_origins),
             tls: load_tls(&args)?,
+            metrics_token: args.metrics_token.clone().filter(|t| !t.is_empty()),
         };
         let store = Store::open(&args.store.data_dir, &args.store.store_config())
             .map_err(|e| open_failure(&args.store.data_dir, e))?;

@@ -104,3 +104,44 @@ async fn a_scrape_shows_requests_commits_and_the_process() {
     drop(c);
     server.stop().await;
 }
+
+/// With `--metrics-token`, a scrape without the token (or with another) is 401 with a
+/// `WWW-Authenticate` challenge; with it, the metrics.
+#[tokio::test]
+async fn metrics_token_protects_the_scrape() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_arbor"));
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .args(["--metrics-token", "s3cret-scrape"]);
+    let (mut child, addr) = common::start_process(cmd);
+    let scrape = |auth: &'static str| async move {
+        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        s.write_all(
+            format!("GET /metrics HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .expect("send");
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.expect("read");
+        out
+    };
+    let none = scrape("").await;
+    assert!(none.starts_with("HTTP/1.1 401"), "{none}");
+    assert!(
+        none.to_ascii_lowercase()
+            .contains("www-authenticate: bearer"),
+        "{none}"
+    );
+    let wrong = scrape("Authorization: Bearer s3cret-scrapE\r\n").await;
+    assert!(wrong.starts_with("HTTP/1.1 401"), "{wrong}");
+    let right = scrape("Authorization: Bearer s3cret-scrape\r\n").await;
+    assert!(right.starts_with("HTTP/1.1 200"), "{right}");
+    assert!(right.contains("arbor_log_head_seq"), "{right}");
+    // The rest of the server is as open as before.
+    let (status, _) = common::http(addr, "GET", "/health", None, b"").await;
+    assert_eq!(status, 200);
+    assert!(common::terminate(&mut child));
+}

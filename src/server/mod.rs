@@ -44,6 +44,8 @@ pub struct Options {
     pub cors: Cors,
     /// TLS for every connection (default: plain TCP).
     pub tls: Option<Tls>,
+    /// The bearer token `/metrics` asks for (default: none, open).
+    pub metrics_token: Option<String>,
 }
 
 /// Serves until `shutdown` completes, then stops accepting, lets in-flight requests
@@ -91,6 +93,9 @@ pub async fn serve(
         .merge(crate::api::mlflow::ui::router(options.mlflow_ui))
         .layer(axum::Extension(crate::api::mlflow::JsonBodyLimit(
             options.limits.max_json_body_bytes,
+        )))
+        .layer(axum::Extension(crate::api::http::MetricsToken(
+            options.metrics_token.clone(),
         )))
         .fallback(fallback);
     let routes = tonic::service::Routes::from(http)

@@ -33,8 +33,35 @@ async fn health(axum::extract::State(store): axum::extract::State<Store>) -> Res
     }
 }
 
+/// The bearer token `/metrics` asks for (`--metrics-token`), put on every request by the
+/// server; absent, the scrape is open like every other route.
+#[derive(Clone, Default)]
+pub struct MetricsToken(pub Option<String>);
+
 /// Prometheus' scrape.
-async fn metrics(axum::extract::State(store): axum::extract::State<Store>) -> Response {
+async fn metrics(
+    axum::extract::State(store): axum::extract::State<Store>,
+    token: Option<axum::Extension<MetricsToken>>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    if let Some(axum::Extension(MetricsToken(Some(want)))) = token {
+        let given = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        if !same_secret(given.as_bytes(), want.as_bytes()) {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(
+                    axum::http::header::WWW_AUTHENTICATE,
+                    "Bearer realm=\"arbor-metrics\"",
+                )],
+                "/metrics needs the token given to --metrics-token\n",
+            )
+                .into_response();
+        }
+    }
     (
         [(
             axum::http::header::CONTENT_TYPE,
@@ -43,6 +70,11 @@ async fn metrics(axum::extract::State(store): axum::extract::State<Store>) -> Re
         crate::metrics::global().render(&store),
     )
         .into_response()
+}
+
+/// Compares two secrets in time that depends on their lengths only.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Handlers on every HTTP surface return `Result<_, Error>`; the error answers for itself
