@@ -415,7 +415,7 @@ pub fn restore(
         std::time::Duration::from_secs(300),
     )?;
     drop((db, tree));
-    if !crate::db::wait_released_blocking(&staging.join("db")) {
+    if !crate::db::wait_released(&staging.join("db")) {
         return Err(Error::Unavailable(
             "the restored store is still locked".into(),
         ));

@@ -159,48 +159,31 @@ pub(crate) fn lock_file(dir: &Path) -> PathBuf {
     db_path(dir).join("db")
 }
 
-/// `wait_released` for threads outside the runtime (the committer).
-pub(crate) fn wait_released_blocking(lock_file: &Path) -> bool {
+/// Waits until no one holds sled's lock on `lock_file`, so that a closed store can be
+/// opened again at once (by a restart in the same process, `arbor rebuild`, a swap, a
+/// test); returns whether it was released. sled offers no signal for this, so it polls,
+/// backing off from 1 ms to 50 ms, for at most `RELEASE_GRACE`. Blocking: call it from
+/// async code through `spawn_blocking`.
+pub(crate) fn wait_released(lock_file: &Path) -> bool {
     let deadline = std::time::Instant::now() + RELEASE_GRACE;
     let mut pause = std::time::Duration::from_millis(1);
     loop {
         match std::fs::File::open(lock_file).map(|f| f.try_lock()) {
-            Ok(Ok(())) | Err(_) => return true,
-            Ok(Err(std::fs::TryLockError::Error(_))) => return true,
-            Ok(Err(std::fs::TryLockError::WouldBlock)) => {}
-        }
-        if std::time::Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(std::time::Duration::from_millis(50));
-    }
-}
-
-/// Waits until no one holds sled's lock on `lock_file`, so that a closed store can be
-/// opened again at once (by a restart in the same process, `arbor rebuild`, a test).
-/// sled offers no signal for this, so it polls, backing off from 1 ms to 50 ms.
-pub(crate) async fn wait_released(lock_file: &Path) {
-    let grace = RELEASE_GRACE;
-    let deadline = tokio::time::Instant::now() + grace;
-    let mut pause = std::time::Duration::from_millis(1);
-    loop {
-        match std::fs::File::open(lock_file).map(|f| f.try_lock()) {
             // Got it (dropping the file releases it again), or there is no file at all.
-            Ok(Ok(())) | Err(_) => return,
+            Ok(Ok(())) | Err(_) => return true,
             Ok(Err(std::fs::TryLockError::Error(e))) => {
                 tracing::warn!(error = %e, "cannot check that the database is released");
-                return;
+                return true;
             }
             Ok(Err(std::fs::TryLockError::WouldBlock)) => {}
         }
-        if tokio::time::Instant::now() >= deadline {
+        if std::time::Instant::now() >= deadline {
             tracing::warn!(
-                "the database is still locked {grace:?} after closing; a reopen may fail"
+                "the database is still locked {RELEASE_GRACE:?} after closing; a reopen may fail"
             );
-            return;
+            return false;
         }
-        tokio::time::sleep(pause).await;
+        std::thread::sleep(pause);
         pause = (pause * 2).min(std::time::Duration::from_millis(50));
     }
 }

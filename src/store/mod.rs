@@ -118,7 +118,7 @@ impl Store {
                 "projections are missing or from another version; rebuilding from the log"
             );
             drop((db, tree));
-            if !crate::db::wait_released_blocking(&crate::db::lock_file(dir)) {
+            if !crate::db::wait_released(&crate::db::lock_file(dir)) {
                 return Err(Error::Unavailable("the database is still locked".into()));
             }
             let report = rebuild(dir, config)?;
@@ -252,7 +252,8 @@ impl Store {
                 Ok(Err(e)) => tracing::error!(error = %e, "final flush panicked"),
                 Err(_) => tracing::error!("the final flush did not finish within {CLOSE_GRACE:?}"),
             }
-            crate::db::wait_released(&self.inner.lock_file).await;
+            let lock = self.inner.lock_file.clone();
+            let _ = tokio::task::spawn_blocking(move || crate::db::wait_released(&lock)).await;
         }
     }
 
@@ -508,7 +509,7 @@ pub fn rebuild(dir: &Path, config: &StoreConfig) -> Result<RebuildReport, Error>
     let diff = crate::log::rebuild::compare(&tree, &new_tree)?;
     drop((db, tree, new_db, new_tree));
     for lock in [crate::db::lock_file(dir), staging.join("db")] {
-        if !crate::db::wait_released_blocking(&lock) {
+        if !crate::db::wait_released(&lock) {
             return Err(Error::Unavailable(format!(
                 "{} is still locked after the rebuild; the store is unchanged",
                 lock.display()
