@@ -419,52 +419,29 @@ impl tonic::transport::server::Connected for Conn {
 #[derive(Clone, Copy, Default)]
 pub(crate) struct TrackActivity;
 
-impl<S> tower::Layer<S> for TrackActivity {
-    type Service = Tracked<S>;
+impl super::around::Around for TrackActivity {
+    type Carry = Option<ActiveRequest>;
 
-    fn layer(&self, inner: S) -> Tracked<S> {
-        Tracked { inner }
-    }
-}
-
-#[derive(Clone)]
-pub(crate) struct Tracked<S> {
-    inner: S,
-}
-
-type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
-
-impl<S, B> tower::Service<http::Request<B>> for Tracked<S>
-where
-    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
-    S::Future: Send + 'static,
-{
-    type Response = http::Response<tonic::body::Body>;
-    type Error = S::Error;
-    type Future = BoxFuture<Result<Self::Response, S::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let active = req
+    fn before<B>(
+        &self,
+        req: &http::Request<B>,
+    ) -> Result<Self::Carry, Box<super::around::Response>> {
+        Ok(req
             .extensions()
             .get::<ConnInfo>()
-            .map(|info| info.activity.begin());
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            let response = fut.await?;
-            Ok(match active {
-                Some(active) => response.map(|body| {
-                    tonic::body::Body::new(Guarded {
-                        inner: body,
-                        _active: active,
-                    })
-                }),
-                None => response,
-            })
-        })
+            .map(|info| info.activity.begin()))
+    }
+
+    fn after(active: Self::Carry, response: super::around::Response) -> super::around::Response {
+        match active {
+            Some(active) => response.map(|body| {
+                tonic::body::Body::new(Guarded {
+                    inner: body,
+                    _active: active,
+                })
+            }),
+            None => response,
+        }
     }
 }
 

@@ -3,9 +3,7 @@
 //! listed origins (or `*`) get preflight answers and `Access-Control-Allow-Origin` on
 //! every response; other origins get nothing.
 
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use http::header::{self, HeaderValue};
 
@@ -42,72 +40,49 @@ impl Cors {
     }
 }
 
-impl<S> tower::Layer<S> for Cors {
-    type Service = WithCors<S>;
+impl super::around::Around for Cors {
+    /// The `Access-Control-Allow-Origin` to add, for an allowed origin.
+    type Carry = Option<HeaderValue>;
 
-    fn layer(&self, inner: S) -> WithCors<S> {
-        WithCors {
-            inner,
-            cors: self.clone(),
-        }
-    }
-}
-
-#[derive(Clone)]
-pub struct WithCors<S> {
-    inner: S,
-    cors: Cors,
-}
-
-type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
-
-impl<S, B> tower::Service<http::Request<B>> for WithCors<S>
-where
-    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
-    S::Future: Send + 'static,
-{
-    type Response = http::Response<tonic::body::Body>;
-    type Error = S::Error;
-    type Future = BoxFuture<Result<Self::Response, S::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let Some(allow) = self.cors.allow(req.headers().get(header::ORIGIN)) else {
-            return Box::pin(self.inner.call(req));
+    fn before<B>(
+        &self,
+        req: &http::Request<B>,
+    ) -> Result<Self::Carry, Box<super::around::Response>> {
+        let Some(allow) = self.allow(req.headers().get(header::ORIGIN)) else {
+            return Ok(None);
         };
         let preflight = req.method() == http::Method::OPTIONS
             && req
                 .headers()
                 .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
-        if preflight {
-            let mut r = http::Response::new(tonic::body::Body::empty());
-            *r.status_mut() = http::StatusCode::NO_CONTENT;
-            let h = r.headers_mut();
-            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allow);
-            h.insert(
-                header::ACCESS_CONTROL_ALLOW_METHODS,
-                HeaderValue::from_static("GET, POST, PUT, PATCH, DELETE, OPTIONS"),
-            );
-            if let Some(asked) = req.headers().get(header::ACCESS_CONTROL_REQUEST_HEADERS) {
-                h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, asked.clone());
-            }
-            h.insert(
-                header::ACCESS_CONTROL_MAX_AGE,
-                HeaderValue::from_static(PREFLIGHT_MAX_AGE_SECS),
-            );
-            h.insert(header::VARY, HeaderValue::from_static("Origin"));
-            return Box::pin(async move { Ok(r) });
+        if !preflight {
+            return Ok(Some(allow));
         }
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            let mut r = fut.await?;
-            let h = r.headers_mut();
+        let mut r = http::Response::new(tonic::body::Body::empty());
+        *r.status_mut() = http::StatusCode::NO_CONTENT;
+        let h = r.headers_mut();
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allow);
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("GET, POST, PUT, PATCH, DELETE, OPTIONS"),
+        );
+        if let Some(asked) = req.headers().get(header::ACCESS_CONTROL_REQUEST_HEADERS) {
+            h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, asked.clone());
+        }
+        h.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static(PREFLIGHT_MAX_AGE_SECS),
+        );
+        h.insert(header::VARY, HeaderValue::from_static("Origin"));
+        Err(Box::new(r))
+    }
+
+    fn after(allow: Self::Carry, mut response: super::around::Response) -> super::around::Response {
+        if let Some(allow) = allow {
+            let h = response.headers_mut();
             h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allow);
             h.append(header::VARY, HeaderValue::from_static("Origin"));
-            Ok(r)
-        })
+        }
+        response
     }
 }

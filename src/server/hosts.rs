@@ -5,9 +5,7 @@
 //! loopback names when the server listens on loopback, and any name otherwise (a server
 //! on a network address is reached by names Arbor cannot know: set `--allowed-hosts`).
 
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 /// Which host names requests may carry.
 #[derive(Debug, Clone, Default)]
@@ -74,72 +72,51 @@ fn strip_port(host: &str) -> &str {
     }
 }
 
-impl<S> tower::Layer<S> for AllowedHosts {
-    type Service = Checked<S>;
+impl super::around::Around for AllowedHosts {
+    type Carry = ();
 
-    fn layer(&self, inner: S) -> Checked<S> {
-        Checked {
-            inner,
-            allowed: self.clone(),
-        }
-    }
-}
-
-#[derive(Clone)]
-pub struct Checked<S> {
-    inner: S,
-    allowed: AllowedHosts,
-}
-
-type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
-
-impl<S, B> tower::Service<http::Request<B>> for Checked<S>
-where
-    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
-    S::Future: Send + 'static,
-{
-    type Response = http::Response<tonic::body::Body>;
-    type Error = S::Error;
-    type Future = BoxFuture<Result<Self::Response, S::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+    fn before<B>(&self, req: &http::Request<B>) -> Result<(), Box<super::around::Response>> {
         let host = req
             .headers()
             .get(http::header::HOST)
             .and_then(|v| v.to_str().ok())
             .or_else(|| req.uri().authority().map(|a| a.as_str()));
-        if self.allowed.allows(host) {
-            return Box::pin(self.inner.call(req));
+        if self.allows(host) {
+            return Ok(());
         }
-        let shown: String = host.unwrap_or_default().chars().take(100).collect();
-        let message = format!(
-            "the host '{shown}' is not one this server answers to (--allowed-hosts; this protects against DNS rebinding)"
+        Err(Box::new(refusal(req, host)))
+    }
+
+    fn after((): (), response: super::around::Response) -> super::around::Response {
+        response
+    }
+}
+
+/// 403 (MLflow's error shape) or PERMISSION_DENIED for a request naming another host.
+fn refusal<B>(req: &http::Request<B>, host: Option<&str>) -> super::around::Response {
+    let shown: String = host.unwrap_or_default().chars().take(100).collect();
+    let message = format!(
+        "the host '{shown}' is not one this server answers to (--allowed-hosts; this protects against DNS rebinding)"
+    );
+    tracing::warn!("{message}");
+    let grpc = req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/grpc"));
+    if grpc {
+        tonic::Status::permission_denied(message).into_http::<tonic::body::Body>()
+    } else {
+        let body = serde_json::json!({"error_code": "PERMISSION_DENIED", "message": message});
+        let mut r = http::Response::new(tonic::body::Body::new(http_body_util::Full::new(
+            bytes::Bytes::from(body.to_string()),
+        )));
+        *r.status_mut() = http::StatusCode::FORBIDDEN;
+        r.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
         );
-        tracing::warn!("{message}");
-        let grpc = req
-            .headers()
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|ct| ct.starts_with("application/grpc"));
-        let response = if grpc {
-            tonic::Status::permission_denied(message).into_http::<tonic::body::Body>()
-        } else {
-            let body = serde_json::json!({"error_code": "PERMISSION_DENIED", "message": message});
-            let mut r = http::Response::new(tonic::body::Body::new(http_body_util::Full::new(
-                bytes::Bytes::from(body.to_string()),
-            )));
-            *r.status_mut() = http::StatusCode::FORBIDDEN;
-            r.headers_mut().insert(
-                http::header::CONTENT_TYPE,
-                http::HeaderValue::from_static("application/json"),
-            );
-            r
-        };
-        Box::pin(async move { Ok(response) })
+        r
     }
 }
 

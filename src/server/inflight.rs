@@ -2,11 +2,8 @@
 //! graceful shutdown also waits for idle client connections to close, which a connected
 //! client may never do; this lets the server stop as soon as the work in hand is done.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::task::{Context, Poll};
 
 use tokio::sync::Notify;
 
@@ -32,7 +29,7 @@ impl InFlight {
 }
 
 /// Decrements the count when the request's handler finishes or is dropped.
-struct Guard(InFlight);
+pub(crate) struct Guard(InFlight);
 
 impl Drop for Guard {
     fn drop(&mut self) {
@@ -42,44 +39,16 @@ impl Drop for Guard {
     }
 }
 
-impl<S> tower::Layer<S> for InFlight {
-    type Service = Tracked<S>;
+impl super::around::Around for InFlight {
+    type Carry = Guard;
 
-    fn layer(&self, inner: S) -> Self::Service {
-        Tracked {
-            inner,
-            state: self.clone(),
-        }
-    }
-}
-
-#[derive(Clone)]
-pub(crate) struct Tracked<S> {
-    inner: S,
-    state: InFlight,
-}
-
-impl<S, R> tower::Service<R> for Tracked<S>
-where
-    S: tower::Service<R>,
-    S::Future: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
+    fn before<B>(&self, _: &http::Request<B>) -> Result<Guard, Box<super::around::Response>> {
+        self.count.fetch_add(1, Ordering::AcqRel);
+        Ok(Guard(self.clone()))
     }
 
-    fn call(&mut self, req: R) -> Self::Future {
-        self.state.count.fetch_add(1, Ordering::AcqRel);
-        let guard = Guard(self.state.clone());
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            let out = fut.await;
-            drop(guard);
-            out
-        })
+    fn after(guard: Guard, response: super::around::Response) -> super::around::Response {
+        drop(guard);
+        response
     }
 }

@@ -1,6 +1,7 @@
 //! One process, one port: the gRPC services (tracking, health, reflection) and the HTTP
 //! routes share a listener; requests are told apart by path and content type.
 
+mod around;
 mod conn;
 mod cors;
 mod hosts;
@@ -112,11 +113,11 @@ pub async fn serve(
     let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tonic::transport::Server::builder()
         .accept_http1(true)
-        .layer(in_flight.clone())
-        .layer(conn::TrackActivity)
-        .layer(observe::Observe)
-        .layer(options.allowed_hosts.clone())
-        .layer(options.cors.clone())
+        .layer(around::Layer(in_flight.clone()))
+        .layer(around::Layer(conn::TrackActivity))
+        .layer(around::Layer(observe::Observe))
+        .layer(around::Layer(options.allowed_hosts.clone()))
+        .layer(around::Layer(options.cors.clone()))
         .add_routes(routes)
         .serve_with_incoming_shutdown(
             conn::incoming(listener, options.limits, options.tls.clone()),

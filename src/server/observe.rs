@@ -1,76 +1,68 @@
 //! Counts and times every request for `/metrics`, labelled by surface (grpc, mlflow,
 //! http), a route with ids taken out (so that labels stay few), and status.
 
-use std::pin::Pin;
-use std::task::{Context, Poll};
+use super::around::{Around, Response};
 
 #[derive(Clone, Copy, Default)]
 pub(crate) struct Observe;
 
-impl<S> tower::Layer<S> for Observe {
-    type Service = Observed<S>;
-
-    fn layer(&self, inner: S) -> Observed<S> {
-        Observed { inner }
-    }
+/// What a request is counted under, and when it came in.
+pub(crate) struct Seen {
+    grpc: bool,
+    surface: &'static str,
+    route: String,
+    started: std::time::Instant,
 }
 
-#[derive(Clone)]
-pub(crate) struct Observed<S> {
-    inner: S,
-}
+impl Around for Observe {
+    type Carry = Seen;
 
-type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
-
-impl<S, B, R> tower::Service<http::Request<B>> for Observed<S>
-where
-    S: tower::Service<http::Request<B>, Response = http::Response<R>>,
-    S::Future: Send + 'static,
-{
-    type Response = http::Response<R>;
-    type Error = S::Error;
-    type Future = BoxFuture<Result<Self::Response, S::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+    fn before<B>(&self, req: &http::Request<B>) -> Result<Seen, Box<Response>> {
         let grpc = req
             .headers()
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|ct| ct.starts_with("application/grpc"));
         let (surface, route) = route_of(req.uri().path(), grpc);
-        let started = std::time::Instant::now();
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            let response = fut.await?;
-            let status = if grpc {
-                // Errors come trailers-only (the status in the headers); a response
-                // without it has its status in the trailers: OK unless the stream fails.
-                response
-                    .headers()
-                    .get("grpc-status")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("0")
-                    .to_string()
-            } else {
-                response.status().as_str().to_string()
-            };
-            let m = crate::metrics::global();
-            m.request_seconds
-                .get_or_create(&[("surface", surface.to_string()), ("route", route.clone())])
-                .observe(started.elapsed().as_secs_f64());
-            m.requests
-                .get_or_create(&[
-                    ("surface", surface.to_string()),
-                    ("route", route),
-                    ("status", status),
-                ])
-                .inc();
-            Ok(response)
+        Ok(Seen {
+            grpc,
+            surface,
+            route,
+            started: std::time::Instant::now(),
         })
+    }
+
+    fn after(seen: Seen, response: Response) -> Response {
+        let Seen {
+            grpc,
+            surface,
+            route,
+            started,
+        } = seen;
+        let status = if grpc {
+            // Errors come trailers-only (the status in the headers); a response
+            // without it has its status in the trailers: OK unless the stream fails.
+            response
+                .headers()
+                .get("grpc-status")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("0")
+                .to_string()
+        } else {
+            response.status().as_str().to_string()
+        };
+        let m = crate::metrics::global();
+        m.request_seconds
+            .get_or_create(&[("surface", surface.to_string()), ("route", route.clone())])
+            .observe(started.elapsed().as_secs_f64());
+        m.requests
+            .get_or_create(&[
+                ("surface", surface.to_string()),
+                ("route", route),
+                ("status", status),
+            ])
+            .inc();
+        response
     }
 }
 
