@@ -399,7 +399,7 @@ pub fn restore(
             read(path, |record| match record {
                 Record::Event(ev) => {
                     let raw = ev.encode_to_vec();
-                    importer.push(&ev, raw)
+                    importer.push(&ev, Some(raw))
                 }
                 Record::Artifact(chunk) => {
                     write_chunk(&artifacts_root, &mut open_file, chunk, &mut report)

@@ -13,8 +13,8 @@ const REBUILD_BATCH_EVENTS: usize = 1024;
 const REBUILD_BATCH_BYTES: usize = 2 * 1024 * 1024;
 
 /// Writes events, in order from a given sequence number, into a tree that holds the
-/// log before them (or nothing): each event is stored as it is and projected, in atomic
-/// batches, checking that the sequence has no gap. `finish` writes the projection
+/// log before them (or nothing): each event is projected and (given its stored bytes)
+/// stored, in atomic batches, checking that the sequence has no gap. `finish` writes the projection
 /// version last, so a tree whose import stopped halfway is never taken for complete.
 pub(crate) struct Importer<'a> {
     into: &'a sled::Tree,
@@ -46,8 +46,13 @@ impl<'a> Importer<'a> {
         self
     }
 
-    /// Adds one event; `raw` is its stored encoding.
-    pub(crate) fn push(&mut self, ev: &crate::pb::Event, raw: Vec<u8>) -> Result<(), Error> {
+    /// Adds one event; `raw` is its stored encoding, to copy it into the log as well
+    /// (`None`: projections only, as `check` derives them).
+    pub(crate) fn push(
+        &mut self,
+        ev: &crate::pb::Event,
+        raw: Option<Vec<u8>>,
+    ) -> Result<(), Error> {
         if ev.seq != self.next_seq {
             return Err(Error::Corrupt(format!(
                 "the log has a gap: expected event {}, found {}",
@@ -55,8 +60,10 @@ impl<'a> Importer<'a> {
             )));
         }
         crate::projection::apply(ev, &mut self.pending)?;
-        self.bytes_pending += raw.len();
-        self.pending.put(keys::log(ev.seq), raw);
+        if let Some(raw) = raw {
+            self.bytes_pending += raw.len();
+            self.pending.put(keys::log(ev.seq), raw);
+        }
         self.next_seq += 1;
         self.count += 1;
         if let Some(p) = &self.progress {
@@ -137,7 +144,7 @@ pub(crate) fn replay_into(from: &sled::Tree, into: &sled::Tree) -> Result<u64, E
     for kv in from.range(keys::log(0)..keys::log(u64::MAX)) {
         let (_, value) = kv?;
         let ev = <crate::pb::Event as prost::Message>::decode(value.as_ref())?;
-        importer.push(&ev, value.to_vec())?;
+        importer.push(&ev, Some(value.to_vec()))?;
     }
     importer.finish()
 }
@@ -227,8 +234,8 @@ pub(crate) fn check(tree: &sled::Tree) -> Result<CheckReport, Error> {
     let scratch = sled::Config::new().temporary(true).open()?;
     let derived = scratch.open_tree("arbor")?;
     let mut report = CheckReport::default();
-    let mut pending = Pending::new(&derived);
-    let mut in_pending = 0;
+    let progress = Progress::start("check");
+    let mut importer = Importer::new(&derived, 1).reporting(&progress);
     for ev in super::replay(tree, 1) {
         let ev = match ev {
             Ok(ev) => ev,
@@ -247,20 +254,9 @@ pub(crate) fn check(tree: &sled::Tree) -> Result<CheckReport, Error> {
             break;
         }
         report.events += 1;
-        crate::projection::apply(&ev, &mut pending)?;
-        in_pending += 1;
-        if in_pending == REBUILD_BATCH_EVENTS {
-            derived.apply_batch(
-                std::mem::replace(&mut pending, Pending::new(&derived)).into_batch(),
-            )?;
-            in_pending = 0;
-        }
+        importer.push(&ev, None)?;
     }
-    pending.put(
-        keys::META_PROJECTION_VERSION,
-        crate::projection::PROJECTION_VERSION.to_be_bytes().to_vec(),
-    );
-    derived.apply_batch(pending.into_batch())?;
+    importer.finish()?;
     if report.log_damage.is_some() {
         return Ok(report);
     }
