@@ -22,8 +22,8 @@ fn damage(dir: &std::path::Path, key: &[u8], value: &[u8]) {
 }
 
 /// A store after ordinary writes checks intact; an extra projection key is found and
-/// `arbor rebuild` mends it; a log event that does not decode is named, and the advice
-/// is a restore, not a rebuild.
+/// `arbor rebuild` mends it; a log event that does not decode is named, the advice is a
+/// restore, and a rebuild refuses it without changing anything.
 #[tokio::test]
 async fn check_finds_damaged_projections_and_a_damaged_log() {
     let server = TestServer::start().await;
@@ -66,4 +66,14 @@ async fn check_finds_damaged_projections_and_a_damaged_log() {
     assert!(!ok, "{text}");
     assert!(text.contains("event 2 does not decode"), "{text}");
     assert!(text.contains("restore the store from a backup"), "{text}");
+    // A rebuild cannot mend the log: it fails, leaves no half-built copy beside the
+    // store, and changes nothing (the check finds the same damage).
+    let (ok, text) = arbor(&["rebuild"], dir.path()).await;
+    assert!(!ok, "{text}");
+    assert!(
+        !dir.path().join("db.rebuild").exists(),
+        "a half-built copy was left"
+    );
+    let (ok, text) = arbor(&["check"], dir.path()).await;
+    assert!(!ok && text.contains("event 2 does not decode"), "{text}");
 }

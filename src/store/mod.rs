@@ -503,11 +503,24 @@ pub fn rebuild(dir: &Path, config: &StoreConfig) -> Result<RebuildReport, Error>
         )));
     }
     let staging = crate::db::staging_path(dir);
-    let (new_db, new_tree) = crate::db::open_at(&staging, config.cache_bytes)?;
-    let events = crate::log::rebuild::replay_into(&tree, &new_tree)?;
-    crate::db::flush_bounded(&new_db, "the rebuilt store", REBUILD_FLUSH_LIMIT)?;
-    let diff = crate::log::rebuild::compare(&tree, &new_tree)?;
-    drop((db, tree, new_db, new_tree));
+    let built = (|| {
+        let (new_db, new_tree) = crate::db::open_at(&staging, config.cache_bytes)?;
+        let events = crate::log::rebuild::replay_into(&tree, &new_tree)?;
+        crate::db::flush_bounded(&new_db, "the rebuilt store", REBUILD_FLUSH_LIMIT)?;
+        let diff = crate::log::rebuild::compare(&tree, &new_tree)?;
+        Ok::<_, Error>((events, diff))
+    })();
+    drop((db, tree));
+    let (events, diff) = match built {
+        Ok(built) => built,
+        Err(e) => {
+            // The unfinished copy goes now (the next open would remove it anyway).
+            if crate::db::wait_released(&staging.join("db")) {
+                let _ = std::fs::remove_dir_all(&staging);
+            }
+            return Err(e);
+        }
+    };
     for lock in [crate::db::lock_file(dir), staging.join("db")] {
         if !crate::db::wait_released(&lock) {
             return Err(Error::Unavailable(format!(
