@@ -101,17 +101,13 @@ struct RestTarget {
     runtime: tokio::runtime::Runtime,
     router: axum::Router,
     run_id: String,
-    _dir: tempfile_dir::Dir,
 }
 
-/// A data directory removed when the process ends normally.
-mod tempfile_dir {
-    pub(super) struct Dir(pub(super) std::path::PathBuf);
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+/// Where `rest` keeps its store: one directory per process. Statics are never dropped,
+/// so whoever runs `rest` removes it when done (the regression test and `scripts/fuzz`
+/// do).
+pub fn rest_data_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("arbor-fuzz-{}", std::process::id()))
 }
 
 /// One MLflow REST request through the real router and a real store: the first byte
@@ -122,7 +118,7 @@ mod tempfile_dir {
 pub fn rest(data: &[u8]) {
     static TARGET: OnceLock<RestTarget> = OnceLock::new();
     let target = TARGET.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("arbor-fuzz-{}", std::process::id()));
+        let dir = rest_data_dir();
         let _ = std::fs::remove_dir_all(&dir);
         let store = crate::store::Store::open(&dir, &crate::store::StoreConfig::default())
             .expect("a store");
@@ -141,7 +137,6 @@ pub fn rest(data: &[u8]) {
             router: crate::api::mlflow::router(store),
             runtime,
             run_id,
-            _dir: tempfile_dir::Dir(dir),
         }
     });
     let Some((&first, body)) = data.split_first() else {

@@ -32,6 +32,8 @@ fn replay_all(target: &str, run: fn(&[u8])) {
 #[test]
 fn rest_inputs() {
     replay_all("rest", arbor::fuzzing::rest);
+    // The target's store lives as long as the process; its directory goes now.
+    std::fs::remove_dir_all(arbor::fuzzing::rest_data_dir()).expect("remove the store");
 }
 
 /// Kept filter and order-by inputs compile or are refused, never panic.
