@@ -282,7 +282,8 @@ async fn a_backup_during_writes_restores_the_store_up_to_its_sequence_number() {
 }
 
 /// Truncated, damaged and out-of-order backups are refused with the reason, and leave
-/// no store behind; a data directory that holds a store is never overwritten.
+/// no store behind; a data directory that holds a store is never overwritten; a stopped
+/// store backs up from its data directory.
 #[tokio::test]
 async fn damaged_incomplete_or_misordered_backups_are_refused() {
     let server = TestServer::start().await;
@@ -305,6 +306,38 @@ async fn damaged_incomplete_or_misordered_backups_are_refused() {
     assert!(ok, "{text}");
     let live = server.stop().await;
     let bytes = std::fs::read(&full).expect("read");
+
+    // A stopped store backs up from its data directory to the same log.
+    let offline = work.path().join("offline");
+    let (ok, text) = arbor(&["backup", "--data-dir", s(live.path()), "--out", s(&offline)]).await;
+    assert!(ok, "{text}");
+    let (inc_header, _) = arbor::backup::verify(&inc).expect("verify");
+    let (offline_header, _) = arbor::backup::verify(&offline).expect("verify");
+    assert_eq!(
+        (offline_header.from_seq, offline_header.to_seq),
+        (1, inc_header.to_seq)
+    );
+    let from_offline = work.path().join("restore-offline");
+    let (ok, text) = arbor(&[
+        "restore",
+        "--from",
+        s(&offline),
+        "--data-dir",
+        s(&from_offline),
+    ])
+    .await;
+    assert!(ok, "{text}");
+    assert!(contents(&from_offline) == contents(live.path()));
+    // The plain-HTTP client says so instead of failing obscurely against TLS.
+    let (ok, text) = arbor(&[
+        "backup",
+        "--server",
+        "https://127.0.0.1:1",
+        "--out",
+        s(&offline),
+    ])
+    .await;
+    assert!(!ok && text.contains("plain http:// only"), "{text}");
 
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         (

@@ -74,6 +74,12 @@ async fn download(url: &str, from_seq: u64, artifacts: bool, to: &Path) -> Resul
     use http_body_util::BodyExt;
     use tokio::io::AsyncWriteExt;
     let uri: http::Uri = url.parse()?;
+    if uri.scheme_str() != Some("http") {
+        return Err(format!(
+            "--server {url}: this client speaks plain http:// only (not TLS yet); back up a server with TLS through a loopback listener, or a stopped store with --data-dir"
+        )
+        .into());
+    }
     let host = uri.host().ok_or("the server URL has no host")?;
     let port = uri.port_u16().unwrap_or(80);
     let stream = tokio::net::TcpStream::connect((host, port)).await?;
