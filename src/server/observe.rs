@@ -96,7 +96,8 @@ fn route_of(path: &str, grpc: bool) -> (&'static str, String) {
             .split('/')
             .take(8)
             .map(|p| {
-                if p.len() > 24 || p.chars().any(|c| c.is_ascii_digit()) && p != "2.0" {
+                // Ids (experiments, runs, models) have digits; route words do not.
+                if p != "2.0" && p.chars().any(|c| c.is_ascii_digit()) {
                     "{id}"
                 } else {
                     p
@@ -141,6 +142,13 @@ mod tests {
                 false
             ),
             ("mlflow", "/api/2.0/mlflow-artifacts/artifacts".into())
+        );
+        assert_eq!(
+            route_of("/api/2.0/mlflow/metrics/get-history-bulk-interval", false),
+            (
+                "mlflow",
+                "/api/2.0/mlflow/metrics/get-history-bulk-interval".into()
+            )
         );
         assert_eq!(route_of("/health", false), ("http", "/health".into()));
         assert_eq!(route_of("/wp-admin.php", false), ("http", "other".into()));
