@@ -16,8 +16,10 @@ pub(crate) struct StoreState {
     pub(crate) min_free: u64,
     /// Why writes are refused after the disk refused one (until a restart).
     failure: Mutex<Option<String>>,
-    /// When the commit now in progress started (Unix ms), 0 when none is.
+    /// When the commit now in progress started (ms after `epoch`, plus one), 0 when
+    /// none is. Monotonic: a clock step never makes a commit look stuck.
     commit_started: AtomicI64,
+    epoch: std::time::Instant,
     pub(crate) closed: AtomicBool,
 }
 
@@ -28,6 +30,7 @@ impl StoreState {
             min_free,
             failure: Mutex::new(None),
             commit_started: AtomicI64::new(0),
+            epoch: std::time::Instant::now(),
             closed: AtomicBool::new(false),
         }
     }
@@ -47,9 +50,12 @@ impl StoreState {
         crate::db::space::check_reserve(&self.data_dir, self.min_free)
     }
 
+    fn now_ms(&self) -> i64 {
+        i64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(i64::MAX - 1) + 1
+    }
+
     pub(crate) fn commit_starts(&self) {
-        self.commit_started
-            .store(chrono::Utc::now().timestamp_millis(), Ordering::Release);
+        self.commit_started.store(self.now_ms(), Ordering::Release);
     }
 
     pub(crate) fn commit_ends(&self) {
@@ -66,7 +72,7 @@ impl StoreState {
         }
         let started = self.commit_started.load(Ordering::Acquire);
         if started != 0 {
-            let waited = chrono::Utc::now().timestamp_millis() - started;
+            let waited = self.now_ms() - started;
             if waited >= SLOW_COMMIT_MS {
                 return Err(format!(
                     "a commit has been waiting on the disk for {} s",
