@@ -328,6 +328,11 @@ async fn damaged_incomplete_or_misordered_backups_are_refused() {
     .await;
     assert!(ok, "{text}");
     assert!(contents(&from_offline) == contents(live.path()));
+    // A directory without a store is not backed up (nor turned into an empty store).
+    let empty = work.path().join("no-store-here");
+    let (ok, text) = arbor(&["backup", "--data-dir", s(&empty), "--out", s(&offline)]).await;
+    assert!(!ok && text.contains("no Arbor store"), "{text}");
+    assert!(!empty.exists(), "a store was created");
     // The plain-HTTP client says so instead of failing obscurely against TLS.
     let (ok, text) = arbor(&[
         "backup",

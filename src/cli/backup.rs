@@ -34,6 +34,10 @@ pub async fn backup(opts: BackupOptions) -> Result<Summary, BoxError> {
     let written = match &opts.source {
         Source::Server(url) => download(url, from_seq, opts.with_artifacts, &partial).await,
         Source::DataDir { dir, config } => {
+            // Opening an empty directory would create a store there: never for a backup.
+            if !crate::db::db_path(dir).exists() {
+                return Err(format!("there is no Arbor store in {}", dir.display()).into());
+            }
             let store = crate::store::Store::open(dir, config)?;
             let file = std::fs::File::create(&partial)?;
             let result = crate::backup::write(
