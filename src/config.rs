@@ -33,7 +33,7 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum CliCommand {
     /// Serve gRPC and HTTP on one address.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Re-derive every projection from the event log (the server must be stopped).
     Rebuild(StoreArgs),
     /// Verify a stopped store without changing it: the log gap-free and decodable, the
@@ -48,6 +48,64 @@ pub enum CliCommand {
     Tree(TreeArgs),
     /// Follow a run's metrics live (a table on a terminal, one line per point when piped).
     Watch(WatchArgs),
+    /// Users and API tokens (`--auth`): on a stopped store (--data-dir) or through a
+    /// running server as an admin (--server, with ARBOR_TOKEN or ARBOR_USERNAME and
+    /// ARBOR_PASSWORD).
+    Admin(AdminArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    /// A running server's URL.
+    #[arg(long, global = true, conflicts_with = "data_dir")]
+    pub server: Option<String>,
+    /// A stopped store's data directory.
+    #[arg(long, global = true)]
+    pub data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: AdminCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Create a user. The password comes from ARBOR_NEW_PASSWORD, --password-file, or
+    /// the first line of stdin.
+    CreateUser {
+        username: String,
+        /// Make the user an admin.
+        #[arg(long)]
+        admin: bool,
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+    },
+    /// Set a user's password (from ARBOR_NEW_PASSWORD, --password-file, or stdin).
+    ResetPassword {
+        username: String,
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+    },
+    /// Make a user an admin, or (with --revoke) not.
+    SetAdmin {
+        username: String,
+        #[arg(long)]
+        revoke: bool,
+    },
+    /// Issue an API token for a user; it is printed once and never again.
+    IssueToken {
+        username: String,
+        /// What the token is for.
+        #[arg(long, default_value = "")]
+        description: String,
+        /// Days until it expires (default: never).
+        #[arg(long)]
+        expires_in_days: Option<i64>,
+    },
+    /// Revoke a token by its id (the part after `arbor_`, up to the next `_`).
+    RevokeToken { token_id: String },
+    /// List users.
+    ListUsers,
+    /// List tokens (ids, owners, descriptions; never the secrets).
+    ListTokens,
 }
 
 #[derive(Debug, Args)]
@@ -149,6 +207,7 @@ impl ServeArgs {
             idle_timeout: std::time::Duration::from_secs(self.idle_timeout_secs.max(1)),
             max_json_body_bytes: self.max_json_body_mb.max(1).saturating_mul(1 << 20),
             max_grpc_message_bytes: self.max_grpc_message_mb.max(1).saturating_mul(1 << 20),
+            max_concurrent_requests: self.max_concurrent_requests.max(1),
         }
     }
 }
@@ -214,8 +273,39 @@ pub struct ServeArgs {
     /// Require client certificates that chain to these CA certificates (PEM): mTLS.
     #[arg(long, env = "ARBOR_TLS_CLIENT_CA", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
+    /// Require credentials on every surface (HTTP Basic or a bearer token) and enforce
+    /// per-experiment permissions. The first start needs an admin password
+    /// (ARBOR_ADMIN_PASSWORD or --admin-password-file).
+    #[arg(long, env = "ARBOR_AUTH", value_parser = clap::builder::FalseyValueParser::new(), default_value_t = false)]
+    pub auth: bool,
+    /// The permission users have on experiments they hold no grant for: READ, USE,
+    /// EDIT, MANAGE or NO_PERMISSIONS.
+    #[arg(long, env = "ARBOR_AUTH_DEFAULT_PERMISSION", default_value = "READ", value_parser = parse_permission)]
+    pub auth_default_permission: crate::domain::access::Permission,
+    /// The admin created on a store without users when auth is on.
+    #[arg(long, env = "ARBOR_ADMIN_USERNAME", default_value = "admin")]
+    pub admin_username: String,
+    /// The first admin's password (read once, on a store without users).
+    #[arg(
+        long,
+        env = "ARBOR_ADMIN_PASSWORD",
+        hide_env_values = true,
+        conflicts_with = "admin_password_file"
+    )]
+    pub admin_password: Option<String>,
+    /// A file holding the first admin's password (a mounted Secret, say).
+    #[arg(long, env = "ARBOR_ADMIN_PASSWORD_FILE")]
+    pub admin_password_file: Option<PathBuf>,
+    /// Requests handled at once; more wait their turn (streams count only while they
+    /// open). Bounds memory and CPU under a flood.
+    #[arg(long, env = "ARBOR_MAX_CONCURRENT_REQUESTS", default_value_t = 512)]
+    pub max_concurrent_requests: usize,
     #[command(flatten)]
     pub store: StoreArgs,
+}
+
+fn parse_permission(text: &str) -> Result<crate::domain::access::Permission, String> {
+    crate::domain::access::Permission::parse(&text.to_ascii_uppercase()).map_err(|e| e.to_string())
 }
 
 #[derive(Debug, Args)]

@@ -9,6 +9,8 @@
 pub mod api;
 /// The artifact files: local, streamed, atomic uploads, paths that never leave the root.
 pub mod artifacts;
+/// Who is calling (`--auth`: users, passwords, tokens) and what they may do.
+pub mod auth;
 /// Backups of the log (and artifacts) in a documented format, and restore from them.
 pub mod backup;
 /// `arbor watch` and `arbor tree`: terminal clients of the public gRPC API.

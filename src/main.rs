@@ -11,13 +11,14 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     let result = match cli.command {
-        CliCommand::Serve(args) => serve(args),
+        CliCommand::Serve(args) => serve(*args),
         CliCommand::Rebuild(args) => rebuild(args),
         CliCommand::Check(args) => check(args),
         CliCommand::Backup(args) => backup(args),
         CliCommand::Restore(args) => restore(args),
         CliCommand::Watch(args) => watch(args),
         CliCommand::Tree(args) => tree(args),
+        CliCommand::Admin(args) => admin(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -59,9 +60,30 @@ fn serve(args: arbor::config::ServeArgs) -> Result<(), arbor::server::BoxError> 
             cors: arbor::server::Cors::new(&args.cors_allowed_origins),
             tls: load_tls(&args)?,
             metrics_token: args.metrics_token.clone().filter(|t| !t.is_empty()),
+            auth: arbor::auth::Policy {
+                enabled: args.auth,
+                default_permission: args.auth_default_permission,
+            },
+        };
+        let admin_password = match (&args.admin_password, &args.admin_password_file) {
+            (Some(p), _) => Some(p.clone()),
+            (None, Some(file)) => Some(
+                std::fs::read_to_string(file)
+                    .map_err(|e| format!("cannot read {}: {e}", file.display()))?
+                    .trim_end_matches(['\r', '\n'])
+                    .to_string(),
+            ),
+            (None, None) => None,
         };
         let store = Store::open(&args.store.data_dir, &args.store.store_config())
             .map_err(|e| open_failure(&args.store.data_dir, e))?;
+        if args.auth
+            && let Err(e) =
+                arbor::auth::bootstrap(&store, &args.admin_username, admin_password).await
+        {
+            store.close().await;
+            return Err(e.to_string().into());
+        }
         let listener = tokio::net::TcpListener::bind(args.listen).await?;
         let addr = listener.local_addr()?;
         tracing::info!(
@@ -294,5 +316,80 @@ fn restore(args: arbor::config::RestoreArgs) -> Result<(), arbor::server::BoxErr
         report.artifact_bytes,
         args.data_dir.display()
     );
+    Ok(())
+}
+
+/// A new password: ARBOR_NEW_PASSWORD, else the file, else the first line of stdin.
+fn new_password(file: Option<&std::path::Path>) -> Result<String, arbor::server::BoxError> {
+    if let Ok(p) = std::env::var("ARBOR_NEW_PASSWORD")
+        && !p.is_empty()
+    {
+        return Ok(p);
+    }
+    let text = match file {
+        Some(f) => {
+            std::fs::read_to_string(f).map_err(|e| format!("cannot read {}: {e}", f.display()))?
+        }
+        None => {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line)?;
+            line
+        }
+    };
+    let password = text.trim_end_matches(['\r', '\n']).to_string();
+    arbor::auth::check_password_text(&password)?;
+    Ok(password)
+}
+
+fn admin(args: arbor::config::AdminArgs) -> Result<(), arbor::server::BoxError> {
+    use arbor::cli::admin::{AdminAction, Target};
+    use arbor::config::AdminCommand;
+    let target = match (args.server, args.data_dir) {
+        (Some(url), _) => Target::Server(url),
+        (None, Some(dir)) => Target::DataDir(dir, arbor::store::StoreConfig::default()),
+        (None, None) => return Err("give --server URL or --data-dir DIR".into()),
+    };
+    let action = match args.command {
+        AdminCommand::CreateUser {
+            username,
+            admin,
+            password_file,
+        } => AdminAction::CreateUser {
+            username,
+            password: new_password(password_file.as_deref())?,
+            admin,
+        },
+        AdminCommand::ResetPassword {
+            username,
+            password_file,
+        } => AdminAction::ResetPassword {
+            username,
+            password: new_password(password_file.as_deref())?,
+        },
+        AdminCommand::SetAdmin { username, revoke } => AdminAction::SetAdmin {
+            username,
+            admin: !revoke,
+        },
+        AdminCommand::IssueToken {
+            username,
+            description,
+            expires_in_days,
+        } => AdminAction::IssueToken {
+            username,
+            description,
+            expires_in_days,
+        },
+        AdminCommand::RevokeToken { token_id } => AdminAction::RevokeToken { token_id },
+        AdminCommand::ListUsers => AdminAction::ListUsers,
+        AdminCommand::ListTokens => AdminAction::ListTokens,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let out = runtime.block_on(arbor::cli::admin::run(target, action))?;
+    if !out.is_empty() {
+        println!("{out}");
+    }
     Ok(())
 }

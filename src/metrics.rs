@@ -34,6 +34,7 @@ pub struct Metrics {
     pub(crate) accept_errors: Counter,
     pub(crate) idle_connections_closed: Counter,
     pub(crate) tls_handshake_failures: Counter,
+    pub(crate) auth_failures: Family<[(&'static str, String); 1], Counter>,
     watch_sessions: Gauge,
     watch_lag: Gauge,
     log_head_seq: Gauge,
@@ -74,6 +75,7 @@ impl Metrics {
             accept_errors: Counter::default(),
             idle_connections_closed: Counter::default(),
             tls_handshake_failures: Counter::default(),
+            auth_failures: Family::default(),
             watch_sessions: Gauge::default(),
             watch_lag: Gauge::default(),
             log_head_seq: Gauge::default(),
@@ -150,6 +152,11 @@ impl Metrics {
             "arbor_tls_handshake_failures",
             "TLS handshakes that failed or timed out (a client without a valid certificate, say)",
             m.tls_handshake_failures.clone(),
+        );
+        registry.register(
+            "arbor_auth_failures",
+            "Requests refused by --auth: reason=unauthenticated (no or wrong credentials) or forbidden (no permission)",
+            m.auth_failures.clone(),
         );
         registry.register(
             "arbor_watch_sessions",

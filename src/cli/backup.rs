@@ -91,9 +91,11 @@ async fn download(url: &str, from_seq: u64, artifacts: bool, to: &Path) -> Resul
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
     let connection = tokio::spawn(conn);
     let path = format!("/api/arbor/v1/backup?from_seq={from_seq}&artifacts={artifacts}");
-    let request = http::Request::get(path)
-        .header(http::header::HOST, format!("{host}:{port}"))
-        .body(http_body_util::Empty::<bytes::Bytes>::new())?;
+    let mut request = http::Request::get(path).header(http::header::HOST, format!("{host}:{port}"));
+    if let Some(auth) = super::http::authorization() {
+        request = request.header(http::header::AUTHORIZATION, auth);
+    }
+    let request = request.body(http_body_util::Empty::<bytes::Bytes>::new())?;
     let response = sender.send_request(request).await?;
     if !response.status().is_success() {
         let status = response.status();

@@ -87,11 +87,11 @@ pub async fn print_tree(
         pb::ViewType::ActiveOnly
     };
     let root = client
-        .get_run_tree(pb::GetRunTreeRequest {
+        .get_run_tree(super::http::grpc_request(pb::GetRunTreeRequest {
             run_id: opts.run_id,
             max_depth: opts.max_depth,
             view_type: view as i32,
-        })
+        }))
         .await
         .map_err(|s| format!("{}: {}", s.code(), s.message()))?
         .into_inner()

@@ -108,11 +108,11 @@ pub async fn watch(
                 Scope::RunId(opts.run_id.clone())
             };
             let mut stream = client
-                .watch_metrics(pb::WatchMetricsRequest {
+                .watch_metrics(super::http::grpc_request(pb::WatchMetricsRequest {
                     scope: Some(scope),
                     keys: opts.keys.clone(),
                     from_seq: next,
-                })
+                }))
                 .await?
                 .into_inner();
             while let Some(msg) = stream.message().await? {

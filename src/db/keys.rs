@@ -37,6 +37,12 @@ pub(crate) const HISTORY: u8 = b'H';
 /// Datasets of an experiment, one record per (name, digest), the first logged:
 /// `Y | experiment | name | 0 | digest` → `arbor.v1.Dataset`.
 pub(crate) const EXPERIMENT_DATASET: u8 = b'Y';
+/// Users (`--auth`): `U | name` → `UserRecord`.
+pub(crate) const USER: u8 = b'U';
+/// API tokens: `T | token_id` → `TokenRecord`.
+pub(crate) const TOKEN: u8 = b'T';
+/// Experiment permissions: `G | experiment id | name` → the permission's name.
+pub(crate) const GRANT: u8 = b'G';
 
 /// Bookkeeping under `M`: the projection layout version and the next experiment id.
 pub(crate) const META_PROJECTION_VERSION: &[u8] = b"Mprojection_version";
@@ -229,4 +235,23 @@ pub(crate) fn name_and_run(key: &[u8]) -> Option<(String, String)> {
         String::from_utf8_lossy(name).into_owned(),
         String::from_utf8_lossy(run).into_owned(),
     ))
+}
+
+pub(crate) fn user(name: &str) -> Vec<u8> {
+    let mut k = vec![USER];
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+pub(crate) fn token(token_id: &str) -> Vec<u8> {
+    let mut k = vec![TOKEN];
+    k.extend_from_slice(token_id.as_bytes());
+    k
+}
+
+pub(crate) fn grant(experiment_id: u64, name: &str) -> Vec<u8> {
+    let mut k = vec![GRANT];
+    k.extend_from_slice(&experiment_id.to_be_bytes());
+    k.extend_from_slice(name.as_bytes());
+    k
 }

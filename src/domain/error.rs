@@ -32,6 +32,12 @@ pub enum Error {
     /// The store cannot take writes now (a storage failure made it stop); retry later.
     #[error("{0}")]
     Unavailable(String),
+    /// No credentials, or wrong ones (`--auth`): 401 / UNAUTHENTICATED.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The caller is known but may not do this (`--auth`): 403 / PERMISSION_DENIED.
+    #[error("{0}")]
+    PermissionDenied(String),
     /// The store is shutting down and takes no more writes.
     #[error("the server is shutting down")]
     Closed,

@@ -3,6 +3,7 @@
 //! rules. Nothing here knows about gRPC, HTTP or sled; the API layers convert their
 //! wire types into these and the store speaks only these.
 
+pub mod access;
 mod error;
 mod names;
 pub mod validation;
@@ -316,6 +317,44 @@ pub enum Command {
     },
     DeleteLoggedModel {
         model_id: String,
+    },
+    /// `password_hash`: an Argon2id PHC string, made before the command is sent (the
+    /// committer does no slow work).
+    CreateUser {
+        username: String,
+        password_hash: String,
+        is_admin: bool,
+    },
+    ChangePassword {
+        username: String,
+        password_hash: String,
+    },
+    SetAdmin {
+        username: String,
+        is_admin: bool,
+    },
+    DeleteUser {
+        username: String,
+    },
+    IssueToken {
+        token_id: String,
+        username: String,
+        secret_hash: String,
+        expires_at: i64,
+        description: String,
+    },
+    RevokeToken {
+        token_id: String,
+    },
+    SetExperimentPermission {
+        experiment_id: String,
+        username: String,
+        permission: access::Permission,
+        mode: access::GrantMode,
+    },
+    DeleteExperimentPermission {
+        experiment_id: String,
+        username: String,
     },
 }
 

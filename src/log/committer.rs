@@ -39,6 +39,8 @@ pub enum Outcome {
 pub(crate) enum Request {
     Write {
         command: Command,
+        /// Who asked; recorded on every event the command makes.
+        actor: Option<Arc<str>>,
         reply: oneshot::Sender<Result<Outcome, Error>>,
     },
     /// Commit what came before, flush, answer, and stop.
@@ -54,6 +56,12 @@ pub(crate) struct Committer {
 }
 
 type Reply = oneshot::Sender<Result<Outcome, Error>>;
+
+/// A command and who asked for it.
+pub(crate) struct Signed {
+    pub(crate) command: Command,
+    pub(crate) actor: Option<Arc<str>>,
+}
 
 impl Committer {
     pub(crate) fn new(
@@ -79,7 +87,11 @@ impl Committer {
             let mut next = Some(first);
             while let Some(msg) = next.take() {
                 match msg {
-                    Request::Write { command, reply } => group.push((command, reply)),
+                    Request::Write {
+                        command,
+                        actor,
+                        reply,
+                    } => group.push((Signed { command, actor }, reply)),
                     Request::Close(done) => {
                         close = Some(done);
                         break;
@@ -102,7 +114,7 @@ impl Committer {
     /// above it) or after the disk refused a write (until a restart: sled cannot
     /// recover from that in-process, and even closing its handles then waits forever,
     /// which is why the reserve keeps the disk from filling under it).
-    pub(crate) fn commit_group(&mut self, group: Vec<(Command, Reply)>) {
+    pub(crate) fn commit_group(&mut self, group: Vec<(Signed, Reply)>) {
         if group.is_empty() {
             return;
         }
@@ -124,8 +136,8 @@ impl Committer {
         let mut pending = Pending::new(&own.tree);
         let mut answers: Vec<(Reply, Result<Outcome, Error>)> = Vec::with_capacity(group.len());
         let mut events = Vec::new();
-        for (command, reply) in group {
-            let result = self.decide_and_project(&command, &mut pending, now, &mut events);
+        for (signed, reply) in group {
+            let result = self.decide_and_project(&signed, &mut pending, now, &mut events);
             match result {
                 Ok(outcome) => answers.push((reply, Ok(outcome))),
                 Err(e @ (Error::Storage(_) | Error::Corrupt(_))) => {
@@ -191,16 +203,18 @@ impl Committer {
 
     fn decide_and_project(
         &mut self,
-        command: &Command,
+        signed: &Signed,
         pending: &mut Pending,
         now: i64,
         events: &mut Vec<pb::Event>,
     ) -> Result<Outcome, Error> {
-        let (payloads, answer) = decide(command, pending, now)?;
+        let actor = signed.actor.as_deref().unwrap_or_default();
+        let (payloads, answer) = decide(&signed.command, pending, now, actor)?;
         for payload in payloads {
             let ev = pb::Event {
                 seq: self.next_seq,
                 timestamp: now,
+                actor: actor.to_string(),
                 payload: Some(payload),
             };
             self.next_seq += 1;
@@ -231,7 +245,7 @@ impl Committer {
 }
 
 /// Answers every request of a group with 503 and `why`.
-fn refuse(group: Vec<(Command, Reply)>, why: &str) {
+fn refuse(group: Vec<(Signed, Reply)>, why: &str) {
     for (_, reply) in group {
         let _ = reply.send(Err(Error::Unavailable(why.to_string())));
     }

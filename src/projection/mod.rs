@@ -7,6 +7,7 @@
 //! metric per key, parent, root and depth), the runs of each experiment, the hierarchy
 //! (children by parent, every run of a tree by root) and metric history chunks.
 
+pub mod access;
 pub mod history;
 pub mod records;
 
@@ -434,6 +435,16 @@ pub(crate) fn apply(ev: &pb::Event, w: &mut Pending) -> Result<(), Error> {
             rec.deleted = true;
             rec.last_updated_time = now;
             save_logged_model(w, &rec);
+        }
+        Payload::UserCreated(_)
+        | Payload::UserPasswordChanged(_)
+        | Payload::UserAdminSet(_)
+        | Payload::UserDeleted(_)
+        | Payload::TokenIssued(_)
+        | Payload::TokenRevoked(_)
+        | Payload::ExperimentPermissionSet(_)
+        | Payload::ExperimentPermissionDeleted(_) => {
+            access::apply(payload, ev.seq, now, w)?;
         }
     }
     Ok(())

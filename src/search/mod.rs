@@ -521,6 +521,7 @@ pub(crate) fn search_experiments(
     order_by: &[String],
     limit: usize,
     page_token: &str,
+    visible: &dyn Fn(u64) -> bool,
 ) -> Result<(Vec<ExperimentRecord>, Option<String>), Error> {
     let clauses = experiments::compile_filter(filter)?;
     let order = experiments::compile_order(order_by)?;
@@ -529,7 +530,7 @@ pub(crate) fn search_experiments(
     for kv in tree.scan_prefix([keys::EXPERIMENT]) {
         let (_, v) = kv?;
         let e = <ExperimentRecord as prost::Message>::decode(v.as_ref())?;
-        if view.admits(e.deleted) && clauses.iter().all(|c| c.matches(&e)) {
+        if view.admits(e.deleted) && visible(e.id) && clauses.iter().all(|c| c.matches(&e)) {
             all.push(e);
         }
     }

@@ -39,6 +39,8 @@ pub struct Limits {
     pub max_json_body_bytes: usize,
     /// Largest gRPC request message.
     pub max_grpc_message_bytes: usize,
+    /// Requests handled at once (until their response head); more wait.
+    pub max_concurrent_requests: usize,
 }
 
 impl Default for Limits {
@@ -48,6 +50,7 @@ impl Default for Limits {
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             max_json_body_bytes: crate::api::mlflow::JSON_BODY_LIMIT,
             max_grpc_message_bytes: DEFAULT_MAX_GRPC_MESSAGE_BYTES,
+            max_concurrent_requests: 512,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! routes share a listener; requests are told apart by path and content type.
 
 mod around;
+mod auth;
 mod conn;
 mod cors;
 mod hosts;
@@ -47,6 +48,8 @@ pub struct Options {
     pub tls: Option<Tls>,
     /// The bearer token `/metrics` asks for (default: none, open).
     pub metrics_token: Option<String>,
+    /// Authentication and permissions (default: off).
+    pub auth: crate::auth::Policy,
 }
 
 /// Serves until `shutdown` completes, then stops accepting, lets in-flight requests
@@ -118,6 +121,13 @@ pub async fn serve(
         .layer(around::Layer(observe::Observe))
         .layer(around::Layer(options.allowed_hosts.clone()))
         .layer(around::Layer(options.cors.clone()))
+        .layer(auth::Layer {
+            authenticator: crate::auth::Authenticator::new(store.clone(), options.auth),
+            metrics_has_token: options.metrics_token.is_some(),
+        })
+        .layer(tower::limit::ConcurrencyLimitLayer::new(
+            options.limits.max_concurrent_requests,
+        ))
         .add_routes(routes)
         .serve_with_incoming_shutdown(
             conn::incoming(listener, options.limits, options.tls.clone()),

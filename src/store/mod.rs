@@ -81,6 +81,9 @@ pub struct RebuildReport {
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Inner>,
+    /// Who the writes through this handle are recorded as made by (`acting_as`);
+    /// `None`: nobody in particular (auth off, or the server itself).
+    actor: Option<Arc<str>>,
 }
 
 struct Inner {
@@ -136,7 +139,11 @@ impl Store {
                 artifact_location: String::new(),
                 tags: vec![],
             };
-            committer.commit_group(vec![(default, reply)]);
+            let signed = crate::log::committer::Signed {
+                command: default,
+                actor: None,
+            };
+            committer.commit_group(vec![(signed, reply)]);
             answer.try_recv().map_err(|_| Error::Closed)??;
         }
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE_CAPACITY);
@@ -160,6 +167,7 @@ impl Store {
                 tx,
                 committer: Mutex::new(Some(handle)),
             }),
+            actor: None,
         })
     }
 
@@ -167,6 +175,15 @@ impl Store {
     /// a refused write not yet recovered from, a commit stuck on the disk, closing).
     pub fn health(&self) -> Result<(), String> {
         self.inner.state.health()
+    }
+
+    /// This store, recording `actor` as the maker of every write through the handle
+    /// returned (the audit trail in the log; the creator of an experiment manages it).
+    pub fn acting_as(&self, actor: Option<&str>) -> Store {
+        Store {
+            inner: self.inner.clone(),
+            actor: actor.map(Arc::from),
+        }
     }
 
     /// Applies a command; returns once its events are durable.
@@ -184,7 +201,11 @@ impl Store {
         let (reply, answer) = oneshot::channel();
         self.inner
             .tx
-            .send(Request::Write { command, reply })
+            .send(Request::Write {
+                command,
+                actor: self.actor.clone(),
+                reply,
+            })
             .await
             .map_err(|_| Error::Closed)?;
         Ok(async move { answer.await.map_err(|_| Error::Closed)? })
@@ -372,6 +393,35 @@ impl Store {
             .ok_or(Error::Closed)
     }
 
+    /// A user (`--auth`), if there is one by that name.
+    pub fn user(&self, name: &str) -> Result<Option<projection::access::UserRecord>, Error> {
+        projection::access::load_user(&self.tree()?, name)
+    }
+
+    /// Every user, by name.
+    pub fn users(&self) -> Result<Vec<projection::access::UserRecord>, Error> {
+        projection::access::users(&self.tree()?)
+    }
+
+    /// An API token by its id, if it exists (revoked tokens do not).
+    pub fn token(&self, token_id: &str) -> Result<Option<projection::access::TokenRecord>, Error> {
+        projection::access::load_token(&self.tree()?, token_id)
+    }
+
+    /// Every token, by id.
+    pub fn tokens(&self) -> Result<Vec<projection::access::TokenRecord>, Error> {
+        projection::access::tokens(&self.tree()?)
+    }
+
+    /// The permission granted to `name` on an experiment, if one was.
+    pub fn grant(
+        &self,
+        experiment_id: u64,
+        name: &str,
+    ) -> Result<Option<crate::domain::access::Permission>, Error> {
+        projection::access::grant(&self.tree()?, experiment_id, name)
+    }
+
     pub fn get_experiment(&self, experiment_id: &str) -> Result<ExperimentRecord, Error> {
         let id = validation::experiment_id(experiment_id)?;
         projection::load_experiment(&self.tree()?, id)?
@@ -396,8 +446,30 @@ impl Store {
         max_results: Option<i64>,
         page_token: &str,
     ) -> Result<(Vec<ExperimentRecord>, Option<String>), Error> {
+        self.search_experiments_where(view, filter, order_by, max_results, page_token, &|_| true)
+    }
+
+    /// `search_experiments` over the experiments `visible` admits (those a caller may
+    /// read).
+    pub fn search_experiments_where(
+        &self,
+        view: ViewType,
+        filter: &str,
+        order_by: &[String],
+        max_results: Option<i64>,
+        page_token: &str,
+        visible: &dyn Fn(u64) -> bool,
+    ) -> Result<(Vec<ExperimentRecord>, Option<String>), Error> {
         let limit = page_limit(max_results)?;
-        crate::search::search_experiments(&self.tree()?, view, filter, order_by, limit, page_token)
+        crate::search::search_experiments(
+            &self.tree()?,
+            view,
+            filter,
+            order_by,
+            limit,
+            page_token,
+            visible,
+        )
     }
 
     pub fn get_run(&self, run_id: &str) -> Result<RunRecord, Error> {
@@ -570,5 +642,9 @@ impl crate::stream::EventSource for Store {
 
     fn check_experiment(&self, experiment_id: &str) -> Result<(), Error> {
         self.get_experiment(experiment_id).map(|_| ())
+    }
+
+    fn experiment_of_model(&self, model_id: &str) -> Result<u64, Error> {
+        Ok(self.get_logged_model(model_id, true)?.experiment_id)
     }
 }

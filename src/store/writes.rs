@@ -426,3 +426,91 @@ impl Store {
         self.apply(Command::DeleteLoggedModel { model_id }).await
     }
 }
+
+/// Users, tokens and permissions (`--auth`). Secrets arrive hashed (`auth::hash_password`,
+/// `auth::Token`).
+impl Store {
+    pub async fn create_user(
+        &self,
+        username: String,
+        password_hash: String,
+        is_admin: bool,
+    ) -> Result<(), Error> {
+        self.apply(Command::CreateUser {
+            username,
+            password_hash,
+            is_admin,
+        })
+        .await
+    }
+
+    pub async fn change_password(
+        &self,
+        username: String,
+        password_hash: String,
+    ) -> Result<(), Error> {
+        self.apply(Command::ChangePassword {
+            username,
+            password_hash,
+        })
+        .await
+    }
+
+    pub async fn set_admin(&self, username: String, is_admin: bool) -> Result<(), Error> {
+        self.apply(Command::SetAdmin { username, is_admin }).await
+    }
+
+    pub async fn delete_user(&self, username: String) -> Result<(), Error> {
+        self.apply(Command::DeleteUser { username }).await
+    }
+
+    pub async fn issue_token(
+        &self,
+        token_id: String,
+        username: String,
+        secret_hash: String,
+        expires_at: i64,
+        description: String,
+    ) -> Result<(), Error> {
+        self.apply(Command::IssueToken {
+            token_id,
+            username,
+            secret_hash,
+            expires_at,
+            description,
+        })
+        .await
+    }
+
+    pub async fn revoke_token(&self, token_id: String) -> Result<(), Error> {
+        self.apply(Command::RevokeToken { token_id }).await
+    }
+
+    pub async fn set_experiment_permission(
+        &self,
+        experiment_id: String,
+        username: String,
+        permission: crate::domain::access::Permission,
+        mode: crate::domain::access::GrantMode,
+    ) -> Result<(), Error> {
+        self.apply(Command::SetExperimentPermission {
+            experiment_id,
+            username,
+            permission,
+            mode,
+        })
+        .await
+    }
+
+    pub async fn delete_experiment_permission(
+        &self,
+        experiment_id: String,
+        username: String,
+    ) -> Result<(), Error> {
+        self.apply(Command::DeleteExperimentPermission {
+            experiment_id,
+            username,
+        })
+        .await
+    }
+}

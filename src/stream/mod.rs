@@ -29,6 +29,8 @@ pub(crate) trait EventSource: Send + Sync + 'static {
     fn subtree(&self, run_id: &str) -> Result<Vec<String>, Error>;
     /// `NotFound` unless the experiment exists.
     fn check_experiment(&self, experiment_id: &str) -> Result<(), Error>;
+    /// The experiment of a logged model; `NotFound` if there is no such model.
+    fn experiment_of_model(&self, model_id: &str) -> Result<u64, Error>;
 }
 
 /// Committed batches the hub keeps for sessions that are a little behind. A session

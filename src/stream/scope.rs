@@ -1,5 +1,7 @@
 //! What a watcher sees: one run, a run's subtree (including runs that join it while the
-//! stream is open), an experiment, or everything; optionally only some metric keys.
+//! stream is open), an experiment, or everything; optionally only some metric keys;
+//! and with `--auth`, only what the watcher may read, asked event by event, so that a
+//! permission granted or revoked while the stream is open takes effect at once.
 
 use std::collections::{HashMap, HashSet};
 
@@ -16,8 +18,29 @@ pub enum ScopeSpec {
     Everything,
 }
 
+/// Which experiments a watcher may read (`--auth`).
+pub struct Visibility {
+    /// Admins also see users, tokens and permissions changing (their secrets cleared)
+    /// and artifacts outside any run.
+    pub admin: bool,
+    pub may_read: Box<dyn Fn(u64) -> bool + Send + Sync>,
+}
+
+impl Visibility {
+    /// Everything (auth off).
+    pub fn all() -> Self {
+        Self {
+            admin: true,
+            may_read: Box::new(|_| true),
+        }
+    }
+}
+
 pub struct Scope {
     store: Box<dyn EventSource>,
+    visibility: Visibility,
+    /// The experiment of each run seen, so that an event costs one permission lookup.
+    run_experiment: HashMap<String, u64>,
     spec: ScopeSpec,
     /// Subtree: the runs in it now.
     members: HashSet<String>,
@@ -56,8 +79,57 @@ fn run_of(ev: &pb::Event) -> Option<&str> {
         | Payload::ExperimentDeleted(_)
         | Payload::ExperimentRestored(_)
         | Payload::ExperimentTagSet(_)
-        | Payload::ExperimentTagDeleted(_) => return None,
+        | Payload::ExperimentTagDeleted(_)
+        | Payload::UserCreated(_)
+        | Payload::UserPasswordChanged(_)
+        | Payload::UserAdminSet(_)
+        | Payload::UserDeleted(_)
+        | Payload::TokenIssued(_)
+        | Payload::TokenRevoked(_)
+        | Payload::ExperimentPermissionSet(_)
+        | Payload::ExperimentPermissionDeleted(_) => return None,
     })
+}
+
+/// The logged model an event is about, if any.
+fn model_of(ev: &pb::Event) -> Option<&str> {
+    Some(match ev.payload.as_ref()? {
+        Payload::LoggedModelFinalized(e) => &e.model_id,
+        Payload::LoggedModelTagsSet(e) => &e.model_id,
+        Payload::LoggedModelTagDeleted(e) => &e.model_id,
+        Payload::LoggedModelParamsLogged(e) => &e.model_id,
+        Payload::LoggedModelDeleted(e) => &e.model_id,
+        _ => return None,
+    })
+}
+
+/// Whether an event is about users, tokens or permissions (admins only).
+fn is_access(ev: &pb::Event) -> bool {
+    matches!(
+        ev.payload,
+        Some(
+            Payload::UserCreated(_)
+                | Payload::UserPasswordChanged(_)
+                | Payload::UserAdminSet(_)
+                | Payload::UserDeleted(_)
+                | Payload::TokenIssued(_)
+                | Payload::TokenRevoked(_)
+                | Payload::ExperimentPermissionSet(_)
+                | Payload::ExperimentPermissionDeleted(_)
+        )
+    )
+}
+
+/// `ev` as it may leave the server: password and token hashes cleared.
+fn without_secrets(ev: &pb::Event) -> pb::Event {
+    let mut ev = ev.clone();
+    match &mut ev.payload {
+        Some(Payload::UserCreated(e)) => e.password_hash.clear(),
+        Some(Payload::UserPasswordChanged(e)) => e.password_hash.clear(),
+        Some(Payload::TokenIssued(e)) => e.secret_hash.clear(),
+        _ => {}
+    }
+    ev
 }
 
 /// The experiment an experiment event is about.
@@ -71,32 +143,45 @@ fn experiment_of(ev: &pb::Event) -> Option<&str> {
         Payload::ExperimentTagDeleted(e) => &e.experiment_id,
         Payload::RunCreated(e) => &e.experiment_id,
         Payload::LoggedModelCreated(e) => &e.experiment_id,
+        Payload::ExperimentPermissionSet(e) => &e.experiment_id,
+        Payload::ExperimentPermissionDeleted(e) => &e.experiment_id,
         _ => return None,
     })
 }
 
 impl Scope {
-    /// Checks that the watched run or experiment exists.
+    /// Checks that the watched run or experiment exists and that the watcher may
+    /// read it (PERMISSION_DENIED otherwise).
     pub(crate) fn new(
         store: impl EventSource,
         spec: ScopeSpec,
         keys: Vec<String>,
+        visibility: Visibility,
     ) -> Result<Scope, Error> {
         let mut members = HashSet::new();
-        match &spec {
-            ScopeSpec::Run(id) => {
-                store.experiment_of_run(id)?;
-            }
+        let experiment = match &spec {
+            ScopeSpec::Run(id) => Some(store.experiment_of_run(id)?),
             ScopeSpec::Subtree(id) => {
                 members = store.subtree(id)?.into_iter().collect();
+                Some(store.experiment_of_run(id)?)
             }
             ScopeSpec::Experiment(id) => {
                 store.check_experiment(id)?;
+                id.parse::<u64>().ok()
             }
-            ScopeSpec::Everything => {}
+            ScopeSpec::Everything => None,
+        };
+        if let Some(exp) = experiment
+            && !(visibility.may_read)(exp)
+        {
+            return Err(Error::PermissionDenied(format!(
+                "Permission denied: you may not read experiment {exp}."
+            )));
         }
         Ok(Scope {
             store: Box::new(store),
+            visibility,
+            run_experiment: HashMap::new(),
             spec,
             members,
             known: HashMap::new(),
@@ -127,6 +212,50 @@ impl Scope {
             _ => {}
         }
         Ok(())
+    }
+
+    /// Whether the watcher may read the run's experiment now.
+    fn may_read_run(&mut self, run_id: &str) -> Result<bool, Error> {
+        if self.visibility.admin {
+            return Ok(true);
+        }
+        let exp = match self.run_experiment.get(run_id) {
+            Some(&e) => e,
+            None => match self.store.experiment_of_run(run_id) {
+                Ok(e) => {
+                    self.run_experiment.insert(run_id.to_string(), e);
+                    e
+                }
+                Err(Error::NotFound(_)) => return Ok(false),
+                Err(e) => return Err(e),
+            },
+        };
+        Ok((self.visibility.may_read)(exp))
+    }
+
+    /// Whether the watcher may read the event at all.
+    fn may_see(&mut self, ev: &pb::Event) -> Result<bool, Error> {
+        if self.visibility.admin {
+            return Ok(true);
+        }
+        if is_access(ev) {
+            return Ok(false);
+        }
+        if let Some(exp) = experiment_of(ev) {
+            return Ok(exp.parse().is_ok_and(|n| (self.visibility.may_read)(n)));
+        }
+        if let Some(run) = run_of(ev) {
+            return self.may_read_run(run);
+        }
+        if let Some(model) = model_of(ev) {
+            return match self.store.experiment_of_model(model) {
+                Ok(exp) => Ok((self.visibility.may_read)(exp)),
+                Err(Error::NotFound(_)) => Ok(false),
+                Err(e) => Err(e),
+            };
+        }
+        // Artifacts outside any run.
+        Ok(false)
     }
 
     fn has_run(&mut self, run_id: &str) -> Result<bool, Error> {
@@ -160,7 +289,7 @@ impl Scope {
         let Some(Payload::MetricsLogged(m)) = &ev.payload else {
             return Ok(None);
         };
-        if !self.has_run(&m.run_id)? {
+        if !self.has_run(&m.run_id)? || !self.may_read_run(&m.run_id)? {
             return Ok(None);
         }
         let series: Vec<pb::MetricSeries> = m
@@ -178,15 +307,18 @@ impl Scope {
 
     /// `ev` itself if it is in scope (the change feed).
     pub fn event(&mut self, ev: &pb::Event) -> Result<Option<pb::Event>, Error> {
+        if !self.may_see(ev)? {
+            return Ok(None);
+        }
         let ScopeSpec::Experiment(exp) = &self.spec else {
-            return Ok(Some(ev.clone()));
+            return Ok(Some(without_secrets(ev)));
         };
         if let Some(e) = experiment_of(ev) {
             let yes = e == exp;
             if let Some(Payload::RunCreated(r)) = &ev.payload {
                 self.known.insert(r.run_id.clone(), yes);
             }
-            return Ok(yes.then(|| ev.clone()));
+            return Ok(yes.then(|| without_secrets(ev)));
         }
         match run_of(ev) {
             Some(run) if self.has_run(run)? => Ok(Some(ev.clone())),

@@ -11,6 +11,9 @@ use arbor::store::{Store, StoreConfig};
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 
+/// The first admin's password in servers started with auth.
+pub const ADMIN_PASSWORD: &str = "admin-password-1";
+
 pub struct TestServer {
     pub addr: SocketAddr,
     pub dir: tempfile::TempDir,
@@ -28,14 +31,41 @@ impl TestServer {
     }
 
     pub async fn start_with(dir: tempfile::TempDir, config: &StoreConfig) -> Self {
+        Self::start_serving(dir, config, arbor::server::Options::default()).await
+    }
+
+    /// With auth on (`default_permission` for users without a grant) and an admin
+    /// `admin` whose password is `ADMIN_PASSWORD`.
+    pub async fn start_with_auth(default_permission: arbor::domain::access::Permission) -> Self {
+        let options = arbor::server::Options {
+            auth: arbor::auth::Policy {
+                enabled: true,
+                default_permission,
+            },
+            ..Default::default()
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_serving(dir, &StoreConfig::default(), options).await
+    }
+
+    pub async fn start_serving(
+        dir: tempfile::TempDir,
+        config: &StoreConfig,
+        options: arbor::server::Options,
+    ) -> Self {
         let store = Store::open(dir.path(), config).expect("open store");
+        if options.auth.enabled {
+            arbor::auth::bootstrap(&store, "admin", Some(ADMIN_PASSWORD.to_string()))
+                .await
+                .expect("first admin");
+        }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            arbor::server::run(listener, store, async {
+            arbor::server::serve(listener, store, options, async {
                 let _ = rx.await;
             })
             .await

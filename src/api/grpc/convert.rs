@@ -20,6 +20,8 @@ pub(crate) fn status(e: Error) -> Status {
         Error::AlreadyExists(m) => Status::already_exists(b(m)),
         Error::FailedPrecondition(m) => Status::failed_precondition(b(m)),
         Error::Unavailable(m) => Status::unavailable(b(m)),
+        Error::Unauthenticated(m) => Status::unauthenticated(b(m)),
+        Error::PermissionDenied(m) => Status::permission_denied(b(m)),
         Error::Closed => Status::unavailable("the server is shutting down"),
         Error::Storage(e) => {
             tracing::error!(error = %e, "storage error");

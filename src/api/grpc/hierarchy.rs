@@ -2,18 +2,22 @@
 
 use tonic::{Request, Response, Status};
 
+use super::Guarded;
 use super::convert::{self, status};
+use crate::auth::Need;
 use crate::hierarchy::TreeNode;
 use crate::pb::{self, hierarchy_service_server::HierarchyService};
 use crate::store::{NewRun, Store};
 
 pub struct HierarchyApi {
-    store: Store,
+    store: Guarded,
 }
 
 impl HierarchyApi {
     pub fn new(store: Store) -> Self {
-        Self { store }
+        Self {
+            store: Guarded::new(store),
+        }
     }
 }
 
@@ -33,10 +37,12 @@ impl HierarchyService for HierarchyApi {
         &self,
         req: Request<pb::GetRunTreeRequest>,
     ) -> Result<Response<pb::GetRunTreeResponse>, Status> {
+        let store = self.store.of(&req)?;
         let r = req.into_inner();
         let view = convert::view_type(r.view_type, "view_type")?;
-        let tree = self
-            .store
+        let tree = store
+            .on_run(&r.run_id, Need::Read)
+            .map_err(status)?
             .run_tree(&r.run_id, r.max_depth, view)
             .map_err(status)?;
         Ok(Response::new(pb::GetRunTreeResponse {
@@ -48,10 +54,12 @@ impl HierarchyService for HierarchyApi {
         &self,
         req: Request<pb::ListChildrenRequest>,
     ) -> Result<Response<pb::ListChildrenResponse>, Status> {
+        let store = self.store.of(&req)?;
         let r = req.into_inner();
         let view = convert::view_type(r.view_type, "view_type")?;
-        let (runs, next) = self
-            .store
+        let (runs, next) = store
+            .on_run(&r.run_id, Need::Read)
+            .map_err(status)?
             .children(&r.run_id, view, r.max_results.map(i64::from), &r.page_token)
             .map_err(status)?;
         Ok(Response::new(pb::ListChildrenResponse {
@@ -64,9 +72,12 @@ impl HierarchyService for HierarchyApi {
         &self,
         req: Request<pb::GetAncestorsRequest>,
     ) -> Result<Response<pb::GetAncestorsResponse>, Status> {
-        let ancestors = self
-            .store
-            .ancestors(&req.into_inner().run_id)
+        let store = self.store.of(&req)?;
+        let run_id = req.into_inner().run_id;
+        let ancestors = store
+            .on_run(&run_id, Need::Read)
+            .map_err(status)?
+            .ancestors(&run_id)
             .map_err(status)?;
         Ok(Response::new(pb::GetAncestorsResponse {
             ancestors: ancestors.iter().map(convert::run_info).collect(),
@@ -77,6 +88,7 @@ impl HierarchyService for HierarchyApi {
         &self,
         req: Request<pb::GetOrCreateChildRunRequest>,
     ) -> Result<Response<pb::GetOrCreateChildRunResponse>, Status> {
+        let store = self.store.of(&req)?;
         let r = req.into_inner();
         let new = NewRun {
             run_name: r.run_name,
@@ -85,8 +97,9 @@ impl HierarchyService for HierarchyApi {
             tags: r.tags.into_iter().map(convert::tag).collect(),
             ..NewRun::default()
         };
-        let (run, created) = self
-            .store
+        let (run, created) = store
+            .on_run(&r.parent_run_id, Need::Update)
+            .map_err(status)?
             .get_or_create_child_run(r.parent_run_id, new)
             .await
             .map_err(status)?;

@@ -2,7 +2,9 @@
 
 use tonic::{Request, Response, Status};
 
+use super::Guarded;
 use super::convert::{self, status};
+use crate::auth::Need;
 use crate::domain::{KeyValue, MetricPoint};
 use crate::pb::{self, tracking_service_server::TrackingService};
 use crate::store::{NewRun, Store};
@@ -16,12 +18,14 @@ const HISTORY_PAGE_DEFAULT: i64 = 25_000;
 const STREAM_PIPELINE_DEPTH: usize = 8;
 
 pub struct TrackingApi {
-    store: Store,
+    store: Guarded,
 }
 
 impl TrackingApi {
     pub fn new(store: Store) -> Self {
-        Self { store }
+        Self {
+            store: Guarded::new(store),
+        }
     }
 }
 
@@ -63,14 +67,15 @@ impl TrackingService for TrackingApi {
         &self,
         req: Request<pb::CreateExperimentRequest>,
     ) -> Result<Response<pb::CreateExperimentResponse>, Status> {
+        let store = self.store.of(&req)?;
         let r = req.into_inner();
         let tags = r
             .tags
             .into_iter()
             .map(|t| KeyValue::new(t.key, t.value))
             .collect();
-        let experiment_id = self
-            .store
+        let experiment_id = store
+            .any()
             .create_experiment(r.name, r.artifact_location, tags)
             .await
             .map_err(status)?;
@@ -81,9 +86,12 @@ impl TrackingService for TrackingApi {
         &self,
         req: Request<pb::GetExperimentRequest>,
     ) -> Result<Response<pb::GetExperimentResponse>, Status> {
-        let e = self
-            .store
-            .get_experiment(&req.into_inner().experiment_id)
+        let store = self.store.of(&req)?;
+        let experiment_id = req.into_inner().experiment_id;
+        let e = store
+            .on_experiment(&experiment_id, Need::Read)
+            .map_err(status)?
+            .get_experiment(&experiment_id)
             .map_err(status)?;
         ok(pb::GetExperimentResponse {
             experiment: Some(convert::experiment(e)),
@@ -94,9 +102,12 @@ impl TrackingService for TrackingApi {
         &self,
         req: Request<pb::GetExperimentByNameRequest>,
     ) -> Result<Response<pb::GetExperimentByNameResponse>, Status> {
-        let e = self
-            .store
-            .get_experiment_by_name(&req.into_inner().experiment_name)
+        let store = self.store.of(&req)?;
+        let name = req.into_inner().experiment_name;
+        let e = store
+            .on_experiment_named(&name, Need::Read)
+            .map_err(status)?
+            .get_experiment_by_name(&name)
             .map_err(status)?;
         ok(pb::GetExperimentByNameResponse {
             experiment: Some(convert::experiment(e)),
@@ -107,10 +118,10 @@ impl TrackingService for TrackingApi {
         &self,
         req: Request<pb::SearchExperimentsRequest>,
     ) -> Result<Response<pb::SearchExperimentsResponse>, Status> {
+        let store = self.store.of(&req)?;
         let r = req.into_inner();
         let view = convert::view_type(r.view_type, "view_type")?;
-        let (experiments, next) = self
-            .store
+        let (experiments, next) = store
             .search_experiments(view, &r.filter, &r.order_by, r.max_results, &r.page_token)
             .map_err(status)?;
         ok(pb::SearchExperimentsResponse {
@@ -123,8 +134,11 @@ impl TrackingService for TrackingApi {
         &self,
         req: Request<pb::UpdateExperimentRequest>,
     ) -> Result<Response<pb::UpdateExperimentResponse>, Status> {
+        let store = self.store.of(&req)?;
         let r = req.into_inner();
-        self.store
+        store
+            .on_experiment(&r.experiment_id, Need::Update)
+            .map_err(status)?
             .rename_experiment(r.experiment_id, r.new_name)
             .await
             .map_err(status)?;
@@ -135,8 +149,11 @@ impl TrackingService for TrackingApi {
         &self,
         req: Request<pb::DeleteExperimentRequest>,
     ) -> Result<Response<pb::DeleteExperimentResponse>, Status> {
+        let store = self.store.of(&req)?;
         let experiment_id = req.into_inner().experiment_id;
-        self.store
+        store
+            .on_experiment(&experiment_id, Need::Delete)
+            .map_err(status)?
             .delete_experiment(experiment_id)
             .await
             .map_err(status)?;
@@ -147,8 +164,11 @@ impl TrackingService for TrackingApi {
         &self,
         req: Request<pb::RestoreExperimentRequest>,
     ) -> Result<Response<pb::RestoreExperimentResponse>, Status> {
+        let store = self.store.of(&req)?;
         let experiment_id = req.into_inner().experiment_id;
-        self.store
+        store
+            .on_experiment(&experiment_id, Need::Delete)
+            .map_err(status)?
             .restore_experiment(experiment_id)
             .await
             .map_err(status)?;
@@ -159,8 +179,11 @@ impl TrackingService for TrackingApi {
         &self,
         req: Request<pb::SetExperimentTagRequest>,
     ) -> Result<Response<pb::SetExperimentTagResponse>, Status> {
+        let store = self.store.of(&req)?;
         let r = req.into_inner();
-        self.store
+        store
+            .on_experiment(&r.experiment_id, Need::Update)
+            .map_err(status)?
             .set_experiment_tag(r.experiment_id, r.key, r.value)
             .await
             .map_err(status)?;
@@ -171,8 +194,11 @@ impl TrackingService for TrackingApi {
         &self,
         req: Request<pb::DeleteExperimentTagRequest>,
     ) -> Result<Response<pb::DeleteExperimentTagResponse>, Status> {
+        let store = self.store.of(&req)?;
         let r = req.into_inner();
-        self.store
+        store
+            .on_experiment(&r.experiment_id, Need::Update)
+            .map_err(status)?
             .delete_experiment_tag(r.experiment_id, r.key)
             .await
             .map_err(status)?;
@@ -183,9 +209,11 @@ impl TrackingService for TrackingApi {
         &self,
         req: Request<pb::CreateRunRequest>,
     ) -> Result<Response<pb::CreateRunResponse>, Status> {
+        let store = self.store.of(&req)?;
         let r = req.into_inner();
-        let run = self
-            .store
+        let run = store
+            .on_experiment(&r.experiment_id, Need::Update)
+            .map_err(status)?
             .create_run(NewRun {
                 experiment_id: r.experiment_id,
                 user_id: r.user_id,
@@ -204,9 +232,12 @@ impl TrackingService for TrackingApi {
         &self,
         req: Request<pb::GetRunRequest>,
     ) -> Result<Response<pb::GetRunResponse>, Status> {
-        let run = self
-            .store
-            .get_run(&req.into_inner().run_id)
+        let store = self.store.of(&req)?;
+        let run_id = req.into_inner().run_id;
+        let run = store
+            .on_run(&run_id, Need::Read)
+            .map_err(status)?
+            .get_run(&run_id)
             .map_err(status)?;
         ok(pb::GetRunResponse {
             run: Some(convert::run(run)),
@@ -217,10 +248,12 @@ impl TrackingService for TrackingApi {
         &self,
         req: Request<pb::UpdateRunRequest>,
     ) -> Result<Response<pb::UpdateRunResponse>, Status> {
+        let store = self.store.of(&req)?;
         let r = req.into_inner();
         let status_value = r.status.map(convert::run_status).transpose()?;
-        let run = self
-            .store
+        let run = store
+            .on_run(&r.run_id, Need::Update)
+            .map_err(status)?
             .update_run(r.run_id, status_value, r.end_time, r.run_name)
             .await
             .map_err(status)?;
@@ -233,8 +266,11 @@ impl TrackingService for TrackingApi {
         &self,
         req: Request<pb::DeleteRunRequest>,
     ) -> Result<Response<pb::DeleteRunResponse>, Status> {
+        let store = self.store.of(&req)?;
         let r = req.into_inner();
-        self.store
+        store
+            .on_run(&r.run_id, Need::Delete)
+            .map_err(status)?
             .delete_run(r.run_id, r.cascade)
             .await
             .map_err(status)?;
@@ -245,8 +281,11 @@ impl TrackingService for TrackingApi {
         &self,
         req: Request<pb::RestoreRunRequest>,
     ) -> Result<Response<pb::RestoreRunResponse>, Status> {
+        let store = self.store.of(&req)?;
         let r = req.into_inner();
-        self.store
+        store
+            .on_run(&r.run_id, Need::Delete)
+            .map_err(status)?
             .restore_run(r.run_id, r.cascade)
             .await
             .map_err(status)?;
@@ -257,10 +296,12 @@ impl TrackingService for TrackingApi {
         &self,
         req: Request<pb::SearchRunsRequest>,
     ) -> Result<Response<pb::SearchRunsResponse>, Status> {
+        let store = self.store.of(&req)?;
         let r = req.into_inner();
         let view = convert::view_type(r.run_view_type, "run_view_type")?;
-        let (runs, next) = self
-            .store
+        let (runs, next) = store
+            .on_experiments(&r.experiment_ids, Need::Read)
+            .map_err(status)?
             .search_runs(
                 &r.experiment_ids,
                 view,
@@ -280,6 +321,7 @@ impl TrackingService for TrackingApi {
         &self,
         req: Request<pb::LogMetricRequest>,
     ) -> Result<Response<pb::LogMetricResponse>, Status> {
+        let store = self.store.of(&req)?;
         let r = req.into_inner();
         let point = MetricPoint {
             key: r.key,
@@ -287,7 +329,9 @@ impl TrackingService for TrackingApi {
             timestamp: r.timestamp,
             step: r.step,
         };
-        self.store
+        store
+            .on_run(&r.run_id, Need::Update)
+            .map_err(status)?
             .log_metric(r.run_id, point, None)
             .await
             .map_err(status)?;
@@ -298,8 +342,11 @@ impl TrackingService for TrackingApi {
         &self,
         req: Request<pb::LogParamRequest>,
     ) -> Result<Response<pb::LogParamResponse>, Status> {
+        let store = self.store.of(&req)?;
         let r = req.into_inner();
-        self.store
+        store
+            .on_run(&r.run_id, Need::Update)
+            .map_err(status)?
             .log_param(r.run_id, KeyValue::new(r.key, r.value))
             .await
             .map_err(status)?;
@@ -310,8 +357,11 @@ impl TrackingService for TrackingApi {
         &self,
         req: Request<pb::SetTagRequest>,
     ) -> Result<Response<pb::SetTagResponse>, Status> {
+        let store = self.store.of(&req)?;
         let r = req.into_inner();
-        self.store
+        store
+            .on_run(&r.run_id, Need::Update)
+            .map_err(status)?
             .set_tag(r.run_id, KeyValue::new(r.key, r.value))
             .await
             .map_err(status)?;
@@ -322,8 +372,11 @@ impl TrackingService for TrackingApi {
         &self,
         req: Request<pb::DeleteTagRequest>,
     ) -> Result<Response<pb::DeleteTagResponse>, Status> {
+        let store = self.store.of(&req)?;
         let r = req.into_inner();
-        self.store
+        store
+            .on_run(&r.run_id, Need::Update)
+            .map_err(status)?
             .delete_tag(r.run_id, r.key)
             .await
             .map_err(status)?;
@@ -334,8 +387,11 @@ impl TrackingService for TrackingApi {
         &self,
         req: Request<pb::LogBatchRequest>,
     ) -> Result<Response<pb::LogBatchResponse>, Status> {
+        let store = self.store.of(&req)?;
         let r = req.into_inner();
-        self.store
+        store
+            .on_run(&r.run_id, Need::Update)
+            .map_err(status)?
             .log_batch(
                 r.run_id,
                 r.metrics.into_iter().map(convert::metric_point).collect(),
@@ -352,6 +408,7 @@ impl TrackingService for TrackingApi {
         &self,
         req: Request<tonic::Streaming<pb::LogMetricStreamRequest>>,
     ) -> Result<Response<pb::LogMetricStreamResponse>, Status> {
+        let store = self.store.of(&req)?;
         let mut incoming = req.into_inner();
         let mut pending = std::collections::VecDeque::new();
         let mut committed = pb::LogMetricStreamResponse::default();
@@ -375,7 +432,12 @@ impl TrackingService for TrackingApi {
             };
             let points = msg.metrics.len() as u64;
             let metrics = msg.metrics.into_iter().map(convert::metric_point).collect();
-            match self.store.enqueue_metrics(msg.run_id, metrics).await {
+            let allowed = store.on_run(&msg.run_id, Need::Update);
+            let queued = match allowed {
+                Ok(s) => s.enqueue_metrics(msg.run_id, metrics).await,
+                Err(e) => Err(e),
+            };
+            match queued {
                 Ok(outcome) => pending.push_back((index, points, Box::pin(outcome))),
                 Err(e) => {
                     failure = Some((index, status(e)));
@@ -411,10 +473,12 @@ impl TrackingService for TrackingApi {
         &self,
         req: Request<pb::GetMetricHistoryRequest>,
     ) -> Result<Response<pb::GetMetricHistoryResponse>, Status> {
+        let store = self.store.of(&req)?;
         let r = req.into_inner();
         let max = r.max_results.map_or(HISTORY_PAGE_DEFAULT, i64::from);
-        let (points, next) = self
-            .store
+        let (points, next) = store
+            .on_run(&r.run_id, Need::Read)
+            .map_err(status)?
             .metric_history(&r.run_id, &r.metric_key, Some(max), &r.page_token)
             .map_err(status)?;
         ok(pb::GetMetricHistoryResponse {

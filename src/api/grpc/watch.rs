@@ -6,6 +6,7 @@ use tokio::sync::mpsc;
 use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status};
 
+use super::Guarded;
 use super::convert::status;
 use crate::pb::{
     self, watch_metrics_request::Scope as WireScope, watch_service_server::WatchService,
@@ -22,12 +23,14 @@ const WATCH_BUFFER: usize = 16;
 type Streamed<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 pub struct WatchApi {
-    store: Store,
+    store: Guarded,
 }
 
 impl WatchApi {
     pub fn new(store: Store) -> Self {
-        Self { store }
+        Self {
+            store: Guarded::new(store),
+        }
     }
 }
 
@@ -71,6 +74,8 @@ impl WatchService for WatchApi {
         &self,
         req: Request<pb::WatchMetricsRequest>,
     ) -> Result<Response<Self::WatchMetricsStream>, Status> {
+        let access = self.store.of(&req)?;
+        let (store, visibility) = access.watch();
         let r = req.into_inner();
         let spec = match r.scope {
             Some(WireScope::RunId(id)) => ScopeSpec::Run(id),
@@ -82,7 +87,7 @@ impl WatchService for WatchApi {
                 ));
             }
         };
-        let mut scope = Scope::new(self.store.clone(), spec, r.keys).map_err(status)?;
+        let mut scope = Scope::new(store.clone(), spec, r.keys, visibility).map_err(status)?;
         let position = |seq| {
             Some(pb::WatchMetricsResponse {
                 seq,
@@ -90,7 +95,7 @@ impl WatchService for WatchApi {
             })
         };
         Ok(Response::new(spawn(
-            self.store.clone(),
+            store.clone(),
             start(r.from_seq),
             position,
             move |ev| scope.metrics(ev),
@@ -101,15 +106,17 @@ impl WatchService for WatchApi {
         &self,
         req: Request<pb::WatchEventsRequest>,
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
+        let access = self.store.of(&req)?;
+        let (store, visibility) = access.watch();
         let r = req.into_inner();
         let spec = if r.experiment_id.is_empty() {
             ScopeSpec::Everything
         } else {
             ScopeSpec::Experiment(r.experiment_id)
         };
-        let mut scope = Scope::new(self.store.clone(), spec, vec![]).map_err(status)?;
+        let mut scope = Scope::new(store.clone(), spec, vec![], visibility).map_err(status)?;
         Ok(Response::new(spawn(
-            self.store.clone(),
+            store.clone(),
             start(r.from_seq),
             |_| None,
             move |ev| scope.event(ev),

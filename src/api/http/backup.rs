@@ -4,12 +4,12 @@
 //! `x-arbor-backup-to-seq` header also gives. `arbor backup --server` calls it.
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Query, State};
+use axum::extract::Query;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
+use crate::api::Authorized;
 use crate::domain::Error;
-use crate::store::Store;
 
 /// Bytes gathered before a chunk goes out.
 const CHUNK: usize = 256 * 1024;
@@ -22,10 +22,12 @@ pub(crate) struct Params {
     artifacts: Option<bool>,
 }
 
+/// Admins only with `--auth`: a backup holds everything, password hashes included.
 pub(crate) async fn backup(
-    State(store): State<Store>,
+    Authorized(access): Authorized,
     Query(params): Query<Params>,
 ) -> Result<Response, Error> {
+    let store = access.admin()?.clone();
     let from_seq = params.from_seq.unwrap_or(1).max(1);
     let to_seq = store.committed_seq();
     if from_seq > to_seq + 1 {

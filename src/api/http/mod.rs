@@ -89,11 +89,18 @@ impl IntoResponse for Error {
 /// errors are never 5xx: MLflow's client retries those for minutes.
 pub(crate) fn error_response(e: Error) -> Response {
     let (status, code, message) = mlflow_error(e);
-    (
+    let mut response = (
         status,
         Json(serde_json::json!({ "error_code": code, "message": message })),
     )
-        .into_response()
+        .into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(
+            axum::http::header::WWW_AUTHENTICATE,
+            axum::http::HeaderValue::from_static(crate::auth::CHALLENGE),
+        );
+    }
+    response
 }
 
 /// MLflow's HTTP status, `error_code` and message for an error (the message bounded).
@@ -110,6 +117,8 @@ pub(crate) fn mlflow_error(e: Error) -> (StatusCode, &'static str, String) {
             "TEMPORARILY_UNAVAILABLE",
             m,
         ),
+        Error::Unauthenticated(m) => (StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", m),
+        Error::PermissionDenied(m) => (StatusCode::FORBIDDEN, "PERMISSION_DENIED", m),
         Error::Closed => (
             StatusCode::SERVICE_UNAVAILABLE,
             "TEMPORARILY_UNAVAILABLE",

@@ -11,7 +11,7 @@
 
 use std::convert::Infallible;
 
-use axum::extract::{Query, State};
+use axum::extract::Query;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -20,9 +20,9 @@ use tokio::sync::mpsc;
 use tokio_stream::{StreamExt, wrappers::ReceiverStream};
 
 use super::error_response;
+use crate::api::Authorized;
 use crate::domain::Error;
 use crate::pb;
-use crate::store::Store;
 use crate::stream::scope::{Scope, ScopeSpec};
 use crate::stream::session::{self, SessionEnd, Start};
 
@@ -73,7 +73,7 @@ fn metrics_event(m: &pb::WatchMetricsResponse) -> Event {
 }
 
 pub(super) async fn stream(
-    State(store): State<Store>,
+    Authorized(access): Authorized,
     headers: HeaderMap,
     Query(q): Query<StreamParams>,
 ) -> Response {
@@ -118,7 +118,9 @@ pub(super) async fn stream(
         (None, Some(n)) => Start::From(n),
         (None, None) => Start::Now,
     };
-    let mut scope = match Scope::new(store.clone(), spec, keys) {
+    let (store, visibility) = access.watch();
+    let store = store.clone();
+    let mut scope = match Scope::new(store.clone(), spec, keys, visibility) {
         Ok(s) => s,
         Err(e) => return error_response(e),
     };

@@ -16,6 +16,7 @@ use super::request::{self, Mlflow};
 use super::response::{Empty, File, Files};
 use super::runs::run_id;
 use super::{Routes, Shared, json};
+use crate::auth::Need;
 use crate::domain::Error;
 
 /// Read-ahead of a download: large enough that a big file streams in few reads.
@@ -59,7 +60,12 @@ pub(super) async fn list_under(
     } else {
         format!("{rel}/{sub}")
     };
-    let files = state.artifacts.list(&dir).await?;
+    let files = state
+        .store
+        .on_artifact_path(&dir, Need::Read)?
+        .artifacts()
+        .list(&dir)
+        .await?;
     json(&Files {
         root_uri: Some(root_uri),
         files: files.iter().map(|f| File::listed(f, sub)).collect(),
@@ -77,7 +83,8 @@ struct ListRunRequest {
 }
 
 async fn list_run(state: Shared, Mlflow(r): Mlflow<ListRunRequest>) -> Result<Response, Error> {
-    let run = state.store.get_run(&run_id(r.run_id, r.run_uuid)?)?;
+    let id = run_id(r.run_id, r.run_uuid)?;
+    let run = state.store.on_run(&id, Need::Read)?.get_run(&id)?;
     list_under(&state, &run.artifact_uri, &r.path.unwrap_or_default()).await
 }
 
@@ -87,7 +94,13 @@ struct ListQuery {
 }
 
 async fn list(state: Shared, Query(q): Query<ListQuery>) -> Result<Response, Error> {
-    let files = state.artifacts.list(&q.path.unwrap_or_default()).await?;
+    let path = q.path.unwrap_or_default();
+    let files = state
+        .store
+        .on_artifact_path(&path, Need::Read)?
+        .artifacts()
+        .list(&path)
+        .await?;
     json(&Files {
         root_uri: None,
         files: files.iter().map(|f| File::listed(f, "")).collect(),
@@ -101,7 +114,12 @@ async fn download(state: Shared, Path(path): Path<String>) -> Result<Response, E
 /// The file at `rel` under the artifact root, streamed as an attachment (so a browser
 /// never renders it on this origin) of `media_type`.
 async fn attachment(state: &Shared, rel: &str, media_type: &str) -> Result<Response, Error> {
-    let (file, size) = state.artifacts.open(rel).await?;
+    let (file, size) = state
+        .store
+        .on_artifact_path(rel, Need::Read)?
+        .artifacts()
+        .open(rel)
+        .await?;
     let name = rel
         .rsplit('/')
         .next()
@@ -127,17 +145,19 @@ async fn attachment(state: &Shared, rel: &str, media_type: &str) -> Result<Respo
 }
 
 async fn upload(state: Shared, Path(path): Path<String>, body: Body) -> Result<Json<Empty>, Error> {
-    let size = state
-        .artifacts
+    let store = state.store.on_artifact_path(&path, Need::Update)?;
+    let size = store
+        .artifacts()
         .write(&path, body.into_data_stream())
         .await?;
-    state.store.record_artifact(path, size, false).await?;
+    store.record_artifact(path, size, false).await?;
     Ok(Json(Empty {}))
 }
 
 async fn delete(state: Shared, Path(path): Path<String>) -> Result<Json<Empty>, Error> {
-    state.artifacts.delete(&path).await?;
-    state.store.record_artifact(path, 0, true).await?;
+    let store = state.store.on_artifact_path(&path, Need::Update)?;
+    store.artifacts().delete(&path).await?;
+    store.record_artifact(path, 0, true).await?;
     Ok(Json(Empty {}))
 }
 
@@ -191,7 +211,7 @@ fn guess_media_type(name: &str) -> &'static str {
 async fn get_artifact(state: Shared, Query(q): Query<GetArtifactQuery>) -> Result<Response, Error> {
     let run_id = run_id(q.run_id, q.run_uuid)?;
     let path = super::request::required("path", q.path)?;
-    let run = state.store.get_run(&run_id)?;
+    let run = state.store.on_run(&run_id, Need::Read)?.get_run(&run_id)?;
     send_file(&state, &run.artifact_uri, &path).await
 }
 
@@ -224,14 +244,18 @@ async fn upload_artifact(
     if body.is_empty() {
         return Err(Error::invalid("Request must specify data."));
     }
-    let run = state.store.get_run(&run_uuid)?;
+    let run = state
+        .store
+        .on_run(&run_uuid, Need::Update)?
+        .get_run(&run_uuid)?;
     let rel = format!("{}/{}", artifact_rel(&run.artifact_uri)?, path);
     let chunk: Result<axum::body::Bytes, std::convert::Infallible> = Ok(body);
-    let size = state
-        .artifacts
+    let store = state.store.on_artifact_path(&rel, Need::Update)?;
+    let size = store
+        .artifacts()
         .write(&rel, tokio_stream::iter([chunk]))
         .await?;
-    state.store.record_artifact(rel, size, false).await?;
+    store.record_artifact(rel, size, false).await?;
     Ok(Json(Empty {}))
 }
 
@@ -253,6 +277,9 @@ async fn logged_model_file(
                 "Request must include the \"artifact_file_path\" query parameter.".into(),
             )
         })?;
-    let model = state.store.get_logged_model(&id, false)?;
+    let model = state
+        .store
+        .on_logged_model(&id, Need::Read)?
+        .get_logged_model(&id, false)?;
     send_file(&state, &model.artifact_uri, &path).await
 }

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::request::{self, Mlflow};
 use super::response::page;
 use super::{Routes, Shared, json};
+use crate::auth::Need;
 use crate::domain::{Error, INPUT_TAG_CONTEXT, ViewType};
 use crate::store::SEARCH_MAX_RESULTS_THRESHOLD;
 
@@ -55,7 +56,7 @@ async fn search(state: Shared, Mlflow(r): Mlflow<SearchRequest>) -> Result<Respo
     let mut seen = std::collections::BTreeSet::new();
     let mut token = String::new();
     loop {
-        let (runs, next) = state.store.search_runs(
+        let (runs, next) = state.store.on_experiments(&ids, Need::Read)?.search_runs(
             &ids,
             ViewType::ActiveOnly,
             "",

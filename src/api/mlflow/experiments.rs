@@ -9,6 +9,7 @@ use serde::Deserialize;
 use super::request::{self, Mlflow, required};
 use super::response::{Empty, Experiment, Page, page};
 use super::{KeyValueIn, Routes, Shared, json, key_values};
+use crate::auth::Need;
 use crate::domain::{Error, ViewType};
 
 pub(super) fn routes() -> Routes {
@@ -72,15 +73,18 @@ async fn create(
     let tags = key_values("tags", r.tags.unwrap_or_default())?;
     let experiment_id = state
         .store
+        .any()
         .create_experiment(name, r.artifact_location.unwrap_or_default(), tags)
         .await?;
     Ok(Json(Created { experiment_id }))
 }
 
 async fn get_by_id(state: Shared, Mlflow(r): Mlflow<ExperimentRequest>) -> Result<Response, Error> {
+    let id = required("experiment_id", r.experiment_id)?;
     let e = state
         .store
-        .get_experiment(&required("experiment_id", r.experiment_id)?)?;
+        .on_experiment(&id, Need::Read)?
+        .get_experiment(&id)?;
     json(&One {
         experiment: Experiment::from(&e),
     })
@@ -90,9 +94,11 @@ async fn get_by_name(
     state: Shared,
     Mlflow(r): Mlflow<ExperimentRequest>,
 ) -> Result<Response, Error> {
+    let name = required("experiment_name", r.experiment_name)?;
     let e = state
         .store
-        .get_experiment_by_name(&required("experiment_name", r.experiment_name)?)?;
+        .on_experiment_named(&name, Need::Read)?
+        .get_experiment_by_name(&name)?;
     json(&One {
         experiment: Experiment::from(&e),
     })
@@ -131,13 +137,21 @@ async fn search(state: Shared, Mlflow(r): Mlflow<SearchRequest>) -> Result<Respo
 async fn update(state: Shared, Mlflow(r): Mlflow<ExperimentRequest>) -> Result<Json<Empty>, Error> {
     let id = required("experiment_id", r.experiment_id)?;
     let new_name = required("new_name", r.new_name)?;
-    state.store.rename_experiment(id, new_name).await?;
+    state
+        .store
+        .on_experiment(&id, Need::Update)?
+        .rename_experiment(id, new_name)
+        .await?;
     Ok(Json(Empty {}))
 }
 
 async fn delete(state: Shared, Mlflow(r): Mlflow<ExperimentRequest>) -> Result<Json<Empty>, Error> {
     let id = required("experiment_id", r.experiment_id)?;
-    state.store.delete_experiment(id).await?;
+    state
+        .store
+        .on_experiment(&id, Need::Delete)?
+        .delete_experiment(id)
+        .await?;
     Ok(Json(Empty {}))
 }
 
@@ -146,7 +160,11 @@ async fn restore(
     Mlflow(r): Mlflow<ExperimentRequest>,
 ) -> Result<Json<Empty>, Error> {
     let id = required("experiment_id", r.experiment_id)?;
-    state.store.restore_experiment(id).await?;
+    state
+        .store
+        .on_experiment(&id, Need::Delete)?
+        .restore_experiment(id)
+        .await?;
     Ok(Json(Empty {}))
 }
 
@@ -158,6 +176,7 @@ async fn set_tag(
     let key = required("key", r.key)?;
     state
         .store
+        .on_experiment(&id, Need::Update)?
         .set_experiment_tag(id, key, r.value.unwrap_or_default())
         .await?;
     Ok(Json(Empty {}))
@@ -169,6 +188,10 @@ async fn delete_tag(
 ) -> Result<Json<Empty>, Error> {
     let id = required("experiment_id", r.experiment_id)?;
     let key = required("key", r.key)?;
-    state.store.delete_experiment_tag(id, key).await?;
+    state
+        .store
+        .on_experiment(&id, Need::Update)?
+        .delete_experiment_tag(id, key)
+        .await?;
     Ok(Json(Empty {}))
 }

@@ -18,6 +18,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{Routes, Shared};
+use crate::auth::Need;
 use crate::domain::{Error, ViewType, lifecycle_stage, mlflow_stored};
 use crate::pb;
 use crate::projection::{ExperimentRecord, RunRecord};
@@ -162,7 +163,10 @@ fn number(input: &Value, camel: &str) -> Option<i64> {
 
 fn get_experiment(state: &Shared, input: &Value) -> Result<Value, Error> {
     let id = text(input, "experimentId", "experiment_id").unwrap_or_default();
-    let e = state.store.get_experiment(&id)?;
+    let e = state
+        .store
+        .on_experiment(&id, Need::Read)?
+        .get_experiment(&id)?;
     Ok(json!({ "experiment": experiment(&e) }))
 }
 
@@ -171,7 +175,7 @@ fn get_run(state: &Shared, input: &Value) -> Result<Value, Error> {
         .filter(|s| !s.is_empty())
         .or_else(|| text(input, "runUuid", "run_uuid"))
         .unwrap_or_default();
-    let r = state.store.get_run(&id)?;
+    let r = state.store.on_run(&id, Need::Read)?.get_run(&id)?;
     Ok(json!({ "run": run(state, &r, &mut Experiments::new()) }))
 }
 
@@ -181,8 +185,9 @@ fn search_runs(state: &Shared, input: &Value) -> Result<Value, Error> {
         Some("ALL") => ViewType::All,
         _ => ViewType::ActiveOnly,
     };
-    let (runs, next) = state.store.search_runs(
-        &strings(input, "experimentIds"),
+    let ids = strings(input, "experimentIds");
+    let (runs, next) = state.store.on_experiments(&ids, Need::Read)?.search_runs(
+        &ids,
         view,
         &text(input, "filter", "filter").unwrap_or_default(),
         &strings(input, "orderBy"),
@@ -274,9 +279,11 @@ fn run(state: &Shared, r: &RunRecord, experiments: &mut Experiments) -> Value {
     let experiment = experiments
         .entry(r.experiment_id)
         .or_insert_with(|| {
+            let id = r.experiment_id.to_string();
             state
                 .store
-                .get_experiment(&r.experiment_id.to_string())
+                .on_experiment(&id, Need::Read)
+                .and_then(|s| s.get_experiment(&id))
                 .map_or(Value::Null, |e| experiment(&e))
         })
         .clone();

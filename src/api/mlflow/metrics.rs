@@ -9,6 +9,7 @@ use super::request::{self, Mlflow, required};
 use super::response::{Metric, Page, page};
 use super::runs::run_id;
 use super::{Routes, Shared, json};
+use crate::auth::Need;
 use crate::domain::{Error, MetricPoint, validation};
 
 /// Most runs `get-history-bulk-interval` takes, and its largest and default page.
@@ -39,7 +40,7 @@ struct HistoryRequest {
 async fn history(state: Shared, Mlflow(r): Mlflow<HistoryRequest>) -> Result<Response, Error> {
     let run_id = run_id(r.run_id, r.run_uuid)?;
     let key = required("metric_key", r.metric_key)?;
-    let (points, next) = state.store.metric_history(
+    let (points, next) = state.store.on_run(&run_id, Need::Read)?.metric_history(
         &run_id,
         &key,
         r.max_results,
@@ -86,7 +87,7 @@ async fn bulk_interval(
 
 /// The points of `get-history-bulk-interval` (REST and GraphQL), run by run.
 pub(super) fn sample_interval(
-    store: &crate::store::Store,
+    store: &crate::auth::Access,
     run_ids: &[String],
     metric_key: Option<String>,
     (start, end): (Option<i64>, Option<i64>),
@@ -121,7 +122,9 @@ pub(super) fn sample_interval(
     let max = usize::try_from(max).unwrap_or(1);
     let mut per_run = Vec::with_capacity(run_ids.len());
     for run_id in run_ids {
-        let (points, _) = store.metric_history(run_id, &key, None, "")?;
+        let (points, _) = store
+            .on_run(run_id, Need::Read)?
+            .metric_history(run_id, &key, None, "")?;
         let mut points: Vec<MetricPoint> = points
             .into_iter()
             .filter(|m| start.is_none_or(|s| m.step >= s) && end.is_none_or(|e| m.step <= e))
@@ -180,10 +183,12 @@ async fn bulk(state: Shared, Mlflow(r): Mlflow<BulkRequest>) -> Result<Response,
     run_ids.sort();
     let mut per_run = Vec::with_capacity(run_ids.len());
     for run_id in &run_ids {
-        let (points, _) =
-            state
-                .store
-                .metric_history(run_id, &key, Some(BULK_HISTORY_MAX_RESULTS), "")?;
+        let (points, _) = state.store.on_run(run_id, Need::Read)?.metric_history(
+            run_id,
+            &key,
+            Some(BULK_HISTORY_MAX_RESULTS),
+            "",
+        )?;
         per_run.push((run_id.as_str(), points));
     }
     let metrics: Vec<Metric> = per_run

@@ -15,6 +15,7 @@ pub use request::{JSON_BODY_LIMIT, JsonBodyLimit};
 mod response;
 mod runs;
 pub mod ui;
+mod users;
 
 use std::sync::Arc;
 
@@ -23,7 +24,6 @@ use axum::http::{Method, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 
-use crate::artifacts::ArtifactStore;
 use crate::domain::{Error, KeyValue};
 use crate::store::Store;
 
@@ -33,17 +33,40 @@ pub const MLFLOW_COMPATIBLE_VERSION: &str = "3.3.2";
 
 pub(crate) struct State {
     pub store: Store,
-    pub artifacts: ArtifactStore,
 }
 
-type Shared = axum::extract::State<Arc<State>>;
+impl axum::extract::FromRef<Arc<State>> for Store {
+    fn from_ref(state: &Arc<State>) -> Store {
+        state.store.clone()
+    }
+}
+
+/// What every handler works with: the store as its caller may use it.
+pub(crate) struct Ctx {
+    pub store: crate::auth::Access,
+}
+
+impl axum::extract::FromRequestParts<Arc<State>> for Ctx {
+    type Rejection = Error;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &Arc<State>,
+    ) -> Result<Self, Error> {
+        let crate::api::Authorized(store) =
+            <crate::api::Authorized as axum::extract::FromRequestParts<_>>::from_request_parts(
+                parts, state,
+            )
+            .await?;
+        Ok(Ctx { store })
+    }
+}
+
+type Shared = Ctx;
 type Routes = Router<Arc<State>>;
 
 pub fn router(store: Store) -> axum::Router {
-    let state = Arc::new(State {
-        artifacts: store.artifacts().clone(),
-        store,
-    });
+    let state = Arc::new(State { store });
     let rpcs = Router::new()
         .merge(experiments::routes())
         .merge(runs::routes())
@@ -51,6 +74,7 @@ pub fn router(store: Store) -> axum::Router {
         .merge(artifacts::listing_routes())
         .merge(datasets::routes())
         .merge(models::routes())
+        .merge(users::routes())
         // No AI gateway is configured: answer as mlflow's server does then.
         .route(
             "/gateway-proxy",
@@ -64,8 +88,12 @@ pub fn router(store: Store) -> axum::Router {
         .method_not_allowed_fallback(endpoint_not_found);
     let mut router = Router::new()
         .route("/version", get(|| async { MLFLOW_COMPATIBLE_VERSION }))
+        .nest("/api/arbor/v1", users::token_routes())
         .merge(artifacts::viewer_routes())
         .merge(graphql::routes());
+    for prefix in ["/api/3.0", "/ajax-api/3.0"] {
+        router = router.nest(&format!("{prefix}/mlflow"), users::v3_routes());
+    }
     for prefix in ["/api/2.0", "/ajax-api/2.0"] {
         router = router.nest(&format!("{prefix}/mlflow"), rpcs.clone()).nest(
             &format!("{prefix}/mlflow-artifacts"),

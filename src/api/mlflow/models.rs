@@ -12,6 +12,7 @@ use super::artifacts::list_under;
 use super::request::{self, Mlflow, present, required};
 use super::response::{Empty, LoggedModel, Page, page};
 use super::{KeyValueIn, Routes, Shared, json, key_values};
+use crate::auth::Need;
 use crate::domain::{Error, LoggedModelStatus};
 use crate::search::{DatasetFilter, ModelOrder};
 use crate::store::NewLoggedModel;
@@ -61,15 +62,17 @@ struct CreateRequest {
 }
 
 async fn create(state: Shared, Mlflow(r): Mlflow<CreateRequest>) -> Result<Response, Error> {
+    let experiment_id = required("experiment_id", r.experiment_id)?;
+    let store = state.store.on_experiment(&experiment_id, Need::Update)?;
     let new = NewLoggedModel {
-        experiment_id: required("experiment_id", r.experiment_id)?,
+        experiment_id,
         name: r.name.unwrap_or_default(),
         model_type: r.model_type.unwrap_or_default(),
         source_run_id: r.source_run_id.unwrap_or_default(),
         params: key_values("params", r.params.unwrap_or_default())?,
         tags: key_values("tags", r.tags.unwrap_or_default())?,
     };
-    one(&state.store.create_logged_model(new).await?)
+    one(&store.create_logged_model(new).await?)
 }
 
 #[derive(Deserialize, Debug)]
@@ -136,7 +139,13 @@ async fn search(state: Shared, Mlflow(r): Mlflow<SearchRequest>) -> Result<Respo
             })
         })
         .collect::<Result<Vec<_>, Error>>()?;
-    let (models, next) = state.store.search_logged_models(
+    // No experiment named means every experiment: that is for admins.
+    let store = if r.experiment_ids.is_empty() {
+        state.store.admin()?
+    } else {
+        state.store.on_experiments(&r.experiment_ids, Need::Read)?
+    };
+    let (models, next) = store.search_logged_models(
         &r.experiment_ids,
         &r.filter.unwrap_or_default(),
         &datasets,
@@ -165,6 +174,7 @@ async fn get_model(
 ) -> Result<Response, Error> {
     one(&state
         .store
+        .on_logged_model(&id, Need::Read)?
         .get_logged_model(&id, r.allow_deleted.unwrap_or(false))?)
 }
 
@@ -184,12 +194,17 @@ async fn finalize(
     let status = present("status", r.status)?;
     one(&state
         .store
+        .on_logged_model(&id, Need::Update)?
         .finalize_logged_model(id, status as i32, r.status_message.unwrap_or_default())
         .await?)
 }
 
 async fn delete_model(state: Shared, Path(id): Path<String>) -> Result<Json<Empty>, Error> {
-    state.store.delete_logged_model(id).await?;
+    state
+        .store
+        .on_logged_model(&id, Need::Delete)?
+        .delete_logged_model(id)
+        .await?;
     Ok(Json(Empty {}))
 }
 
@@ -205,14 +220,22 @@ async fn set_tags(
     Mlflow(r): Mlflow<TagsRequest>,
 ) -> Result<Response, Error> {
     let tags = key_values("tags", r.tags.unwrap_or_default())?;
-    one(&state.store.set_logged_model_tags(id, tags).await?)
+    one(&state
+        .store
+        .on_logged_model(&id, Need::Update)?
+        .set_logged_model_tags(id, tags)
+        .await?)
 }
 
 async fn delete_tag(
     state: Shared,
     Path((id, key)): Path<(String, String)>,
 ) -> Result<Json<Empty>, Error> {
-    state.store.delete_logged_model_tag(id, key).await?;
+    state
+        .store
+        .on_logged_model(&id, Need::Update)?
+        .delete_logged_model_tag(id, key)
+        .await?;
     Ok(Json(Empty {}))
 }
 
@@ -228,7 +251,11 @@ async fn log_params(
     Mlflow(r): Mlflow<ParamsRequest>,
 ) -> Result<Json<Empty>, Error> {
     let params = key_values("params", r.params.unwrap_or_default())?;
-    state.store.log_logged_model_params(id, params).await?;
+    state
+        .store
+        .on_logged_model(&id, Need::Update)?
+        .log_logged_model_params(id, params)
+        .await?;
     Ok(Json(Empty {}))
 }
 
@@ -247,7 +274,10 @@ async fn list_artifacts(
     Path(id): Path<String>,
     Mlflow(r): Mlflow<ArtifactsRequest>,
 ) -> Result<Response, Error> {
-    let m = state.store.get_logged_model(&id, false)?;
+    let m = state
+        .store
+        .on_logged_model(&id, Need::Read)?
+        .get_logged_model(&id, false)?;
     list_under(
         &state,
         &m.artifact_uri,

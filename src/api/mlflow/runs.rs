@@ -9,6 +9,7 @@ use serde::Deserialize;
 use super::request::{self, Capped, Mlflow, present, required};
 use super::response::{Empty, Page, Run, RunInfo, page};
 use super::{KeyValueIn, Routes, Shared, json, key_values};
+use crate::auth::Need;
 use crate::domain::{
     Dataset, DatasetInput, Error, KeyValue, MetricPoint, ModelMetric, ModelRef, RunStatus,
     ViewType, validation,
@@ -73,10 +74,17 @@ struct OneRun<'a> {
 }
 
 async fn create(state: Shared, Mlflow(r): Mlflow<CreateRequest>) -> Result<Response, Error> {
+    let experiment_id = r.experiment_id.unwrap_or_default();
+    let target = if experiment_id.is_empty() {
+        crate::domain::DEFAULT_EXPERIMENT_ID
+    } else {
+        &experiment_id
+    };
     let run = state
         .store
+        .on_experiment(target, Need::Update)?
         .create_run(NewRun {
-            experiment_id: r.experiment_id.unwrap_or_default(),
+            experiment_id: experiment_id.clone(),
             user_id: r.user_id.unwrap_or_default(),
             run_name: r.run_name.unwrap_or_default(),
             start_time: r.start_time,
@@ -89,7 +97,8 @@ async fn create(state: Shared, Mlflow(r): Mlflow<CreateRequest>) -> Result<Respo
 }
 
 async fn get_run(state: Shared, Mlflow(r): Mlflow<RunRequest>) -> Result<Response, Error> {
-    let run = state.store.get_run(&run_id(r.run_id, r.run_uuid)?)?;
+    let id = run_id(r.run_id, r.run_uuid)?;
+    let run = state.store.on_run(&id, Need::Read)?.get_run(&id)?;
     json(&OneRun {
         run: Run::from(&run),
     })
@@ -115,14 +124,11 @@ struct Updated<'a> {
 }
 
 async fn update(state: Shared, Mlflow(r): Mlflow<UpdateRequest>) -> Result<Response, Error> {
+    let id = run_id(r.run_id, r.run_uuid)?;
     let run = state
         .store
-        .update_run(
-            run_id(r.run_id, r.run_uuid)?,
-            r.status,
-            r.end_time,
-            r.run_name,
-        )
+        .on_run(&id, Need::Update)?
+        .update_run(id, r.status, r.end_time, r.run_name)
         .await?;
     json(&Updated {
         run_info: RunInfo::from(&run),
@@ -142,18 +148,22 @@ struct LifecycleRequest {
 
 async fn delete(state: Shared, Mlflow(r): Mlflow<LifecycleRequest>) -> Result<Json<Empty>, Error> {
     let cascade = r.cascade.unwrap_or(false);
+    let id = run_id(r.run_id, r.run_uuid)?;
     state
         .store
-        .delete_run(run_id(r.run_id, r.run_uuid)?, cascade)
+        .on_run(&id, Need::Delete)?
+        .delete_run(id, cascade)
         .await?;
     Ok(Json(Empty {}))
 }
 
 async fn restore(state: Shared, Mlflow(r): Mlflow<LifecycleRequest>) -> Result<Json<Empty>, Error> {
     let cascade = r.cascade.unwrap_or(false);
+    let id = run_id(r.run_id, r.run_uuid)?;
     state
         .store
-        .restore_run(run_id(r.run_id, r.run_uuid)?, cascade)
+        .on_run(&id, Need::Delete)?
+        .restore_run(id, cascade)
         .await?;
     Ok(Json(Empty {}))
 }
@@ -183,14 +193,17 @@ struct SearchRequest {
 }
 
 async fn search(state: Shared, Mlflow(r): Mlflow<SearchRequest>) -> Result<Response, Error> {
-    let (runs, next) = state.store.search_runs(
-        &r.experiment_ids,
-        r.run_view_type.unwrap_or_default(),
-        &r.filter.unwrap_or_default(),
-        &r.order_by,
-        r.max_results,
-        &r.page_token.unwrap_or_default(),
-    )?;
+    let (runs, next) = state
+        .store
+        .on_experiments(&r.experiment_ids, Need::Read)?
+        .search_runs(
+            &r.experiment_ids,
+            r.run_view_type.unwrap_or_default(),
+            &r.filter.unwrap_or_default(),
+            &r.order_by,
+            r.max_results,
+            &r.page_token.unwrap_or_default(),
+        )?;
     let page: Page<Run> = page("runs", runs.iter().map(Run::from).collect(), next);
     json(&page)
 }
@@ -244,7 +257,11 @@ impl MetricIn {
 async fn log_metric(state: Shared, Mlflow(mut r): Mlflow<MetricIn>) -> Result<Json<Empty>, Error> {
     let run_id = run_id(r.run_id.take(), r.run_uuid.take())?;
     let (point, model) = r.point("")?;
-    state.store.log_metric(run_id, point, model).await?;
+    state
+        .store
+        .on_run(&run_id, Need::Update)?
+        .log_metric(run_id, point, model)
+        .await?;
     Ok(Json(Empty {}))
 }
 
@@ -273,13 +290,21 @@ async fn log_param(
     Mlflow(r): Mlflow<KeyValueRequest>,
 ) -> Result<Json<Empty>, Error> {
     let (run_id, param) = r.into_parts()?;
-    state.store.log_param(run_id, param).await?;
+    state
+        .store
+        .on_run(&run_id, Need::Update)?
+        .log_param(run_id, param)
+        .await?;
     Ok(Json(Empty {}))
 }
 
 async fn set_tag(state: Shared, Mlflow(r): Mlflow<KeyValueRequest>) -> Result<Json<Empty>, Error> {
     let (run_id, tag) = r.into_parts()?;
-    state.store.set_tag(run_id, tag).await?;
+    state
+        .store
+        .on_run(&run_id, Need::Update)?
+        .set_tag(run_id, tag)
+        .await?;
     Ok(Json(Empty {}))
 }
 
@@ -289,7 +314,11 @@ async fn delete_tag(
 ) -> Result<Json<Empty>, Error> {
     let run_id = run_id(r.run_id, r.run_uuid)?;
     let key = required("key", r.key)?;
-    state.store.delete_tag(run_id, key).await?;
+    state
+        .store
+        .on_run(&run_id, Need::Update)?
+        .delete_tag(run_id, key)
+        .await?;
     Ok(Json(Empty {}))
 }
 
@@ -332,6 +361,7 @@ async fn log_batch(
     validation::batch_limits(totals.0, totals.1, totals.2)?;
     state
         .store
+        .on_run(&run_id, Need::Update)?
         .log_batch(run_id, metrics, params, tags, model_metrics)
         .await?;
     Ok(Json(Empty {}))
@@ -410,9 +440,11 @@ async fn log_inputs(
         .enumerate()
         .map(|(i, m)| required(&format!("models[{i}].model_id"), m.model_id))
         .collect::<Result<Vec<_>, _>>()?;
+    let id = run_id(r.run_id, r.run_uuid)?;
     state
         .store
-        .log_inputs(run_id(r.run_id, r.run_uuid)?, datasets, models)
+        .on_run(&id, Need::Update)?
+        .log_inputs(id, datasets, models)
         .await?;
     Ok(Json(Empty {}))
 }
@@ -443,9 +475,11 @@ async fn log_outputs(
             ))
         })
         .collect::<Result<Vec<_>, Error>>()?;
+    let id = run_id(r.run_id, r.run_uuid)?;
     state
         .store
-        .log_outputs(run_id(r.run_id, r.run_uuid)?, models)
+        .on_run(&id, Need::Update)?
+        .log_outputs(id, models)
         .await?;
     Ok(Json(Empty {}))
 }
@@ -466,6 +500,10 @@ async fn log_model(
 ) -> Result<Json<Empty>, Error> {
     let run_id = run_id(r.run_id, r.run_uuid)?;
     let model_json = required("model_json", r.model_json)?;
-    state.store.append_model_history(run_id, model_json).await?;
+    state
+        .store
+        .on_run(&run_id, Need::Update)?
+        .append_model_history(run_id, model_json)
+        .await?;
     Ok(Json(Empty {}))
 }

@@ -4,6 +4,7 @@
 //! through `Kv` and returns events; the committer assigns sequence numbers, projects
 //! and writes. One file per kind of thing a command changes.
 
+mod access;
 mod artifacts;
 mod batch;
 mod experiments;
@@ -33,14 +34,22 @@ fn done(events: Vec<Payload>) -> Decision {
 }
 
 /// Validates a command against the state and returns the events it makes; `now` is
-/// the group's commit time (epoch milliseconds).
-pub(crate) fn decide(command: &Command, kv: &Pending, now: i64) -> Decision {
+/// the group's commit time (epoch milliseconds), `actor` who asked (empty: nobody in
+/// particular, auth off). Whether the actor may ask was checked before (`auth::Access`);
+/// here the actor only shapes what is recorded: the creator of an experiment manages it.
+pub(crate) fn decide(command: &Command, kv: &Pending, now: i64, actor: &str) -> Decision {
     match command {
         Command::CreateExperiment {
             name,
             artifact_location,
             tags,
-        } => experiments::create(kv, name, artifact_location, tags),
+        } => {
+            let (mut events, answer) = experiments::create(kv, name, artifact_location, tags)?;
+            if let (Answer::Experiment(id), false) = (&answer, actor.is_empty()) {
+                events.push(access::creator_grant(*id, actor));
+            }
+            Ok((events, answer))
+        }
         Command::RenameExperiment {
             experiment_id,
             new_name,
@@ -139,5 +148,41 @@ pub(crate) fn decide(command: &Command, kv: &Pending, now: i64) -> Decision {
             models::log_params(kv, model_id, params)
         }
         Command::DeleteLoggedModel { model_id } => models::delete(kv, model_id),
+        Command::CreateUser {
+            username,
+            password_hash,
+            is_admin,
+        } => access::create_user(kv, username, password_hash, *is_admin),
+        Command::ChangePassword {
+            username,
+            password_hash,
+        } => access::change_password(kv, username, password_hash),
+        Command::SetAdmin { username, is_admin } => access::set_admin(kv, username, *is_admin),
+        Command::DeleteUser { username } => access::delete_user(kv, username),
+        Command::IssueToken {
+            token_id,
+            username,
+            secret_hash,
+            expires_at,
+            description,
+        } => access::issue_token(
+            kv,
+            token_id,
+            username,
+            secret_hash,
+            *expires_at,
+            description,
+        ),
+        Command::RevokeToken { token_id } => access::revoke_token(kv, token_id),
+        Command::SetExperimentPermission {
+            experiment_id,
+            username,
+            permission,
+            mode,
+        } => access::set_permission(kv, experiment_id, username, *permission, *mode),
+        Command::DeleteExperimentPermission {
+            experiment_id,
+            username,
+        } => access::delete_permission(kv, experiment_id, username),
     }
 }
