@@ -145,3 +145,59 @@ async fn metrics_token_protects_the_scrape() {
     assert_eq!(status, 200);
     assert!(common::terminate(&mut child));
 }
+
+/// With `--auth`, `/metrics` asks for a user like every route (or only for its own
+/// token when `--metrics-token` is set), and the scrape counts the refused requests.
+#[tokio::test]
+async fn with_auth_the_scrape_needs_credentials_and_counts_refusals() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let get = |addr: std::net::SocketAddr, auth: String| async move {
+        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        s.write_all(
+            format!("GET /metrics HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .expect("send");
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.expect("read");
+        out
+    };
+    use base64::Engine;
+    let basic = format!(
+        "Authorization: Basic {}\r\n",
+        base64::engine::general_purpose::STANDARD.encode("admin:admin-pass-1")
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_arbor"));
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .args(["--auth", "--admin-password", "admin-pass-1"]);
+    let (mut child, addr) = common::start_process(cmd);
+    let anonymous = get(addr, String::new()).await;
+    assert!(anonymous.starts_with("HTTP/1.1 401"), "{anonymous}");
+    let scraped = get(addr, basic.clone()).await;
+    assert!(scraped.starts_with("HTTP/1.1 200"), "{scraped}");
+    let refused = scraped
+        .lines()
+        .find(|l| l.starts_with("arbor_auth_failures_total{reason=\"unauthenticated\"}"))
+        .unwrap_or_else(|| panic!("no refusals counted:\n{scraped}"));
+    assert!(refused.ends_with(" 1"), "{refused}");
+    assert!(common::terminate(&mut child));
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_arbor"));
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .args(["--auth", "--admin-password", "admin-pass-1"])
+        .args(["--metrics-token", "scrape-token"]);
+    let (mut child, addr) = common::start_process(cmd);
+    let by_token = get(addr, "Authorization: Bearer scrape-token\r\n".into()).await;
+    assert!(by_token.starts_with("HTTP/1.1 200"), "{by_token}");
+    let by_user = get(addr, basic).await;
+    assert!(by_user.starts_with("HTTP/1.1 401"), "{by_user}");
+    let (status, _) =
+        common::http(addr, "GET", "/api/2.0/mlflow/experiments/search", None, b"").await;
+    assert_eq!(status, 401, "the token opens /metrics only");
+    assert!(common::terminate(&mut child));
+}

@@ -3,7 +3,11 @@
 // tree, streams points with LogMetricStream, watches the subtree from the start of the
 // log, drops the watch halfway and resumes it by sequence number, and checks that every
 // point arrived exactly once. Usage: node client.mjs HOST:PORT. Exits 1 on a mismatch.
+// With ARBOR_CA (a PEM file) it connects over TLS trusting that CA; with ARBOR_TOKEN it
+// sends the token as `authorization: Bearer ...` metadata on every call (a server with
+// --auth).
 import assert from "node:assert/strict";
+import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import grpc from "@grpc/grpc-js";
@@ -21,7 +25,19 @@ const definition = protoLoader.loadSync(
   { includeDirs: [protoRoot], keepCase: true, longs: Number, defaults: true, oneofs: true },
 );
 const arbor = grpc.loadPackageDefinition(definition).arbor.v1;
-const credentials = grpc.credentials.createInsecure();
+function channelCredentials() {
+  if (!process.env.ARBOR_CA) return grpc.credentials.createInsecure();
+  const tls = grpc.credentials.createSsl(fs.readFileSync(process.env.ARBOR_CA));
+  const token = process.env.ARBOR_TOKEN;
+  if (!token) return tls;
+  const bearer = grpc.credentials.createFromMetadataGenerator((_params, callback) => {
+    const metadata = new grpc.Metadata();
+    metadata.add("authorization", `Bearer ${token}`);
+    callback(null, metadata);
+  });
+  return grpc.credentials.combineChannelCredentials(tls, bearer);
+}
+const credentials = channelCredentials();
 const tracking = new arbor.TrackingService(address, credentials);
 const watch = new arbor.WatchService(address, credentials);
 
