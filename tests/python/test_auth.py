@@ -150,6 +150,9 @@ def test_mlflow_client_with_password_and_with_token(auth_server, monkeypatch, tm
     assert r.status_code == 200, r.text
     token, token_id = r.json()["token"], r.json()["token_id"]
     assert token.startswith("arbor_")
+    # Clients that speak only Basic may send the token as the password.
+    assert session("alice", token).get(url(auth_server, "/api/2.0/mlflow/users/current")).status_code == 200
+    assert session("admin", token).get(url(auth_server, "/api/2.0/mlflow/users/current")).status_code == 401
     listed = session("alice", "alice-pass-1").get(url(auth_server, "/api/arbor/v1/tokens/list")).json()["tokens"]
     assert [t["token_id"] for t in listed] == [token_id]
     assert "token" not in listed[0] and "secret_hash" not in listed[0]
@@ -266,6 +269,10 @@ def test_permission_levels_per_experiment(closed_server, monkeypatch):
     log = {"run_id": rid, "key": "acc", "value": 0.1, "timestamp": 1, "step": 5}
     assert status(bob.post(api("/runs/log-metric"), json=log)) == denied
     assert status(bob.post(api("/runs/create"), json={"experiment_id": exp})) == denied
+
+    update_grant(closed_server, exp, "bob", "USE")  # reads like READ
+    assert bob.get(api("/runs/get"), params={"run_id": rid}).status_code == 200
+    assert status(bob.post(api("/runs/log-metric"), json=log)) == denied
 
     update_grant(closed_server, exp, "bob", "EDIT")
     assert status(bob.post(api("/runs/log-metric"), json=log)) == (200, None)
