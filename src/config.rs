@@ -52,6 +52,55 @@ pub enum CliCommand {
     /// running server as an admin (--server, with ARBOR_TOKEN or ARBOR_USERNAME and
     /// ARBOR_PASSWORD).
     Admin(AdminArgs),
+    /// Copy experiments, runs (with their ids), histories, inputs, logged models and
+    /// artifacts from an MLflow-compatible server into Arbor. Run again to resume or
+    /// to copy what changed; nothing is copied twice.
+    Import(ImportArgs),
+    /// Replay experiments and runs from Arbor (or any MLflow-compatible server) into an
+    /// MLflow server; it makes new run ids, printed as `old new` lines.
+    Export(ExportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The source server's URL (credentials: MLFLOW_TRACKING_TOKEN, or
+    /// MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD).
+    #[arg(long)]
+    pub from: String,
+    /// Only these experiments (names or ids, comma-separated); default: all.
+    #[arg(long, value_delimiter = ',')]
+    pub experiments: Vec<String>,
+    /// A running Arbor (credentials: ARBOR_TOKEN, or ARBOR_USERNAME and ARBOR_PASSWORD).
+    #[arg(
+        long,
+        conflicts_with = "data_dir",
+        required_unless_present = "data_dir"
+    )]
+    pub server: Option<String>,
+    /// A stopped Arbor store (created if missing).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Runs copied at once.
+    #[arg(long, default_value_t = 4)]
+    pub jobs: usize,
+    /// Only compare source and Arbor (params, tags, histories, artifact checksums);
+    /// exits 1 when they differ.
+    #[arg(long)]
+    pub verify: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The MLflow server to write into (credentials: MLFLOW_TRACKING_TOKEN, or
+    /// MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD).
+    #[arg(long)]
+    pub to: String,
+    /// The Arbor to read (credentials: ARBOR_TOKEN, or ARBOR_USERNAME and ARBOR_PASSWORD).
+    #[arg(long, default_value = "http://127.0.0.1:5000")]
+    pub server: String,
+    /// Only these experiments (names or ids, comma-separated); default: all.
+    #[arg(long, value_delimiter = ',')]
+    pub experiments: Vec<String>,
 }
 
 #[derive(Debug, Args)]

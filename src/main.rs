@@ -19,6 +19,8 @@ fn main() -> std::process::ExitCode {
         CliCommand::Watch(args) => watch(args),
         CliCommand::Tree(args) => tree(args),
         CliCommand::Admin(args) => admin(args),
+        CliCommand::Import(args) => import(args),
+        CliCommand::Export(args) => export(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -392,4 +394,123 @@ fn admin(args: arbor::config::AdminArgs) -> Result<(), arbor::server::BoxError> 
         println!("{out}");
     }
     Ok(())
+}
+
+fn mlflow_credentials() -> Option<String> {
+    arbor::cli::http::authorization_from(
+        &["MLFLOW_TRACKING_TOKEN"],
+        &["MLFLOW_TRACKING_USERNAME"],
+        &["MLFLOW_TRACKING_PASSWORD"],
+    )
+}
+
+fn arbor_credentials() -> Option<String> {
+    arbor::cli::http::authorization_from(&["ARBOR_TOKEN"], &["ARBOR_USERNAME"], &["ARBOR_PASSWORD"])
+}
+
+fn import(args: arbor::config::ImportArgs) -> Result<(), arbor::server::BoxError> {
+    use std::io::IsTerminal;
+    use std::sync::atomic::Ordering::Relaxed;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let options = arbor::cli::import::Options {
+            experiments: args.experiments.clone(),
+            jobs: args.jobs,
+            progress: std::io::stderr().is_terminal(),
+        };
+        let from = arbor::cli::http::Client::new(&args.from, mlflow_credentials())?;
+        // A stopped store is served here, on loopback, for the length of the import:
+        // one code path, through the API, for every store.
+        let mut local = None;
+        let target = match (&args.server, &args.data_dir) {
+            (Some(url), _) => url.clone(),
+            (None, Some(dir)) => {
+                let store = Store::open(dir, &store::StoreConfig::default())
+                    .map_err(|e| open_failure(dir, e))?;
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+                let url = format!("http://{}", listener.local_addr()?);
+                let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+                let task = tokio::spawn(arbor::server::run(listener, store, async {
+                    let _ = stopped.await;
+                }));
+                local = Some((stop, task));
+                url
+            }
+            (None, None) => return Err("give --server URL or --data-dir DIR".into()),
+        };
+        let auth = if local.is_some() { None } else { arbor_credentials() };
+        let to = arbor::cli::http::Client::new(&target, auth)?;
+        let outcome = if args.verify {
+            let diffs = arbor::cli::import::verify(&from, &to, &options).await?;
+            for d in &diffs {
+                println!("{d}");
+            }
+            if diffs.is_empty() {
+                println!("verified: the source and Arbor match");
+                Ok(())
+            } else {
+                Err(format!("{} differences", diffs.len()).into())
+            }
+        } else {
+            let started = std::time::Instant::now();
+            let result = arbor::cli::import::import(from, to, &options).await?;
+            let s = result.summary();
+            let secs = started.elapsed().as_secs_f64().max(1e-9);
+            let (runs, points) = (s.runs.load(Relaxed), s.points.load(Relaxed));
+            println!(
+                "imported {} experiments, {runs} runs ({} new), {points} points, {} params and tags, {} logged models, {} artifact files ({} bytes) in {secs:.1} s: {:.0} runs/s, {:.0} points/s",
+                s.experiments.load(Relaxed),
+                s.runs_created.load(Relaxed),
+                s.params_and_tags.load(Relaxed),
+                s.logged_models.load(Relaxed),
+                s.artifact_files.load(Relaxed),
+                s.artifact_bytes.load(Relaxed),
+                runs as f64 / secs,
+                points as f64 / secs,
+            );
+            if let Ok(skipped) = s.skipped.lock() {
+                for line in skipped.iter() {
+                    println!("skipped: {line}");
+                }
+            }
+            Ok(())
+        };
+        if let Some((stop, task)) = local {
+            let _ = stop.send(());
+            task.await??;
+        }
+        outcome
+    })
+}
+
+fn export(args: arbor::config::ExportArgs) -> Result<(), arbor::server::BoxError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let from = arbor::cli::http::Client::new(&args.server, arbor_credentials())?;
+        let to = arbor::cli::http::Client::new(&args.to, mlflow_credentials())?;
+        let options = arbor::cli::import::Options {
+            experiments: args.experiments,
+            jobs: 1,
+            progress: false,
+        };
+        let summary = arbor::cli::import::export(from, to, &options).await?;
+        if let Ok(mapping) = summary.mapping.lock() {
+            for (old, new) in mapping.iter() {
+                println!("{old} {new}");
+            }
+        }
+        eprintln!(
+            "exported {} runs, {} points, {} artifact files",
+            summary.runs.load(std::sync::atomic::Ordering::Relaxed),
+            summary.points.load(std::sync::atomic::Ordering::Relaxed),
+            summary
+                .artifact_files
+                .load(std::sync::atomic::Ordering::Relaxed)
+        );
+        Ok(())
+    })
 }

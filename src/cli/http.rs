@@ -102,3 +102,142 @@ pub fn grpc_request<T>(message: T) -> tonic::Request<T> {
     }
     request
 }
+
+type Sender = hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>;
+
+/// Keep-alive connections to one MLflow-compatible server (plain `http://`), shared by
+/// the tasks of an import or export, with its credentials.
+pub struct Client {
+    pub url: String,
+    host: String,
+    auth: Option<String>,
+    idle: std::sync::Mutex<Vec<Sender>>,
+}
+
+/// An answer that was not 2xx.
+#[derive(Debug)]
+pub struct Refused {
+    pub status: u16,
+    pub body: String,
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "HTTP {}: {}", self.status, self.body)
+    }
+}
+
+impl std::error::Error for Refused {}
+
+impl Client {
+    /// `auth`: the whole `Authorization` value, if any.
+    pub fn new(url: &str, auth: Option<String>) -> Result<Client, BoxError> {
+        let uri: http::Uri = url.parse()?;
+        if uri.scheme_str() != Some("http") {
+            return Err(
+                format!("{url}: this client speaks plain http:// only (not TLS yet)").into(),
+            );
+        }
+        let host = uri.host().ok_or("the server URL has no host")?;
+        let port = uri.port_u16().unwrap_or(80);
+        Ok(Client {
+            url: url.trim_end_matches('/').to_string(),
+            host: format!("{host}:{port}"),
+            auth,
+            idle: std::sync::Mutex::new(Vec::new()),
+        })
+    }
+
+    async fn sender(&self) -> Result<Sender, BoxError> {
+        loop {
+            let reused = self.idle.lock().ok().and_then(|mut v| v.pop());
+            match reused {
+                Some(mut s) => {
+                    if !s.is_closed() && s.ready().await.is_ok() {
+                        return Ok(s);
+                    }
+                }
+                None => break,
+            }
+        }
+        let stream = tokio::net::TcpStream::connect(self.host.as_str()).await?;
+        stream.set_nodelay(true)?;
+        let (sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        Ok(sender)
+    }
+
+    /// One exchange: (status, body).
+    pub async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> Result<(u16, bytes::Bytes), BoxError> {
+        let mut sender = self.sender().await?;
+        let mut request = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(http::header::HOST, &self.host);
+        if let Some(auth) = &self.auth {
+            request = request.header(http::header::AUTHORIZATION, auth);
+        }
+        if let Some(ct) = content_type {
+            request = request.header(http::header::CONTENT_TYPE, ct);
+        }
+        let response = sender
+            .send_request(request.body(http_body_util::Full::new(bytes::Bytes::from(body)))?)
+            .await?;
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await?.to_bytes();
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.push(sender);
+        }
+        Ok((status, body))
+    }
+
+    /// A JSON call; the answer's JSON, or `Refused`.
+    pub async fn json(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<serde_json::Value, BoxError> {
+        let (ct, bytes) = match body {
+            Some(b) => (Some("application/json"), serde_json::to_vec(b)?),
+            None => (None, Vec::new()),
+        };
+        let (status, out) = self.send(method, path, ct, bytes).await?;
+        if !(200..300).contains(&status) {
+            return Err(Box::new(Refused {
+                status,
+                body: String::from_utf8_lossy(&out).chars().take(2000).collect(),
+            }));
+        }
+        if out.is_empty() {
+            return Ok(serde_json::Value::Null);
+        }
+        Ok(serde_json::from_slice(&out)?)
+    }
+}
+
+/// An `Authorization` value from the first set variable of each list: a token (Bearer),
+/// else a user and password (Basic).
+pub fn authorization_from(tokens: &[&str], users: &[&str], passwords: &[&str]) -> Option<String> {
+    let var = |names: &[&str]| {
+        names
+            .iter()
+            .find_map(|n| std::env::var(n).ok().filter(|v| !v.is_empty()))
+    };
+    if let Some(token) = var(tokens) {
+        return Some(format!("Bearer {token}"));
+    }
+    let user = var(users)?;
+    let password = var(passwords).unwrap_or_default();
+    Some(format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    ))
+}

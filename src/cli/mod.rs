@@ -6,5 +6,6 @@
 pub mod admin;
 pub mod backup;
 pub mod http;
+pub mod import;
 pub mod tree;
 pub mod watch;

@@ -356,6 +356,33 @@ pub enum Command {
         experiment_id: String,
         username: String,
     },
+    /// An import's experiment: the one of that name, or a new one with these times.
+    ImportExperiment {
+        name: String,
+        tags: Vec<KeyValue>,
+        creation_time: i64,
+        last_update_time: i64,
+    },
+    /// An import's run, with its original id and start time; an existing run of that id
+    /// is left as it is (the importer then sends what differs through the usual writes).
+    ImportRun {
+        run_id: String,
+        experiment_id: String,
+        user_id: String,
+        run_name: String,
+        start_time: Option<i64>,
+        tags: Vec<KeyValue>,
+    },
+    /// An import's logged model, with its original id.
+    ImportLoggedModel {
+        model_id: String,
+        experiment_id: String,
+        name: String,
+        model_type: String,
+        source_run_id: String,
+        params: Vec<KeyValue>,
+        tags: Vec<KeyValue>,
+    },
 }
 
 /// Tag on a run holding its legacy `LogModel` history, a JSON list.

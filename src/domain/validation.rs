@@ -40,6 +40,23 @@ pub fn require(param: &str, value: &str) -> Result<(), Error> {
     }
 }
 
+/// The id of a run brought over by an import: what MLflow and compatible servers make
+/// (32 hex digits, or other letters, digits, `-` and `_`), at most 256 characters.
+pub fn imported_run_id(id: &str) -> Result<(), Error> {
+    require("run_id", id)?;
+    if id.len() > 256
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(Error::invalid(format!(
+            "Invalid run id '{}': letters, digits, '-' and '_', at most 256",
+            super::bounded(id, 64)
+        )));
+    }
+    Ok(())
+}
+
 fn char_len(s: &str) -> usize {
     s.chars().count()
 }

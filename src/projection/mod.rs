@@ -186,8 +186,16 @@ pub(crate) fn apply(ev: &pb::Event, w: &mut Pending) -> Result<(), Error> {
                 name: e.name.clone(),
                 artifact_location: e.artifact_location.clone(),
                 deleted: false,
-                creation_time: now,
-                last_update_time: now,
+                creation_time: if e.creation_time > 0 {
+                    e.creation_time
+                } else {
+                    now
+                },
+                last_update_time: if e.last_update_time > 0 {
+                    e.last_update_time
+                } else {
+                    now
+                },
                 tags: e
                     .tags
                     .iter()

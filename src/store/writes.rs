@@ -514,3 +514,72 @@ impl Store {
         .await
     }
 }
+
+/// An import (`arbor import`): experiments, runs and logged models keep the source's
+/// names, ids and times; everything else comes through the usual writes.
+impl Store {
+    /// The experiment named `name`, or a new one with these tags and times; its id.
+    pub async fn import_experiment(
+        &self,
+        name: String,
+        tags: Vec<KeyValue>,
+        creation_time: i64,
+        last_update_time: i64,
+    ) -> Result<String, Error> {
+        match self
+            .submit(Command::ImportExperiment {
+                name,
+                tags,
+                creation_time,
+                last_update_time,
+            })
+            .await?
+        {
+            Outcome::ExperimentCreated(id) => Ok(id),
+            other => Err(mismatch("an experiment", &other)),
+        }
+    }
+
+    /// The run of this id, created (with `new`'s experiment, name, user, start time and
+    /// tags) if there was none; `true` when this call created it.
+    pub async fn import_run(
+        &self,
+        run_id: String,
+        new: NewRun,
+    ) -> Result<(RunRecord, bool), Error> {
+        match self
+            .submit(Command::ImportRun {
+                run_id,
+                experiment_id: new.experiment_id,
+                user_id: new.user_id,
+                run_name: new.run_name,
+                start_time: new.start_time,
+                tags: new.tags,
+            })
+            .await?
+        {
+            Outcome::ChildRun(run, created) => Ok((*run, created)),
+            other => Err(mismatch("a run", &other)),
+        }
+    }
+
+    /// The logged model of this id, created from `new` if there was none.
+    pub async fn import_logged_model(
+        &self,
+        model_id: String,
+        new: NewLoggedModel,
+    ) -> Result<LoggedModelRecord, Error> {
+        logged_model(
+            self.submit(Command::ImportLoggedModel {
+                model_id,
+                experiment_id: new.experiment_id,
+                name: new.name,
+                model_type: new.model_type,
+                source_run_id: new.source_run_id,
+                params: new.params,
+                tags: new.tags,
+            })
+            .await?,
+        )
+    }
+}

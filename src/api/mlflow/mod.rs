@@ -8,6 +8,7 @@ mod artifacts;
 mod datasets;
 mod experiments;
 mod graphql;
+mod import;
 mod metrics;
 mod models;
 mod request;
@@ -88,7 +89,10 @@ pub fn router(store: Store) -> axum::Router {
         .method_not_allowed_fallback(endpoint_not_found);
     let mut router = Router::new()
         .route("/version", get(|| async { MLFLOW_COMPATIBLE_VERSION }))
-        .nest("/api/arbor/v1", users::token_routes())
+        .nest(
+            "/api/arbor/v1",
+            users::token_routes().merge(import::routes()),
+        )
         .merge(artifacts::viewer_routes())
         .merge(graphql::routes());
     for prefix in ["/api/3.0", "/ajax-api/3.0"] {

@@ -42,9 +42,31 @@ pub(super) fn create(
                     value: t.value.to_string(),
                 })
                 .collect(),
+            creation_time: 0,
+            last_update_time: 0,
         })],
         Answer::Experiment(id),
     ))
+}
+
+/// An imported experiment: the one of that name if there is one (Default merges with
+/// Default), else a new one with the source's tags and times.
+pub(super) fn import(
+    kv: &Pending,
+    name: &str,
+    tags: &[KeyValue],
+    creation_time: i64,
+    last_update_time: i64,
+) -> Decision {
+    if let Some(id) = projection::experiment_id_by_name(kv, name)? {
+        return Ok((vec![], Answer::Experiment(id)));
+    }
+    let (mut events, answer) = create(kv, name, "", tags)?;
+    if let Some(Payload::ExperimentCreated(e)) = events.first_mut() {
+        e.creation_time = creation_time.max(0);
+        e.last_update_time = last_update_time.max(0);
+    }
+    Ok((events, answer))
 }
 
 /// `UpdateExperiment`: only active experiments, names stay unique.

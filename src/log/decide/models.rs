@@ -39,9 +39,12 @@ fn validate_model_name(name: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// `CreateLoggedModel` in an active experiment.
+/// `CreateLoggedModel` in an active experiment; `given_id` keeps an imported model's id
+/// (an existing model of that id is answered as it is).
+#[allow(clippy::too_many_arguments)]
 pub(super) fn create(
     kv: &Pending,
+    given_id: Option<&str>,
     experiment_id: &str,
     name: &str,
     model_type: &str,
@@ -49,6 +52,11 @@ pub(super) fn create(
     params: &[KeyValue],
     tags: &[KeyValue],
 ) -> Decision {
+    if let Some(id) = given_id
+        && projection::load_logged_model(kv, id)?.is_some()
+    {
+        return Ok((vec![], Answer::LoggedModel(id.to_string())));
+    }
     let exp = find_experiment(kv, experiment_id)?;
     if exp.deleted {
         return Err(Error::FailedPrecondition(format!(
@@ -65,7 +73,14 @@ pub(super) fn create(
     for p in params.iter().chain(tags) {
         validation::validate_key("key", &p.key, validation::MAX_ENTITY_KEY_LENGTH)?;
     }
-    let model_id = format!("m-{}", uuid::Uuid::new_v4().simple());
+    let model_id = match given_id {
+        Some(id) => {
+            validation::require("model_id", id)?;
+            validate_model_name(id)?;
+            id.to_string()
+        }
+        None => format!("m-{}", uuid::Uuid::new_v4().simple()),
+    };
     let artifact_uri = format!(
         "{}/models/{model_id}/artifacts",
         exp.artifact_location.trim_end_matches('/')

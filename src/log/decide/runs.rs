@@ -13,9 +13,13 @@ use crate::projection::{self, active_experiment, active_run, find_run};
 use super::{Answer, Decision, done};
 
 /// `CreateRun`: an active experiment, MLflow's name rules, the parent from
-/// `mlflow.parentRunId`, and the root the server keeps.
+/// `mlflow.parentRunId`, and the root the server keeps. `given_id` keeps an imported
+/// run's id: a run of that id already there is answered as it is (`created` false), and
+/// runs imported before it that name it as their parent join its tree.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn create(
     kv: &Pending,
+    given_id: Option<&str>,
     experiment_id: &str,
     user_id: &str,
     run_name: &str,
@@ -28,6 +32,12 @@ pub(super) fn create(
     } else {
         experiment_id
     };
+    if let Some(id) = given_id {
+        validation::imported_run_id(id)?;
+        if projection::load_run(kv, id)?.is_some() {
+            return Ok((vec![], Answer::ChildRun(id.to_string(), false)));
+        }
+    }
     let exp = active_experiment(kv, experiment_id)?;
     // Later tags win over earlier ones with the same key, as in a map.
     let mut tag_map: Vec<KeyValue> = Vec::with_capacity(tags.len() + 1);
@@ -65,7 +75,7 @@ pub(super) fn create(
             "Invalid value {t} for parameter 'start_time' supplied: it must be a nonnegative epoch time in milliseconds"
         )));
     }
-    let run_id = uuid::Uuid::new_v4().simple().to_string();
+    let run_id = given_id.map_or_else(|| uuid::Uuid::new_v4().simple().to_string(), str::to_string);
     // A parent that does not exist leaves the run a root (its tag stays as given).
     let parent = match parent_tag.filter(|p| !p.is_empty()) {
         Some(p) => check_parent(kv, None, &p)?,
@@ -90,25 +100,47 @@ pub(super) fn create(
         "{}/{run_id}/artifacts",
         exp.artifact_location.trim_end_matches('/')
     );
-    Ok((
-        vec![Payload::RunCreated(pb::RunCreated {
-            run_id: run_id.clone(),
-            experiment_id: exp.id.to_string(),
-            user_id,
-            run_name: name,
-            start_time: start_time.unwrap_or(now),
-            artifact_uri,
-            tags: tag_map
-                .into_iter()
-                .map(|t| pb::RunTag {
-                    key: t.key,
-                    value: t.value,
-                })
-                .collect(),
-            parent_run_id,
-        })],
-        Answer::Run(run_id),
-    ))
+    // Imported runs that arrived before this one, their parent, join its tree now.
+    let mut adopted = Vec::new();
+    if given_id.is_some() {
+        let prefix = crate::db::keys::members(crate::db::keys::CHILD, &run_id);
+        for key in crate::db::kv::Kv::keys_with_prefix(kv, &prefix)? {
+            let child = crate::db::keys::member_of(&key, prefix.len());
+            if let Some(c) = projection::load_run(kv, &child)?
+                && c.parent_run_id.is_empty()
+                && c.tags.get(TAG_PARENT_RUN_ID).map(String::as_str) == Some(run_id.as_str())
+            {
+                adopted.push(Payload::RunReparented(pb::RunReparented {
+                    run_id: c.run_id,
+                    old_parent_run_id: String::new(),
+                    new_parent_run_id: run_id.clone(),
+                }));
+            }
+        }
+    }
+    let answer = if given_id.is_some() {
+        Answer::ChildRun(run_id.clone(), true)
+    } else {
+        Answer::Run(run_id.clone())
+    };
+    let mut events = vec![Payload::RunCreated(pb::RunCreated {
+        run_id: run_id.clone(),
+        experiment_id: exp.id.to_string(),
+        user_id,
+        run_name: name,
+        start_time: start_time.unwrap_or(now),
+        artifact_uri,
+        tags: tag_map
+            .into_iter()
+            .map(|t| pb::RunTag {
+                key: t.key,
+                value: t.value,
+            })
+            .collect(),
+        parent_run_id,
+    })];
+    events.extend(adopted);
+    Ok((events, answer))
 }
 
 /// `UpdateRun`: status, end time and name of an active run.
@@ -168,6 +200,7 @@ pub(super) fn get_or_create_child(
     tags.push(KeyValue::new(TAG_PARENT_RUN_ID, &parent.run_id));
     let (events, answer) = create(
         kv,
+        None,
         &parent.experiment_id.to_string(),
         user_id,
         run_name,
