@@ -774,6 +774,7 @@ impl Import {
                     "source_run_id": text(info, "source_run_id"),
                     "params": pairs_json(&pairs(&m["data"], "params")),
                     "tags": pairs_json(&tags),
+                    "metrics": list(&m["data"], "metrics").cloned().collect::<Vec<_>>(),
                 })),
             )
             .await?;

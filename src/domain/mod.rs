@@ -373,7 +373,9 @@ pub enum Command {
         start_time: Option<i64>,
         tags: Vec<KeyValue>,
     },
-    /// An import's logged model, with its original id.
+    /// An import's logged model, with its original id, and the points its runs
+    /// logged for it (run id, point): recorded for the model only, as the runs'
+    /// histories come over with the runs.
     ImportLoggedModel {
         model_id: String,
         experiment_id: String,
@@ -382,6 +384,7 @@ pub enum Command {
         source_run_id: String,
         params: Vec<KeyValue>,
         tags: Vec<KeyValue>,
+        metrics: Vec<(String, ModelMetric)>,
     },
 }
 

@@ -563,11 +563,13 @@ impl Store {
         }
     }
 
-    /// The logged model of this id, created from `new` if there was none.
+    /// The logged model of this id, created from `new` (with the points `metrics` its
+    /// runs logged for it) if there was none.
     pub async fn import_logged_model(
         &self,
         model_id: String,
         new: NewLoggedModel,
+        metrics: Vec<(String, crate::domain::ModelMetric)>,
     ) -> Result<LoggedModelRecord, Error> {
         logged_model(
             self.submit(Command::ImportLoggedModel {
@@ -578,6 +580,7 @@ impl Store {
                 source_run_id: new.source_run_id,
                 params: new.params,
                 tags: new.tags,
+                metrics,
             })
             .await?,
         )

@@ -62,7 +62,9 @@ def populate(uri, tmp_path):
         mlflow.log_artifact(str(tmp_path / "blob.bin"), artifact_path="data")
         X = np.array([[0.0], [1.0], [2.0], [3.0]])
         clf = LogisticRegression().fit(X, np.array([0, 0, 1, 1]))
-        mlflow.sklearn.log_model(clf, name="model")
+        model_info = mlflow.sklearn.log_model(clf, name="model")
+        ids["model"] = model_info.model_id
+        mlflow.log_metric("val_acc", 0.8, step=3, model_id=model_info.model_id)
         with mlflow.start_run(run_name="child-a", nested=True) as child:
             ids["child"] = child.info.run_id
             mlflow.log_param("lr", "0.01")
@@ -201,6 +203,11 @@ def test_import_from_mlflow_server_then_export_back(mlflow_server, tmp_path, mon
         model = mlflow.pyfunc.load_model(f"runs:/{ids['root']}/model")
         assert list(model.predict(np.array([[0.0], [3.0]]))) == [0, 1]
         mlflow.set_tracking_uri("")
+        # The logged model keeps its id, tags, status and the points logged for it.
+        a, b = src.get_logged_model(ids["model"]), dst.get_logged_model(ids["model"])
+        assert (b.name, b.source_run_id, b.status, b.tags) == (a.name, a.source_run_id, a.status, a.tags)
+        assert [(m.key, m.value, m.step, m.run_id) for m in b.metrics] == [(m.key, m.value, m.step, m.run_id) for m in a.metrics]
+        assert [m.key for m in b.metrics] == ["val_acc"]
 
         # A difference is reported, and the exit status says so.
         dst.log_param(ids["child_b"], "extra", "1")
@@ -231,7 +238,7 @@ def test_import_from_mlflow_server_then_export_back(mlflow_server, tmp_path, mon
                                       capture_output=True, text=True, timeout=600)
             assert exported.returncode == 0, exported.stderr
             mapping = dict(line.split() for line in exported.stdout.splitlines())
-            assert set(mapping) == set(ids.values())
+            assert set(mapping) == {v for k, v in ids.items() if k != "model"}
             back = MlflowClient(other_url)
             # Arbor's copy has the extra param logged above; compare Arbor with the export.
             compare(dst, back, dst_exp, experiment_of(back, name), tmp_path, mapping=lambda i: mapping.get(i, i))

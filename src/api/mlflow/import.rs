@@ -12,7 +12,7 @@ use super::request::{self, Mlflow, required};
 use super::response::Run;
 use super::{KeyValueIn, Routes, Shared, json, key_values};
 use crate::auth::Need;
-use crate::domain::Error;
+use crate::domain::{Error, MetricPoint, ModelMetric, ModelRef};
 use crate::store::{NewLoggedModel, NewRun};
 
 pub(super) fn routes() -> Routes {
@@ -124,12 +124,57 @@ struct ModelRequest {
     params: Option<Vec<KeyValueIn>>,
     #[serde(default)]
     tags: Option<Vec<KeyValueIn>>,
+    /// MLflow's `LoggedModel.data.metrics`: points with their run and dataset.
+    #[serde(default)]
+    metrics: Option<Vec<ModelMetricIn>>,
+}
+
+#[derive(Deserialize, Debug)]
+struct ModelMetricIn {
+    #[serde(default, deserialize_with = "request::string")]
+    key: Option<String>,
+    #[serde(default, deserialize_with = "request::double")]
+    value: Option<f64>,
+    #[serde(default, deserialize_with = "request::int64")]
+    timestamp: Option<i64>,
+    #[serde(default, deserialize_with = "request::int64")]
+    step: Option<i64>,
+    #[serde(default, deserialize_with = "request::string")]
+    run_id: Option<String>,
+    #[serde(default, deserialize_with = "request::string")]
+    dataset_name: Option<String>,
+    #[serde(default, deserialize_with = "request::string")]
+    dataset_digest: Option<String>,
 }
 
 /// `{"model"}`: the logged model of that id, created in the experiment if missing.
 async fn logged_model(state: Shared, Mlflow(r): Mlflow<ModelRequest>) -> Result<Response, Error> {
     let model_id = required("model_id", r.model_id)?;
     let experiment_id = required("experiment_id", r.experiment_id)?;
+    let metrics = r
+        .metrics
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| {
+            Ok((
+                required(&format!("metrics[{i}].run_id"), m.run_id)?,
+                ModelMetric {
+                    model: ModelRef {
+                        model_id: model_id.clone(),
+                        dataset_name: m.dataset_name.unwrap_or_default(),
+                        dataset_digest: m.dataset_digest.unwrap_or_default(),
+                    },
+                    point: MetricPoint {
+                        key: required(&format!("metrics[{i}].key"), m.key)?,
+                        value: request::present(&format!("metrics[{i}].value"), m.value)?,
+                        timestamp: m.timestamp.unwrap_or(0),
+                        step: m.step.unwrap_or(0),
+                    },
+                },
+            ))
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
     let model = state
         .store
         .on_experiment(&experiment_id, Need::Update)?
@@ -143,6 +188,7 @@ async fn logged_model(state: Shared, Mlflow(r): Mlflow<ModelRequest>) -> Result<
                 params: key_values("params", r.params.unwrap_or_default())?,
                 tags: key_values("tags", r.tags.unwrap_or_default())?,
             },
+            metrics,
         )
         .await?;
     super::models::one(&model)

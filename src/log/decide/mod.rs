@@ -111,16 +111,24 @@ pub(crate) fn decide(command: &Command, kv: &Pending, now: i64, actor: &str) -> 
             source_run_id,
             params,
             tags,
-        } => models::create(
-            kv,
-            Some(model_id),
-            experiment_id,
-            name,
-            model_type,
-            source_run_id,
-            params,
-            tags,
-        ),
+            metrics,
+        } => {
+            let (mut events, answer) = models::create(
+                kv,
+                Some(model_id),
+                experiment_id,
+                name,
+                model_type,
+                source_run_id,
+                params,
+                tags,
+            )?;
+            // Only with the model's creation: an existing model has its points.
+            if !events.is_empty() {
+                events.extend(models::imported_metrics(model_id, metrics));
+            }
+            Ok((events, answer))
+        }
         Command::UpdateRun {
             run_id,
             status,

@@ -192,3 +192,37 @@ fn kv_params(params: &[KeyValue]) -> Vec<pb::KeyValuePair> {
         })
         .collect()
 }
+
+/// The points runs logged for an imported model, one event per run in the order the
+/// runs first appear.
+pub(super) fn imported_metrics(
+    model_id: &str,
+    metrics: &[(String, crate::domain::ModelMetric)],
+) -> Vec<Payload> {
+    let mut events: Vec<pb::LoggedModelMetricsLogged> = Vec::new();
+    for (run_id, m) in metrics {
+        let at = match events.iter().position(|e| e.run_id == *run_id) {
+            Some(at) => at,
+            None => {
+                events.push(pb::LoggedModelMetricsLogged {
+                    model_id: model_id.to_string(),
+                    run_id: run_id.clone(),
+                    metrics: vec![],
+                });
+                events.len() - 1
+            }
+        };
+        events[at].metrics.push(pb::LoggedModelMetric {
+            key: m.point.key.clone(),
+            value: m.point.value,
+            timestamp: m.point.timestamp,
+            step: m.point.step,
+            dataset_name: m.model.dataset_name.clone(),
+            dataset_digest: m.model.dataset_digest.clone(),
+        });
+    }
+    events
+        .into_iter()
+        .map(Payload::LoggedModelMetricsLogged)
+        .collect()
+}
