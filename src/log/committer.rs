@@ -38,7 +38,8 @@ pub enum Outcome {
 
 pub(crate) enum Request {
     Write {
-        command: Command,
+        /// Boxed: commands differ much in size, and the channel holds 1,024 requests.
+        command: Box<Command>,
         /// Who asked; recorded on every event the command makes.
         actor: Option<Arc<str>>,
         reply: oneshot::Sender<Result<Outcome, Error>>,
@@ -91,7 +92,13 @@ impl Committer {
                         command,
                         actor,
                         reply,
-                    } => group.push((Signed { command, actor }, reply)),
+                    } => group.push((
+                        Signed {
+                            command: *command,
+                            actor,
+                        },
+                        reply,
+                    )),
                     Request::Close(done) => {
                         close = Some(done);
                         break;

@@ -202,7 +202,7 @@ impl Store {
         self.inner
             .tx
             .send(Request::Write {
-                command,
+                command: Box::new(command),
                 actor: self.actor.clone(),
                 reply,
             })
