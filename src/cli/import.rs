@@ -159,6 +159,20 @@ impl Point {
     }
 }
 
+/// The experiment named `name` on a server, if there is one (any other failure is an
+/// error, not an absence).
+async fn experiment_named(c: &Client, name: &str) -> Result<Option<Value>, BoxError> {
+    let path = format!(
+        "/api/2.0/mlflow/experiments/get-by-name?experiment_name={}",
+        enc(name)
+    );
+    match c.json("GET", &path, None).await {
+        Ok(found) => Ok(Some(found["experiment"].clone())),
+        Err(e) if e.downcast_ref::<Refused>().is_some_and(|r| r.status == 404) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Reads any MLflow-compatible server.
 struct Source<'a>(&'a Client);
 
@@ -898,18 +912,11 @@ pub async fn import(
     })
     .await?;
     for e in &experiments {
-        let target = imp
-            .to
-            .json(
-                "GET",
-                &format!(
-                    "/api/2.0/mlflow/experiments/get-by-name?experiment_name={}",
-                    enc(&text(e, "name"))
-                ),
-                None,
-            )
-            .await?;
-        let target = text(&target["experiment"], "experiment_id");
+        let name = text(e, "name");
+        let target = experiment_named(&imp.to, &name)
+            .await?
+            .ok_or_else(|| format!("experiment {name:?} vanished during the import"))?;
+        let target = text(&target, "experiment_id");
         for m in Source(&imp.from)
             .logged_models(&text(e, "experiment_id"))
             .await?
@@ -947,24 +954,11 @@ pub async fn verify(
     let mut diffs = Vec::new();
     for e in Source(source).experiments(&options.experiments).await? {
         let name = text(&e, "name");
-        let target = match arbor
-            .json(
-                "GET",
-                &format!(
-                    "/api/2.0/mlflow/experiments/get-by-name?experiment_name={}",
-                    enc(&name)
-                ),
-                None,
-            )
-            .await
-        {
-            Ok(t) => t,
-            Err(_) => {
-                diffs.push(format!("experiment {name:?}: missing"));
-                continue;
-            }
+        let Some(target_exp) = experiment_named(arbor, &name).await? else {
+            diffs.push(format!("experiment {name:?}: missing"));
+            continue;
         };
-        let target_exp = &target["experiment"];
+        let target_exp = &target_exp;
         if text(&e, "lifecycle_stage") != text(target_exp, "lifecycle_stage") {
             diffs.push(format!("experiment {name:?}: lifecycle stage differs"));
         }
@@ -1077,19 +1071,9 @@ pub async fn export(from: Client, to: Client, options: &Options) -> Result<Summa
     let source = Source(&from);
     for e in source.experiments(&options.experiments).await? {
         let name = text(&e, "name");
-        let target = match to
-            .json(
-                "GET",
-                &format!(
-                    "/api/2.0/mlflow/experiments/get-by-name?experiment_name={}",
-                    enc(&name)
-                ),
-                None,
-            )
-            .await
-        {
-            Ok(t) => text(&t["experiment"], "experiment_id"),
-            Err(_) => {
+        let target = match experiment_named(&to, &name).await? {
+            Some(t) => text(&t, "experiment_id"),
+            None => {
                 let created = to
                     .json(
                         "POST",
