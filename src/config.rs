@@ -83,6 +83,10 @@ pub struct ImportArgs {
     /// Runs copied at once.
     #[arg(long, default_value_t = 4)]
     pub jobs: usize,
+    /// Requests to the source in flight at once (`mlflow server` with one worker
+    /// serves one at a time; raise it for a source with more workers).
+    #[arg(long, default_value_t = 1)]
+    pub source_connections: usize,
     /// Only compare source and Arbor (params, tags, histories, artifact checksums);
     /// exits 1 when they differ.
     #[arg(long)]

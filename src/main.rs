@@ -420,7 +420,8 @@ fn import(args: arbor::config::ImportArgs) -> Result<(), arbor::server::BoxError
             jobs: args.jobs,
             progress: std::io::stderr().is_terminal(),
         };
-        let from = arbor::cli::http::Client::new(&args.from, mlflow_credentials())?;
+        let from = arbor::cli::http::Client::new(&args.from, mlflow_credentials())?
+            .limit(args.source_connections);
         // A stopped store is served here, on loopback, for the length of the import:
         // one code path, through the API, for every store.
         let mut local = None;

@@ -112,6 +112,8 @@ pub struct Client {
     host: String,
     auth: Option<String>,
     idle: std::sync::Mutex<Vec<Sender>>,
+    /// Requests in flight at once (`limit`); none: as many as the callers make.
+    in_flight: Option<tokio::sync::Semaphore>,
 }
 
 /// An answer that was not 2xx.
@@ -145,7 +147,16 @@ impl Client {
             host: format!("{host}:{port}"),
             auth,
             idle: std::sync::Mutex::new(Vec::new()),
+            in_flight: None,
         })
+    }
+
+    /// At most `n` requests in flight at once: a server with one worker answers a
+    /// queue of concurrent requests no faster than one after another, and slower
+    /// when they contend.
+    pub fn limit(mut self, n: usize) -> Client {
+        self.in_flight = Some(tokio::sync::Semaphore::new(n.max(1)));
+        self
     }
 
     async fn sender(&self) -> Result<Sender, BoxError> {
@@ -176,6 +187,10 @@ impl Client {
         content_type: Option<&str>,
         body: Vec<u8>,
     ) -> Result<(u16, bytes::Bytes), BoxError> {
+        let _permit = match &self.in_flight {
+            Some(s) => Some(s.acquire().await?),
+            None => None,
+        };
         let mut sender = self.sender().await?;
         let mut request = http::Request::builder()
             .method(method)
