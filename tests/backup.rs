@@ -333,16 +333,19 @@ async fn damaged_incomplete_or_misordered_backups_are_refused() {
     let (ok, text) = arbor(&["backup", "--data-dir", s(&empty), "--out", s(&offline)]).await;
     assert!(!ok && text.contains("no Arbor store"), "{text}");
     assert!(!empty.exists(), "a store was created");
-    // The plain-HTTP client says so instead of failing obscurely against TLS.
+    // A URL that is neither http:// nor https:// is refused in words.
     let (ok, text) = arbor(&[
         "backup",
         "--server",
-        "https://127.0.0.1:1",
+        "ftp://127.0.0.1:1",
         "--out",
         s(&offline),
     ])
     .await;
-    assert!(!ok && text.contains("plain http:// only"), "{text}");
+    assert!(
+        !ok && text.contains("give an http:// or https:// URL"),
+        "{text}"
+    );
 
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         (

@@ -236,3 +236,63 @@ async fn sighup_swaps_the_certificate_for_new_connections_only() {
     drop(open);
     assert!(common::terminate(&mut child));
 }
+
+/// The command-line clients speak HTTPS: `arbor backup --server https://...` and
+/// `arbor admin --server https://...` trust a private CA through `ARBOR_CA_CERT`, and
+/// refuse a server whose certificate nothing they trust signed.
+#[tokio::test]
+async fn cli_clients_reach_a_tls_server_trusting_a_private_ca() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let authority = ca("cli test CA");
+    write_server_cert(dir.path(), &authority);
+    std::fs::write(dir.path().join("ca.pem"), authority.pem()).expect("write");
+    std::fs::write(dir.path().join("other.pem"), ca("another CA").pem()).expect("write");
+    let (mut child, addr) = serve(dir.path(), &["--auth", "--admin-password", "admin-pass-1"]);
+    let url = format!("https://localhost:{}", addr.port());
+    let run = |ca: &str, args: Vec<String>| {
+        let ca = dir.path().join(ca);
+        async move {
+            let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_arbor"))
+                .args(&args)
+                .env("ARBOR_CA_CERT", ca)
+                .env("ARBOR_USERNAME", "admin")
+                .env("ARBOR_PASSWORD", "admin-pass-1")
+                .env_remove("ARBOR_TOKEN")
+                .output()
+                .await
+                .expect("run arbor");
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            (out.status.success(), text)
+        }
+    };
+    let backup = dir.path().join("backup.bin");
+    let args = vec![
+        "backup".to_string(),
+        "--server".into(),
+        url.clone(),
+        "--out".into(),
+        backup.display().to_string(),
+    ];
+    let (ok, text) = run("ca.pem", args.clone()).await;
+    assert!(ok, "{text}");
+    assert!(backup.exists());
+    let (ok, text) = run(
+        "ca.pem",
+        vec![
+            "admin".into(),
+            "--server".into(),
+            url.clone(),
+            "list-users".into(),
+        ],
+    )
+    .await;
+    assert!(ok && text.contains("admin\tadmin"), "{text}");
+    std::fs::remove_file(&backup).expect("remove");
+    let (ok, text) = run("other.pem", args).await;
+    assert!(!ok && !backup.exists(), "{text}");
+    assert!(common::terminate(&mut child));
+}

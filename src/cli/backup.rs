@@ -75,46 +75,10 @@ fn partial_path(out: &Path) -> PathBuf {
 
 /// Streams the server's backup into `to`.
 async fn download(url: &str, from_seq: u64, artifacts: bool, to: &Path) -> Result<(), BoxError> {
-    use http_body_util::BodyExt;
-    use tokio::io::AsyncWriteExt;
-    let uri: http::Uri = url.parse()?;
-    if uri.scheme_str() != Some("http") {
-        return Err(format!(
-            "--server {url}: this client speaks plain http:// only (not TLS yet); back up a server with TLS through a loopback listener, or a stopped store with --data-dir"
+    super::http::Client::new(url, super::http::authorization())?
+        .get_to_file(
+            &format!("/api/arbor/v1/backup?from_seq={from_seq}&artifacts={artifacts}"),
+            to,
         )
-        .into());
-    }
-    let host = uri.host().ok_or("the server URL has no host")?;
-    let port = uri.port_u16().unwrap_or(80);
-    let stream = tokio::net::TcpStream::connect((host, port)).await?;
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
-    let connection = tokio::spawn(conn);
-    let path = format!("/api/arbor/v1/backup?from_seq={from_seq}&artifacts={artifacts}");
-    let mut request = http::Request::get(path).header(http::header::HOST, format!("{host}:{port}"));
-    if let Some(auth) = super::http::authorization() {
-        request = request.header(http::header::AUTHORIZATION, auth);
-    }
-    let request = request.body(http_body_util::Empty::<bytes::Bytes>::new())?;
-    let response = sender.send_request(request).await?;
-    if !response.status().is_success() {
-        let status = response.status();
-        let body = response.into_body().collect().await?.to_bytes();
-        return Err(format!(
-            "the server answered {status}: {}",
-            String::from_utf8_lossy(&body)
-        )
-        .into());
-    }
-    let mut file = tokio::fs::File::create(to).await?;
-    let mut body = response.into_body();
-    while let Some(frame) = body.frame().await {
-        if let Ok(data) = frame?.into_data() {
-            file.write_all(&data).await?;
-        }
-    }
-    file.flush().await?;
-    drop(sender);
-    let _ = connection.await;
-    Ok(())
+        .await
 }

@@ -26,72 +26,17 @@ pub fn authorization() -> Option<String> {
     ))
 }
 
-/// Connects to `url`'s host (plain HTTP only).
-pub(crate) async fn connect(
-    url: &str,
-) -> Result<
-    (
-        hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>,
-        tokio::task::JoinHandle<Result<(), hyper::Error>>,
-        String,
-    ),
-    BoxError,
-> {
-    let uri: http::Uri = url.parse()?;
-    if uri.scheme_str() != Some("http") {
-        return Err(format!(
-            "{url}: this client speaks plain http:// only (not TLS yet); reach a server with TLS through a loopback listener"
-        )
-        .into());
-    }
-    let host = uri.host().ok_or("the server URL has no host")?.to_string();
-    let port = uri.port_u16().unwrap_or(80);
-    let stream = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
-    let (sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
-    Ok((sender, tokio::spawn(conn), format!("{host}:{port}")))
-}
-
-/// A JSON call; the answer's JSON, or an error with the server's message.
+/// A JSON call to `url` with the environment's Arbor credentials (`authorization`);
+/// the answer's JSON, or an error with the server's message.
 pub async fn call(
     url: &str,
     method: &str,
     path: &str,
     body: Option<serde_json::Value>,
 ) -> Result<serde_json::Value, BoxError> {
-    let (mut sender, connection, host) = connect(url).await?;
-    let mut request = http::Request::builder()
-        .method(method)
-        .uri(path)
-        .header(http::header::HOST, host);
-    if let Some(auth) = authorization() {
-        request = request.header(http::header::AUTHORIZATION, auth);
-    }
-    let bytes = match body {
-        Some(b) => {
-            request = request.header(http::header::CONTENT_TYPE, "application/json");
-            serde_json::to_vec(&b)?
-        }
-        None => Vec::new(),
-    };
-    let response = sender
-        .send_request(request.body(http_body_util::Full::new(bytes::Bytes::from(bytes)))?)
-        .await?;
-    let status = response.status();
-    let body = response.into_body().collect().await?.to_bytes();
-    drop(sender);
-    let _ = connection.await;
-    if !status.is_success() {
-        return Err(format!(
-            "the server answered {status}: {}",
-            String::from_utf8_lossy(&body)
-        )
-        .into());
-    }
-    if body.is_empty() {
-        return Ok(serde_json::Value::Null);
-    }
-    Ok(serde_json::from_slice(&body)?)
+    Client::new(url, authorization())?
+        .json(method, path, body.as_ref())
+        .await
 }
 
 /// A gRPC request carrying the environment's credentials (`authorization` metadata).
@@ -105,11 +50,18 @@ pub fn grpc_request<T>(message: T) -> tonic::Request<T> {
 
 type Sender = hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>;
 
-/// Keep-alive connections to one MLflow-compatible server (plain `http://`), shared by
-/// the tasks of an import or export, with its credentials.
+/// Keep-alive connections to one server (`http://`, or `https://` trusting the system's
+/// CAs and, when set, the PEM file in `ARBOR_CA_CERT` or MLflow's
+/// `MLFLOW_TRACKING_SERVER_CERT_PATH`), shared by the tasks of an import or export,
+/// with its credentials.
 pub struct Client {
     pub url: String,
     host: String,
+    /// The TLS connector and the name the certificate must carry, for `https://`.
+    tls: Option<(
+        tokio_rustls::TlsConnector,
+        rustls_pki_types::ServerName<'static>,
+    )>,
     auth: Option<String>,
     idle: std::sync::Mutex<Vec<Sender>>,
     /// Requests in flight at once (`limit`); none: as many as the callers make.
@@ -135,16 +87,26 @@ impl Client {
     /// `auth`: the whole `Authorization` value, if any.
     pub fn new(url: &str, auth: Option<String>) -> Result<Client, BoxError> {
         let uri: http::Uri = url.parse()?;
-        if uri.scheme_str() != Some("http") {
-            return Err(
-                format!("{url}: this client speaks plain http:// only (not TLS yet)").into(),
-            );
-        }
         let host = uri.host().ok_or("the server URL has no host")?;
-        let port = uri.port_u16().unwrap_or(80);
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let (tls, default_port) = match uri.scheme_str() {
+            Some("http") => (None, 80),
+            Some("https") => {
+                let name = rustls_pki_types::ServerName::try_from(host.to_string())
+                    .map_err(|e| format!("{url}: {e}"))?;
+                (Some((tls_connector()?, name)), 443)
+            }
+            _ => return Err(format!("{url}: give an http:// or https:// URL").into()),
+        };
+        let port = uri.port_u16().unwrap_or(default_port);
         Ok(Client {
             url: url.trim_end_matches('/').to_string(),
-            host: format!("{host}:{port}"),
+            host: if host.contains(':') {
+                format!("[{host}]:{port}")
+            } else {
+                format!("{host}:{port}")
+            },
+            tls,
             auth,
             idle: std::sync::Mutex::new(Vec::new()),
             in_flight: None,
@@ -173,10 +135,55 @@ impl Client {
         }
         let stream = tokio::net::TcpStream::connect(self.host.as_str()).await?;
         stream.set_nodelay(true)?;
-        let (sender, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
-        tokio::spawn(conn);
+        let sender = match &self.tls {
+            None => {
+                let (sender, conn) =
+                    hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                        .await?;
+                tokio::spawn(conn);
+                sender
+            }
+            Some((connector, name)) => {
+                let stream = connector.connect(name.clone(), stream).await?;
+                let (sender, conn) =
+                    hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                        .await?;
+                tokio::spawn(conn);
+                sender
+            }
+        };
         Ok(sender)
+    }
+
+    /// A GET whose body is written to `to` as it arrives.
+    pub async fn get_to_file(&self, path: &str, to: &std::path::Path) -> Result<(), BoxError> {
+        use tokio::io::AsyncWriteExt;
+        let mut sender = self.sender().await?;
+        let mut request = http::Request::get(path).header(http::header::HOST, &self.host);
+        if let Some(auth) = &self.auth {
+            request = request.header(http::header::AUTHORIZATION, auth);
+        }
+        let response = sender
+            .send_request(request.body(http_body_util::Full::new(bytes::Bytes::new()))?)
+            .await?;
+        if !response.status().is_success() {
+            let status = response.status();
+            let body = response.into_body().collect().await?.to_bytes();
+            return Err(format!(
+                "the server answered {status}: {}",
+                String::from_utf8_lossy(&body)
+            )
+            .into());
+        }
+        let mut file = tokio::fs::File::create(to).await?;
+        let mut body = response.into_body();
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame?.into_data() {
+                file.write_all(&data).await?;
+            }
+        }
+        file.flush().await?;
+        Ok(())
     }
 
     /// One exchange: (status, body).
@@ -255,4 +262,34 @@ pub fn authorization_from(tokens: &[&str], users: &[&str], passwords: &[&str]) -
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
     ))
+}
+
+/// TLS for `https://`: the system's CAs, and the PEM file named by `ARBOR_CA_CERT` or
+/// `MLFLOW_TRACKING_SERVER_CERT_PATH` (a private CA) when set.
+fn tls_connector() -> Result<tokio_rustls::TlsConnector, BoxError> {
+    use rustls_pki_types::pem::PemObject;
+    use std::sync::Arc;
+    use tokio_rustls::rustls;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    for var in ["ARBOR_CA_CERT", "MLFLOW_TRACKING_SERVER_CERT_PATH"] {
+        if let Some(path) = std::env::var_os(var).filter(|p| !p.is_empty()) {
+            let certs = rustls_pki_types::CertificateDer::pem_file_iter(&path)
+                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| format!("{var}: cannot read {}: {e}", path.to_string_lossy()))?;
+            for cert in certs {
+                roots.add(cert).map_err(|e| format!("{var}: {e}"))?;
+            }
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
 }
