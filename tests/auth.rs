@@ -313,19 +313,54 @@ async fn a_revoked_grant_takes_effect_on_an_open_stream() {
     let (_, b_run) = experiment_and_run(&mut c, &bob, "b").await;
     grant(&server, &alice, &a_exp, "bob", "READ").await;
 
-    let mut feed = WatchServiceClient::new(channel.clone())
-        .watch_events(with(&bob, pb::WatchEventsRequest::default()))
-        .await
-        .expect("watch")
-        .into_inner();
     let tag = |run: &str, value: &str| pb::SetTagRequest {
         run_id: run.into(),
         key: "step".into(),
         value: value.into(),
     };
+    // The feed replays from the start of the log, so nothing depends on when the
+    // session starts; bob's own "start" tag marks where this test begins to look.
+    c.set_tag(with(&bob, tag(&b_run, "start")))
+        .await
+        .expect("tag");
+    let mut feed = WatchServiceClient::new(channel.clone())
+        .watch_events(with(
+            &bob,
+            pb::WatchEventsRequest {
+                from_seq: Some(1),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("watch")
+        .into_inner();
+    // The tags set on runs, in order, until `until` (run, value) arrives.
+    async fn tags_until(
+        feed: &mut tonic::Streaming<pb::Event>,
+        until: (&str, &str),
+    ) -> Vec<(String, String, String)> {
+        let mut seen = Vec::new();
+        while let Some(ev) = feed.message().await.expect("event") {
+            if let Some(pb::event::Payload::TagSet(t)) = &ev.payload {
+                let item = (t.run_id.clone(), t.tags[0].value.clone(), ev.actor.clone());
+                let done = item.0 == until.0 && item.1 == until.1;
+                seen.push(item);
+                if done {
+                    return seen;
+                }
+            }
+        }
+        panic!("the feed ended before {until:?}");
+    }
+    tags_until(&mut feed, (&b_run, "start")).await;
     c.set_tag(with(&alice, tag(&a_run, "seen")))
         .await
         .expect("tag");
+    // Delivered while bob may read it.
+    assert_eq!(
+        tags_until(&mut feed, (&a_run, "seen")).await,
+        vec![(a_run.clone(), "seen".to_string(), "alice".to_string())]
+    );
     revoke(&server, &alice, &a_exp, "bob").await;
     c.set_tag(with(&alice, tag(&a_run, "hidden")))
         .await
@@ -333,22 +368,10 @@ async fn a_revoked_grant_takes_effect_on_an_open_stream() {
     c.set_tag(with(&bob, tag(&b_run, "mine")))
         .await
         .expect("tag");
-
-    let mut seen = Vec::new();
-    while let Some(ev) = feed.message().await.expect("event") {
-        if let Some(pb::event::Payload::TagSet(t)) = &ev.payload {
-            seen.push((t.run_id.clone(), t.tags[0].value.clone(), ev.actor.clone()));
-            if t.run_id == b_run {
-                break;
-            }
-        }
-    }
+    // Not delivered once the grant is gone; bob's own event still is.
     assert_eq!(
-        seen,
-        vec![
-            (a_run.clone(), "seen".to_string(), "alice".to_string()),
-            (b_run.clone(), "mine".to_string(), "bob".to_string()),
-        ]
+        tags_until(&mut feed, (&b_run, "mine")).await,
+        vec![(b_run.clone(), "mine".to_string(), "bob".to_string())]
     );
     drop(feed);
     server.stop_and_check_rebuild().await;

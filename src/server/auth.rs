@@ -69,9 +69,14 @@ where
         let open = !authenticator.policy().enabled
             || is_open(path)
             || (path == "/metrics" && self.layer.metrics_has_token);
+        let enabled = authenticator.policy().enabled;
         Box::pin(async move {
             if open {
-                req.extensions_mut().insert(Caller::Anyone);
+                // With auth on, an open path gets no caller at all: a handler there that
+                // reached for the store would be refused, not handed everything.
+                if !enabled {
+                    req.extensions_mut().insert(Caller::Anyone);
+                }
                 return inner.call(req).await;
             }
             let credentials = req
