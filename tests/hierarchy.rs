@@ -462,3 +462,113 @@ async fn trees_span_experiments_and_deleted_parents() {
     );
     server.stop_and_check_rebuild().await;
 }
+
+/// The same queries over REST (`/api/arbor/v1/runs/{tree,children,ancestors}`), in
+/// MLflow's JSON shapes, with MLflow's error codes.
+#[tokio::test]
+async fn tree_children_and_ancestors_over_rest() {
+    let s = TestServer::start().await;
+    let mut c = s.client().await;
+    let root = run(&mut c, "root", 1, None, None).await;
+    let a = run(&mut c, "a", 2, Some(&root), Some(0.5)).await;
+    let b = run(&mut c, "b", 3, Some(&root), None).await;
+    let a1 = run(&mut c, "a1", 4, Some(&a), Some(0.25)).await;
+
+    let (status, tree) = common::rest(
+        s.addr,
+        "GET",
+        &format!("/api/arbor/v1/runs/tree?run_id={root}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{tree}");
+    let top = &tree["root"];
+    assert_eq!(top["run"]["info"]["run_name"], "root");
+    assert_eq!(top["child_count"], 2);
+    let kids: Vec<&str> = top["children"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["run"]["info"]["run_name"].as_str().unwrap())
+        .collect();
+    assert_eq!(kids, ["a", "b"], "start-time order");
+    let grandchild = &top["children"][0]["children"][0]["run"];
+    assert_eq!(grandchild["info"]["run_id"], a1.as_str());
+    assert_eq!(grandchild["data"]["metrics"][0]["value"], 0.25);
+
+    let (_, shallow) = common::rest(
+        s.addr,
+        "GET",
+        &format!("/api/arbor/v1/runs/tree?run_id={root}&max_depth=1"),
+        None,
+    )
+    .await;
+    let first = &shallow["root"]["children"][0];
+    assert_eq!(first["child_count"], 1);
+    assert!(first.get("children").is_none(), "not expanded: {first}");
+
+    let (status, page) = common::rest(
+        s.addr,
+        "GET",
+        &format!("/api/arbor/v1/runs/children?run_id={root}&max_results=1"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["runs"][0]["info"]["run_id"], a.as_str());
+    let token = page["next_page_token"].as_str().unwrap().to_string();
+    let (_, page) = common::rest(
+        s.addr,
+        "GET",
+        &format!("/api/arbor/v1/runs/children?run_id={root}&max_results=1&page_token={token}"),
+        None,
+    )
+    .await;
+    assert_eq!(page["runs"][0]["info"]["run_id"], b.as_str());
+    assert!(page.get("next_page_token").is_none());
+
+    let (_, up) = common::rest(
+        s.addr,
+        "GET",
+        &format!("/api/arbor/v1/runs/ancestors?run_id={a1}"),
+        None,
+    )
+    .await;
+    let ids: Vec<&str> = up["ancestors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["run_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [a.as_str(), root.as_str()], "parent first");
+
+    for (path, status, code) in [
+        ("/api/arbor/v1/runs/tree", 400, "INVALID_PARAMETER_VALUE"),
+        (
+            "/api/arbor/v1/runs/tree?run_id=nope",
+            404,
+            "RESOURCE_DOES_NOT_EXIST",
+        ),
+        (
+            "/api/arbor/v1/runs/ancestors?run_id=nope",
+            404,
+            "RESOURCE_DOES_NOT_EXIST",
+        ),
+    ] {
+        let (got, body) = common::rest(s.addr, "GET", path, None).await;
+        assert_eq!(
+            (got, body["error_code"].as_str()),
+            (status, Some(code)),
+            "{path}: {body}"
+        );
+    }
+    let (got, body) = common::rest(
+        s.addr,
+        "GET",
+        &format!("/api/arbor/v1/runs/tree?run_id={root}&max_depth=-1"),
+        None,
+    )
+    .await;
+    assert_eq!(got, 400, "{body}");
+    s.stop().await;
+}

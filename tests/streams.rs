@@ -628,3 +628,137 @@ async fn server_sent_events_end_with_the_resume_point_on_shutdown() {
     assert_eq!(end["reason"], "shutdown");
     assert_eq!(end["resume_from_seq"], last + 1);
 }
+
+/// With `runs=true` the SSE stream also says when a run in scope is created, updated
+/// or moved, and says nothing of runs outside it.
+#[tokio::test]
+async fn server_sent_events_carry_run_changes_in_scope() {
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    let exp = common::create_experiment(&mut c, "live").await;
+    let other = common::create_experiment(&mut c, "elsewhere").await;
+    let mut events = sse(server.addr, &format!("experiment_id={exp}&runs=true"), None).await;
+    next_sse(&mut events, "position").await;
+    new_run(&mut c, &other, None).await;
+    let root = new_run(&mut c, &exp, None).await;
+    let (root_seq, created) = next_sse(&mut events, "run").await;
+    assert_eq!(
+        created["run_id"],
+        root.as_str(),
+        "the run in another experiment is not sent"
+    );
+    assert_eq!(created["change"], "created");
+    assert_eq!(created["status"], "RUNNING");
+    assert_eq!(created["parent_run_id"], "");
+    assert_eq!(created["seq"], root_seq);
+    let child = new_run(&mut c, &exp, Some(&root)).await;
+    let (_, created) = next_sse(&mut events, "run").await;
+    assert_eq!(created["run_id"], child.as_str());
+    assert_eq!(created["parent_run_id"], root.as_str());
+    log(&mut c, &child, "loss", 0, 2).await;
+    let (_, points) = next_sse(&mut events, "metrics").await;
+    assert_eq!(points["points"][0]["run_id"], child.as_str());
+    c.update_run(pb::UpdateRunRequest {
+        run_id: child.clone(),
+        status: Some(pb::RunStatus::Finished as i32),
+        end_time: Some(5_000),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let (_, updated) = next_sse(&mut events, "run").await;
+    assert_eq!(updated["change"], "updated");
+    assert_eq!(updated["status"], "FINISHED");
+    assert_eq!(updated["end_time"], 5_000);
+
+    // Without runs=true, no run events: the next event seen is the metrics one.
+    let mut plain = sse(
+        server.addr,
+        &format!("experiment_id={exp}&from_seq={root_seq}"),
+        None,
+    )
+    .await;
+    let mut kinds = Vec::new();
+    while kinds.len() < 2 {
+        let line = plain.next_line().await.unwrap().unwrap();
+        if let Some(kind) = line.strip_prefix("event:") {
+            kinds.push(kind.trim().to_string());
+        }
+    }
+    assert_eq!(kinds, ["position", "metrics"]);
+    server.stop().await;
+}
+
+/// A metric's sampled history is "as of" a sequence number: read while points are
+/// being written, and continued by a stream from that number plus one, it gives every
+/// point exactly once.
+#[tokio::test]
+async fn history_as_of_a_sequence_number_continues_into_the_stream_exactly() {
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    let run = new_run(&mut c, "0", None).await;
+    const BATCHES: i64 = 200;
+    const PER_BATCH: i64 = 50;
+    let writer = {
+        let mut c = server.client().await;
+        let run = run.clone();
+        tokio::spawn(async move {
+            for b in 0..BATCHES {
+                log(&mut c, &run, "loss", b * PER_BATCH, (b + 1) * PER_BATCH).await;
+            }
+        })
+    };
+    let all: BTreeSet<i64> = (0..BATCHES * PER_BATCH).collect();
+    // Three readers: at the start, while writing, and (after the writer ends) at the end.
+    for round in 0..3 {
+        if round == 2 {
+            while !writer.is_finished() {
+                tokio::task::yield_now().await;
+            }
+        }
+        let (status, answer) = common::rest(
+            server.addr,
+            "GET",
+            &format!(
+                "/api/arbor/v1/metrics/sampled?run_id={run}&metric_key=loss&max_points=100000"
+            ),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{answer}");
+        let seq = answer["seq"].as_u64().unwrap();
+        let mut seen: Vec<i64> = answer["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["step"].as_i64().unwrap())
+            .collect();
+        let mut events = sse(
+            server.addr,
+            &format!("run_id={run}&keys=loss&from_seq={}", seq + 1),
+            None,
+        )
+        .await;
+        next_sse(&mut events, "position").await;
+        while seen.len() < all.len() {
+            let (_, m) = next_sse(&mut events, "metrics").await;
+            seen.extend(
+                m["points"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|p| p["step"].as_i64().unwrap()),
+            );
+        }
+        seen.sort_unstable();
+        let distinct: BTreeSet<i64> = seen.iter().copied().collect();
+        assert_eq!(
+            seen.len(),
+            distinct.len(),
+            "round {round}: a point came twice"
+        );
+        assert_eq!(distinct, all, "round {round}: every point");
+    }
+    writer.await.unwrap();
+    server.stop().await;
+}

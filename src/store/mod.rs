@@ -535,6 +535,56 @@ impl Store {
         let (page, next) = page::slice(points, offset, limit);
         Ok((page.into_iter().map(|p| p.with_key(key)).collect(), next))
     }
+
+    /// A metric's whole history as of one sequence number: exactly the points of the
+    /// events up to the returned `seq` (in MLflow's order, exact duplicates dropped), so
+    /// that a watch from `seq + 1` continues it with no gap and no repeat.
+    pub fn metric_history_at(
+        &self,
+        run_id: &str,
+        key: &str,
+    ) -> Result<(Vec<history::Point>, u64), Error> {
+        validation::require("metric_key", key)?;
+        let tree = self.tree()?;
+        projection::find_run(&tree, run_id)?;
+        let before = self.committed_seq();
+        let mut points = Vec::new();
+        for chunk in tree.scan_prefix(keys::history(run_id, key)).values() {
+            history::decode_into(&chunk?, &mut points);
+        }
+        // Events written after `before` may or may not be in the scan (each is written
+        // with its history in one batch): take their points out and put them all back,
+        // so the answer is the log up to the last event written, no more and no less.
+        let mut seq = before;
+        let mut recent = Vec::new();
+        for ev in crate::log::replay(&tree, before + 1) {
+            let ev = ev?;
+            seq = ev.seq;
+            if let Some(pb::event::Payload::MetricsLogged(m)) = &ev.payload
+                && m.run_id == run_id
+            {
+                for s in m.series.iter().filter(|s| s.key == key) {
+                    for ((&timestamp, &step), &value) in
+                        s.timestamps.iter().zip(&s.steps).zip(&s.values)
+                    {
+                        recent.push(history::Point {
+                            timestamp,
+                            step,
+                            value,
+                        });
+                    }
+                }
+            }
+        }
+        if !recent.is_empty() {
+            let identity = |p: &history::Point| (p.timestamp, p.step, p.value.to_bits());
+            let written: std::collections::HashSet<_> = recent.iter().map(identity).collect();
+            points.retain(|p| !written.contains(&identity(p)));
+            points.extend(recent);
+        }
+        history::normalize(&mut points);
+        Ok((points, seq))
+    }
 }
 
 fn page_limit(max_results: Option<i64>) -> Result<usize, Error> {

@@ -36,6 +36,13 @@ impl Visibility {
     }
 }
 
+/// What a watch session hands on for one event.
+pub enum Watched {
+    Metrics(pb::WatchMetricsResponse),
+    /// A run created, updated, deleted, restored or moved.
+    Run(pb::Event),
+}
+
 pub struct Scope {
     store: Box<dyn EventSource>,
     visibility: Visibility,
@@ -280,28 +287,51 @@ impl Scope {
 
     /// The points of `ev` in scope, as one message.
     pub fn metrics(&mut self, ev: &pb::Event) -> Result<Option<pb::WatchMetricsResponse>, Error> {
+        Ok(match self.watched(ev, false)? {
+            Some(Watched::Metrics(m)) => Some(m),
+            _ => None,
+        })
+    }
+
+    /// The points of `ev` in scope, or with `runs`, `ev` itself when it creates,
+    /// updates, deletes, restores or moves a run in scope (what a live page needs to keep
+    /// its tree current).
+    pub fn watched(&mut self, ev: &pb::Event, runs: bool) -> Result<Option<Watched>, Error> {
         self.observe(ev)?;
         if let (ScopeSpec::Experiment(exp), Some(Payload::RunCreated(e))) =
             (&self.spec, &ev.payload)
         {
             self.known.insert(e.run_id.clone(), e.experiment_id == *exp);
         }
-        let Some(Payload::MetricsLogged(m)) = &ev.payload else {
-            return Ok(None);
+        let run = match &ev.payload {
+            Some(Payload::MetricsLogged(m)) => &m.run_id,
+            Some(
+                Payload::RunCreated(pb::RunCreated { run_id, .. })
+                | Payload::RunUpdated(pb::RunUpdated { run_id, .. })
+                | Payload::RunDeleted(pb::RunDeleted { run_id })
+                | Payload::RunRestored(pb::RunRestored { run_id })
+                | Payload::RunReparented(pb::RunReparented { run_id, .. }),
+            ) if runs => run_id,
+            _ => return Ok(None),
         };
-        if !self.has_run(&m.run_id)? || !self.may_read_run(&m.run_id)? {
+        if !self.has_run(run)? || !self.may_read_run(run)? {
             return Ok(None);
         }
+        let Some(Payload::MetricsLogged(m)) = &ev.payload else {
+            return Ok(Some(Watched::Run(ev.clone())));
+        };
         let series: Vec<pb::MetricSeries> = m
             .series
             .iter()
             .filter(|s| self.keys.is_empty() || self.keys.contains(&s.key))
             .cloned()
             .collect();
-        Ok((!series.is_empty()).then(|| pb::WatchMetricsResponse {
-            seq: ev.seq,
-            run_id: m.run_id.clone(),
-            series,
+        Ok((!series.is_empty()).then(|| {
+            Watched::Metrics(pb::WatchMetricsResponse {
+                seq: ev.seq,
+                run_id: m.run_id.clone(),
+                series,
+            })
         }))
     }
 

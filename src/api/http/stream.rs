@@ -7,6 +7,10 @@
 //! - `position`: sent first, `id` = the last event before the stream starts;
 //! - `metrics`: `{"seq": N, "points": [{"run_id","key","value","step","timestamp","seq"}]}`,
 //!   with NaN and ±Infinity as the strings `"NaN"`, `"Infinity"`, `"-Infinity"`;
+//! - `run` (with `runs=true`): a run in scope changed, `{"seq", "run_id", "change"}` where
+//!   `change` is `created` (with `experiment_id`, `parent_run_id`, `run_name`, `user_id`,
+//!   `start_time`, `status`), `updated` (with whichever of `status`, `end_time`,
+//!   `run_name` changed), `deleted`, `restored` or `moved` (with the new `parent_run_id`);
 //! - `end`: `{"reason": "shutdown", "resume_from_seq": N}` before the server closes it.
 
 use std::convert::Infallible;
@@ -21,9 +25,10 @@ use tokio_stream::{StreamExt, wrappers::ReceiverStream};
 
 use super::error_response;
 use crate::api::Authorized;
+use crate::api::mlflow::response::TrueDouble;
 use crate::domain::Error;
 use crate::pb;
-use crate::stream::scope::{Scope, ScopeSpec};
+use crate::stream::scope::{Scope, ScopeSpec, Watched};
 use crate::stream::session::{self, SessionEnd, Start};
 
 /// Messages buffered per browser; see `WATCH_BUFFER` in the gRPC watch service.
@@ -37,18 +42,47 @@ pub(super) struct StreamParams {
     experiment_id: Option<String>,
     keys: Option<String>,
     from_seq: Option<u64>,
+    runs: Option<String>,
 }
 
-/// A point's value on the stream: the true value, with NaN and ±infinity as the strings
-/// `"NaN"`, `"Infinity"` and `"-Infinity"` (JSON has no numbers for them).
-fn point_value(v: f64) -> serde_json::Value {
-    if v.is_nan() {
-        json!("NaN")
-    } else if v.is_infinite() {
-        json!(if v > 0.0 { "Infinity" } else { "-Infinity" })
-    } else {
-        json!(v)
-    }
+/// A `run` event: what changed about a run, enough for a page to update its tree.
+fn run_event(ev: &pb::Event) -> Option<Event> {
+    use pb::event::Payload;
+    let status = |n: i32| crate::domain::RunStatus::from_i32(n).map(|s| s.name());
+    let data = match ev.payload.as_ref()? {
+        Payload::RunCreated(e) => json!({
+            "run_id": e.run_id, "change": "created", "experiment_id": e.experiment_id,
+            "parent_run_id": e.parent_run_id, "run_name": e.run_name, "user_id": e.user_id,
+            "start_time": e.start_time, "status": "RUNNING",
+        }),
+        Payload::RunUpdated(e) => {
+            let mut data = json!({ "run_id": e.run_id, "change": "updated" });
+            if let Some(s) = e.status.and_then(status) {
+                data["status"] = json!(s);
+            }
+            if let Some(t) = e.end_time {
+                data["end_time"] = json!(t);
+            }
+            if let Some(name) = &e.run_name {
+                data["run_name"] = json!(name);
+            }
+            data
+        }
+        Payload::RunDeleted(e) => json!({ "run_id": e.run_id, "change": "deleted" }),
+        Payload::RunRestored(e) => json!({ "run_id": e.run_id, "change": "restored" }),
+        Payload::RunReparented(e) => json!({
+            "run_id": e.run_id, "change": "moved", "parent_run_id": e.new_parent_run_id,
+        }),
+        _ => return None,
+    };
+    let mut data = data;
+    data["seq"] = json!(ev.seq);
+    Some(
+        Event::default()
+            .id(ev.seq.to_string())
+            .event("run")
+            .data(data.to_string()),
+    )
 }
 
 fn metrics_event(m: &pb::WatchMetricsResponse) -> Event {
@@ -56,7 +90,7 @@ fn metrics_event(m: &pb::WatchMetricsResponse) -> Event {
     for s in &m.series {
         for ((value, step), timestamp) in s.values.iter().zip(&s.steps).zip(&s.timestamps) {
             points.push(json!({
-                "run_id": m.run_id, "key": s.key, "value": point_value(*value),
+                "run_id": m.run_id, "key": s.key, "value": TrueDouble(*value),
                 "step": step, "timestamp": timestamp, "seq": m.seq,
             }));
         }
@@ -124,29 +158,35 @@ pub(super) async fn stream(
         Ok(s) => s,
         Err(e) => return error_response(e),
     };
+    let runs = match q.runs.as_deref() {
+        None | Some("false" | "0") => false,
+        Some("true" | "1") => true,
+        Some(_) => return error_response(Error::invalid("runs must be true or false")),
+    };
     let (tx, rx) = mpsc::channel(SSE_BUFFER);
     tokio::spawn(session::run(
         store,
         start,
         |seq| {
-            Some(pb::WatchMetricsResponse {
+            Some(Watched::Metrics(pb::WatchMetricsResponse {
                 seq,
                 ..Default::default()
-            })
+            }))
         },
-        move |ev| scope.metrics(ev),
+        move |ev| scope.watched(ev, runs),
         tx,
     ));
-    let events = ReceiverStream::new(rx).map(|item| {
-        Ok::<_, Infallible>(match item {
-            Ok(m) => metrics_event(&m),
+    let events = ReceiverStream::new(rx).filter_map(|item| {
+        Some(Ok::<_, Infallible>(match item {
+            Ok(Watched::Metrics(m)) => metrics_event(&m),
+            Ok(Watched::Run(ev)) => run_event(&ev)?,
             Err(SessionEnd::Shutdown { next }) => Event::default()
                 .event("end")
                 .data(json!({ "reason": "shutdown", "resume_from_seq": next }).to_string()),
             Err(SessionEnd::Failed(e)) => Event::default()
                 .event("error")
                 .data(json!({ "message": e.to_string() }).to_string()),
-        })
+        }))
     });
     Sse::new(events)
         .keep_alive(KeepAlive::default())

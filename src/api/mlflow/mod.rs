@@ -9,11 +9,12 @@ mod datasets;
 mod experiments;
 mod graphql;
 mod import;
+mod live;
 mod metrics;
 mod models;
 mod request;
 pub use request::{JSON_BODY_LIMIT, JsonBodyLimit};
-mod response;
+pub(crate) mod response;
 mod runs;
 pub mod ui;
 mod users;
@@ -91,7 +92,9 @@ pub fn router(store: Store) -> axum::Router {
         .route("/version", get(|| async { MLFLOW_COMPATIBLE_VERSION }))
         .nest(
             "/api/arbor/v1",
-            users::token_routes().merge(import::routes()),
+            users::token_routes()
+                .merge(import::routes())
+                .merge(live::routes()),
         )
         .merge(artifacts::viewer_routes())
         .merge(graphql::routes());

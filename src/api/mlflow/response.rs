@@ -26,6 +26,22 @@ impl Serialize for Double {
     }
 }
 
+/// A value as it was logged, for Arbor's own routes and live streams: NaN and ±infinity
+/// as the strings `"NaN"`, `"Infinity"` and `"-Infinity"` (JSON has no numbers for them).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TrueDouble(pub f64);
+
+impl Serialize for TrueDouble {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            v if v.is_nan() => s.serialize_str("NaN"),
+            v if v == f64::INFINITY => s.serialize_str("Infinity"),
+            v if v == f64::NEG_INFINITY => s.serialize_str("-Infinity"),
+            v => s.serialize_f64(v),
+        }
+    }
+}
+
 /// `{}`: MLflow's answer to a write that returns nothing.
 #[derive(Serialize, Default)]
 pub(crate) struct Empty {}
