@@ -43,7 +43,7 @@ async fn graphql(s: &TestServer, query: &str, variables: Value) -> (u16, Value) 
     .await
 }
 
-/// Without a UI, `/` is a page that says how to turn MLflow's UI on.
+/// Without a UI, `/` is Arbor's live page, which says how to turn MLflow's UI on.
 #[tokio::test]
 async fn the_landing_page_explains_how_to_get_the_ui() {
     let s = TestServer::start().await;

@@ -94,6 +94,7 @@ pub async fn serve(
 
     let http = crate::api::http::router(store.clone())
         .merge(crate::api::mlflow::router(store.clone()))
+        .merge(crate::api::http::page::router(options.mlflow_ui.is_none()))
         .merge(crate::api::mlflow::ui::router(options.mlflow_ui))
         .layer(axum::Extension(crate::api::mlflow::JsonBodyLimit(
             options.limits.max_json_body_bytes,

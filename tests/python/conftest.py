@@ -4,6 +4,7 @@ repository's proto with grpc_tools."""
 
 import os
 import pathlib
+import shutil
 import socket
 import subprocess
 import sys
@@ -99,3 +100,29 @@ def mlflow_server(tmp_path_factory):
     yield url
     proc.terminate()
     proc.wait(timeout=30)
+
+
+# scripts/test installs Debian's chromium and chromium-driver; without them the browser
+# tests fail rather than skip, so CI cannot pass without running them.
+CHROMIUM = shutil.which("chromium")
+CHROMEDRIVER = shutil.which("chromedriver")
+
+
+@pytest.fixture
+def browser(tmp_path):
+    assert CHROMIUM and CHROMEDRIVER, "chromium and chromedriver are needed (scripts/test installs them)"
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for arg in (
+        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'chromium'}", "--window-size=1400,1000",
+    ):
+        opts.add_argument(arg)
+    opts.set_capability("goog:loggingPrefs", {"performance": "ALL"})
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    yield driver
+    driver.quit()

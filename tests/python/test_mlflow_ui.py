@@ -7,7 +7,6 @@ target/test-output/mlflow-ui/ (or $ARBOR_TEST_OUTPUT)."""
 import json
 import os
 import pathlib
-import shutil
 import sys
 
 import pytest
@@ -17,10 +16,6 @@ from mlflow import MlflowClient
 
 from conftest import ROOT, Server
 
-# scripts/test installs Debian's chromium and chromium-driver; without them this fails
-# rather than skips, so CI cannot pass without running it.
-CHROMIUM = shutil.which("chromium")
-CHROMEDRIVER = shutil.which("chromedriver")
 OUTPUT = pathlib.Path(os.environ.get("ARBOR_TEST_OUTPUT", ROOT / "target" / "test-output")) / "mlflow-ui"
 WAIT_SECONDS = 60
 # Tracking endpoints; the UI also asks for the current user (users/current), which
@@ -36,26 +31,6 @@ def ui_server(tmp_path):
     yield s
     if s.proc.poll() is None:
         s.stop()
-
-
-@pytest.fixture
-def browser(tmp_path):
-    assert CHROMIUM and CHROMEDRIVER, "chromium and chromedriver are needed (scripts/test installs them)"
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for arg in (
-        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'chromium'}", "--window-size=1400,1000",
-    ):
-        opts.add_argument(arg)
-    opts.set_capability("goog:loggingPrefs", {"performance": "ALL"})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
-    yield driver
-    driver.quit()
 
 
 def populate(url, tmp_path, monkeypatch):

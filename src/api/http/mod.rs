@@ -2,6 +2,7 @@
 //! Errors follow MLflow's shape, `{"error_code": ..., "message": ...}`.
 
 mod backup;
+pub mod page;
 mod stream;
 
 use axum::Json;

@@ -2,15 +2,15 @@
 //! at `/` and the React build at `/static-files/...`, as `mlflow server` serves them,
 //! plus the small endpoints the app calls at start (UI telemetry, answered as disabled)
 //! and empty answers for the pages of features Arbor does not have (traces, the model
-//! registry), so those pages show their empty state. Without a UI, `/` explains how to
-//! turn it on.
+//! registry), so those pages show their empty state. Without a UI, `/` is Arbor's own
+//! page, which also says how to turn MLflow's on.
 
 use std::path::{Path, PathBuf};
 
 use axum::Json;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
 
@@ -97,7 +97,8 @@ pub(crate) fn router(ui: Option<MlflowUi>) -> axum::Router {
                 .route("/static-files/{*path}", get(static_file))
                 .with_state(std::sync::Arc::new(ui)),
         ),
-        None => router.route("/", get(no_ui)),
+        // Without a UI, `/` is Arbor's own page (`api::http::page`).
+        None => router,
     }
 }
 
@@ -168,28 +169,3 @@ fn content_type(path: &Path) -> &'static str {
         _ => "application/octet-stream",
     }
 }
-
-async fn no_ui() -> Html<&'static str> {
-    Html(NO_UI_PAGE)
-}
-
-const NO_UI_PAGE: &str = r#"<!doctype html>
-<html lang="en">
-<head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Arbor</title>
-<style>body{font:16px/1.5 system-ui,sans-serif;max-width:42rem;margin:3rem auto;padding:0 1rem;color:#222}
-code,pre{background:#f3f3f3;border-radius:4px;padding:.1rem .3rem}pre{padding:.8rem}</style></head>
-<body>
-<h1>Arbor is running</h1>
-<p>This server speaks MLflow's tracking API: point the <code>mlflow</code> client at it with
-<code>MLFLOW_TRACKING_URI</code> set to this address.</p>
-<h2>MLflow's web UI</h2>
-<p>Arbor can serve MLflow's own UI from an installed <code>mlflow</code> package (the full
-package; <code>mlflow-skinny</code> has no UI):</p>
-<pre>pip install mlflow
-arbor serve --mlflow-ui auto</pre>
-<p>or name the UI's build folder: <code>arbor serve --mlflow-ui /path/to/mlflow/server/js/build</code>.
-With a virtual environment, add <code>--mlflow-ui-python /path/to/venv/bin/python</code>.</p>
-</body>
-</html>
-"#;
