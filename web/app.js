@@ -41,6 +41,7 @@ export function showError(host, e) {
 function route() {
   current?.destroy?.();
   current = null;
+  hook.treeReady = false;
   setConnection("", "");
   const { path, params } = parseHash();
   if (path[0] === "experiments" && path[1]) current = experimentView(path[1], params);

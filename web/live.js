@@ -46,6 +46,7 @@ export class LivePanel {
       onPaint: () => this.painted(),
     });
     this.chart.set({ xKind: state.x, logY: state.log, smoothing: state.smooth, zoom: state.zoom });
+    hook.zoom = () => this.chart.zoom;
     hook.series = (runId, key) => {
       const c = this.curves.get(`${runId}\u0000${key}`);
       return c ? { steps: [...c.series.steps], values: [...c.series.values], sampled: c.sampled, ready: c.seq !== null } : null;

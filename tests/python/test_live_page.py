@@ -59,15 +59,27 @@ def three_level_tree(client, exp):
     return root, child, leaf
 
 
-def test_points_reach_the_chart_within_a_second_of_the_log_call(server, browser):
-    url = url_of(server)
+def leaf_with_a_point(url, experiment):
+    """A three-level tree whose leaf has logged loss 0.0 at step 0."""
     client = MlflowClient(url)
-    exp = client.create_experiment("live-delay")
+    exp = client.create_experiment(experiment)
     root, child, leaf = three_level_tree(client, exp)
-    client.log_metric(leaf, "loss", 1.0, step=0)
-    open_page(browser, f"{url}/#/experiments/{exp}?runs={leaf}&keys=loss&cols=loss")
+    client.log_metric(leaf, "loss", 0.0, step=0)
+    return client, exp, leaf
+
+
+def chart_one_curve(browser, page, leaf):
+    """Opens a page charting the leaf's loss; returns once its stream is live and the
+    curve's history is loaded."""
+    open_page(browser, page)
     wait_for(browser, "document.querySelector('#connection').dataset.state === 'live'")
     wait_for(browser, f"(window.arborTest.series('{leaf}', 'loss') || {{}}).ready")
+
+
+def test_points_reach_the_chart_within_a_second_of_the_log_call(server, browser):
+    url = url_of(server)
+    client, exp, leaf = leaf_with_a_point(url, "live-delay")
+    chart_one_curve(browser, f"{url}/#/experiments/{exp}?runs={leaf}&keys=loss&cols=loss", leaf)
 
     called = {}
     for step in range(1, 201):
@@ -89,6 +101,23 @@ def test_points_reach_the_chart_within_a_second_of_the_log_call(server, browser)
     assert series["steps"] == list(range(201))
     wait_for(browser, f"document.querySelector('.row[data-id=\"{leaf}\"] .metric[data-key=\"loss\"]').textContent.startsWith('0.00497')")
 
+    # Drag across the chart to zoom; the link then holds the zoom, and opens it again.
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    canvas = browser.find_element(By.CSS_SELECTOR, ".chart canvas")
+    ActionChains(browser).move_to_element_with_offset(canvas, -60, 0).click_and_hold().move_by_offset(120, 0).release().perform()
+    wait_for(browser, "window.arborTest.zoom() !== null")
+    zoom = browser.execute_script("return window.arborTest.zoom()")
+    assert 0 < zoom[0] < zoom[1] < 200, zoom
+    link = browser.current_url
+    assert "zoom=" in link and f"runs={leaf}" in link and "keys=loss" in link, link
+    browser.get("about:blank")
+    open_page(browser, link)
+    wait_for(browser, f"(window.arborTest.series('{leaf}', 'loss') || {{}}).ready")
+    restored = browser.execute_script("return window.arborTest.zoom()")
+    assert [round(v, 3) for v in restored] == [round(v, 3) for v in zoom]
+
 
 def test_the_tree_follows_new_runs_and_finishing_runs_and_the_keyboard(server, browser, tmp_path):
     from selenium.webdriver.common.by import By
@@ -109,7 +138,21 @@ def test_the_tree_follows_new_runs_and_finishing_runs_and_the_keyboard(server, b
     Image.new("RGB", (32, 32), (40, 120, 200)).save(tmp_path / "plot.png")
     client.log_artifact(child, str(tmp_path / "notes.txt"))
     client.log_artifact(child, str(tmp_path / "plot.png"))
-    open_page(browser, f"{url}/#/experiments/{exp}?cols=loss")
+    # The experiment list, searched with MLflow's filter language.
+    browser.set_window_size(1280, 800)
+    browser.get(f"{url}/")
+    wait_for(browser, "document.querySelector('main').textContent.includes('live-tree')")
+    box = browser.find_element(By.CSS_SELECTOR, "#exp-filter")
+    box.send_keys("name = ", Keys.ENTER)
+    error = wait_for(browser, "!document.querySelector('#exp-error').hidden && document.querySelector('#exp-error').textContent")
+    assert "Invalid" in error or "expected" in error.lower(), error
+    box.clear()
+    box.send_keys("name LIKE 'live-%'", Keys.ENTER)
+    wait_for(browser, "document.querySelector('#exp-error').hidden && document.querySelectorAll('table.list tbody a').length === 1")
+    browser.find_element(By.LINK_TEXT, "live-tree").click()
+    wait_for(browser, "window.arborTest && window.arborTest.treeReady")
+    browser.get(f"{url}/#/experiments/{exp}?cols=loss")
+    wait_for(browser, "window.arborTest.treeReady")
     wait_for(browser, "document.querySelector('#connection').dataset.state === 'live'")
     rows = browser.find_elements(By.CSS_SELECTOR, ".tree .row[data-id]")
     assert [r.get_attribute("aria-level") for r in rows] == ["1", "2", "3"]
@@ -124,9 +167,21 @@ def test_the_tree_follows_new_runs_and_finishing_runs_and_the_keyboard(server, b
     OUTPUT.mkdir(parents=True, exist_ok=True)
     browser.save_screenshot(str(OUTPUT / "tree-live.png"))
 
+    # A run filter keeps matching runs and their ancestors; a bad one says what is wrong.
+    box = browser.find_element(By.CSS_SELECTOR, "#run-filter")
+    box.send_keys("metrics.loss < 0.3", Keys.ENTER)
+    wait_for(browser, "document.querySelector('.tree').dataset.rows === '3'")
+    assert not browser.find_elements(By.CSS_SELECTOR, f'.row[data-id="{late}"]'), "trial-2 has no loss"
+    box.clear()
+    box.send_keys("metrics.loss <", Keys.ENTER)
+    error = wait_for(browser, "!document.querySelector('#run-error').hidden && document.querySelector('#run-error').textContent")
+    assert "loss" in error or "expected" in error.lower(), error
+    box.clear()
+    box.send_keys(Keys.ENTER)
+    wait_for(browser, "document.querySelector('#run-error').hidden && document.querySelector('.tree').dataset.rows === '4'")
+
     # Keyboard: Down to the child, Left collapses it (its best value shows), Right expands.
-    first = browser.find_element(By.CSS_SELECTOR, f'.row[data-id="{root}"]')
-    first.click()
+    browser.find_element(By.CSS_SELECTOR, f'.row[data-id="{root}"] .status').click()
     browser.switch_to.active_element.send_keys(Keys.ARROW_DOWN)
     assert browser.switch_to.active_element.get_attribute("data-id") == child
     browser.switch_to.active_element.send_keys(Keys.ARROW_LEFT)
@@ -140,6 +195,7 @@ def test_the_tree_follows_new_runs_and_finishing_runs_and_the_keyboard(server, b
     wait_for(browser, f"location.hash === '#/runs/{child}'")
     # The run page: breadcrumb of ancestors, params, children, artifacts with previews.
     wait_for(browser, "document.querySelector('nav.crumbs') && document.querySelector('nav.crumbs').textContent.includes('sweep')")
+    wait_for(browser, "document.querySelector('button[data-path=\"plot.png\"]')")
     page = browser.find_element(By.CSS_SELECTOR, "main").text
     for text in ("trial-1", "fold-1", "lr", "0.01", "git-sha-123", "train.py", "notes.txt", "plot.png"):
         assert text in page, f"{text} missing from the run page"
@@ -170,6 +226,7 @@ class CuttableProxy:
         self.lock = threading.Lock()
         self.open = set()
         self.refused = 0
+        self.refused_one = threading.Event()
         self.closing = False
         self.thread = threading.Thread(target=self.accept, daemon=True)
         self.thread.start()
@@ -182,6 +239,7 @@ class CuttableProxy:
                 return
             if self.down.is_set():
                 self.refused += 1
+                self.refused_one.set()
                 conn.close()
                 continue
             upstream = socket.create_connection(self.target)
@@ -224,16 +282,10 @@ class CuttableProxy:
 
 
 def test_a_cut_connection_resumes_with_no_point_lost_or_repeated(server, browser):
-    url = url_of(server)
-    client = MlflowClient(url)
-    exp = client.create_experiment("live-cut")
-    root, child, leaf = three_level_tree(client, exp)
-    client.log_metric(leaf, "loss", 0.0, step=0)
+    client, exp, leaf = leaf_with_a_point(url_of(server), "live-cut")
     proxy = CuttableProxy(server.address)
     try:
-        open_page(browser, f"http://{proxy.address}/arbor/#/experiments/{exp}?runs={leaf}&keys=loss")
-        wait_for(browser, "document.querySelector('#connection').dataset.state === 'live'")
-        wait_for(browser, f"(window.arborTest.series('{leaf}', 'loss') || {{}}).ready")
+        chart_one_curve(browser, f"http://{proxy.address}/arbor/#/experiments/{exp}?runs={leaf}&keys=loss", leaf)
         for step in range(1, 50):
             client.log_metric(leaf, "loss", step / 100, step=step)
         wait_for(browser, f"window.arborTest.series('{leaf}', 'loss').steps.length === 50")
@@ -244,7 +296,8 @@ def test_a_cut_connection_resumes_with_no_point_lost_or_repeated(server, browser
         assert "reconnecting" in browser.find_element("css selector", "#connection").text
         for step in range(50, 100):
             client.log_metric(leaf, "loss", step / 100, step=step)
-        # While cut, nothing arrives.
+        # While cut, nothing arrives, and the page keeps trying.
+        assert proxy.refused_one.wait(timeout=WAIT_SECONDS), "the page tried again while the connection was down"
         assert browser.execute_script(f"return window.arborTest.series('{leaf}', 'loss').steps.length") == 50
         proxy.restore()
         wait_for(browser, f"window.arborTest.series('{leaf}', 'loss').steps.length >= 100")
@@ -255,9 +308,10 @@ def test_a_cut_connection_resumes_with_no_point_lost_or_repeated(server, browser
         series = browser.execute_script(f"return window.arborTest.series('{leaf}', 'loss')")
         assert series["steps"] == list(range(110)), "every point once, in order"
         assert series["values"] == [s / 100 for s in range(110)]
+        # Points are noted as painted with the next frame.
+        wait_for(browser, f"window.arborTest.painted.filter(p => p.run === '{leaf}').length >= 109")
         streamed = [s for s, _ in painted_steps(browser, leaf, "loss")]
         assert sorted(streamed) == list(range(1, 110)), "the stream delivered each point once"
-        assert proxy.refused > 0, "the page tried again while the connection was down"
     finally:
         proxy.close()
 
@@ -336,32 +390,24 @@ def test_a_thousand_run_tree_and_fifty_curves_on_one_chart(server, browser):
     }))
 
 
-def test_with_auth_the_page_signs_in_and_every_call_carries_it(tmp_path, browser):
+def test_with_auth_the_page_signs_in_and_every_call_carries_it(tmp_path, browser, monkeypatch):
     password = "live-page-password"
-    env_before = os.environ.get("ARBOR_ADMIN_PASSWORD")
-    os.environ["ARBOR_ADMIN_PASSWORD"] = password
-    try:
-        s = Server(tmp_path / "data", "--auth")
-    finally:
-        if env_before is None:
-            del os.environ["ARBOR_ADMIN_PASSWORD"]
-        else:
-            os.environ["ARBOR_ADMIN_PASSWORD"] = env_before
+    monkeypatch.setenv("ARBOR_ADMIN_PASSWORD", password)
+    s = Server(tmp_path / "data", "--auth")
     try:
         url = url_of(s)
         assert requests.get(f"{url}/arbor/").status_code == 401, "the page itself asks for credentials"
-        os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"] = "admin", password
-        try:
-            client = MlflowClient(url)
-            exp = client.create_experiment("private")
-            root, child, leaf = three_level_tree(client, exp)
-            open_page(browser, f"http://admin:{password}@{s.address}/#/experiments/{exp}?runs={leaf}&keys=loss")
-            wait_for(browser, "document.querySelector('#connection').dataset.state === 'live'")
-            client.log_metric(leaf, "loss", 0.5, step=3)
-            wait_for(browser, f"window.arborTest.series('{leaf}', 'loss').steps.length === 1")
-            rows = browser.execute_script("return document.querySelector('.tree').dataset.rows")
-            assert rows == "3"
-        finally:
-            del os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"]
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password)
+        client = MlflowClient(url)
+        exp = client.create_experiment("private")
+        root, child, leaf = three_level_tree(client, exp)
+        # Headless Chromium cannot type into the browser's sign-in dialog; credentials in
+        # the address are what it would send after the dialog.
+        open_page(browser, f"http://admin:{password}@{s.address}/#/experiments/{exp}?runs={leaf}&keys=loss")
+        wait_for(browser, "document.querySelector('#connection').dataset.state === 'live'")
+        client.log_metric(leaf, "loss", 0.5, step=3)
+        wait_for(browser, f"window.arborTest.series('{leaf}', 'loss').steps.length === 1")
+        assert browser.execute_script("return document.querySelector('.tree').dataset.rows") == "3"
     finally:
         s.stop()
