@@ -88,6 +88,9 @@ export class LiveStream {
     this.closed = false;
     this.retry = 0;
     this.controller = null;
+    // Resolves with the stream's first position: everything committed after it will
+    // arrive, so a snapshot read after this misses nothing.
+    this.ready = new Promise((resolve) => (this.positioned = resolve));
     this.connect();
   }
 
@@ -173,6 +176,7 @@ export class LiveStream {
     if (event === "position") {
       this.retry = 0;
       if (this.lastSeq === undefined || seq > this.lastSeq) this.lastSeq = seq;
+      this.positioned(this.lastSeq);
       this.handlers.state("live", this.lastSeq);
       return;
     }

@@ -171,11 +171,9 @@ function experimentView(experimentId, params) {
       if (!before && state.keep) state.keep.add(msg.run_id);
       view?.schedule();
     } else {
-      let newKey = false;
-      const known = new Set(tree.keys());
+      const keysBefore = tree.keyCount;
       if (tree.points(msg.points[0]?.run_id, msg.points)) view?.schedule(msg.points[0].run_id);
-      for (const p of msg.points) if (!known.has(p.key)) newKey = true;
-      if (newKey) {
+      if (tree.keyCount !== keysBefore) {
         drawKeys();
         if (!state.columns.length) autoColumns();
         view?.schedule();
@@ -192,14 +190,17 @@ function experimentView(experimentId, params) {
     loaded = false;
     buffered = [];
     stream?.close();
-    // The stream opens first ("from now"), so that every change after the runs are read
-    // arrives on it; changes the read already saw arrive too and are applied again,
-    // which changes nothing.
-    stream = new LiveStream(root ? { root_run_id: root, runs: "true" } : { experiment_id: experimentId, runs: "true" }, {
+    // The stream opens first ("from now") and the runs are read once it has its
+    // position, so that every change after the read arrives on it; changes the read
+    // already saw arrive too and are applied again, which changes nothing.
+    const mine = new LiveStream(root ? { root_run_id: root, runs: "true" } : { experiment_id: experimentId, runs: "true" }, {
       metrics: (m) => handle("metrics", m),
       run: (m) => handle("run", m),
       state: setConnection,
     });
+    stream = mine;
+    await mine.ready;
+    if (stream !== mine) return;
     error.hidden = true;
     form.filter.removeAttribute("aria-invalid");
     try {

@@ -20,7 +20,19 @@ export function runPage(main, runId, { setConnection }) {
   let panel = null;
   let closed = false;
   main.innerHTML = `<p class="muted">Loading run…</p>`;
+  // The stream opens before the run is read (see the experiment view): messages wait
+  // in `early` until the page is drawn.
+  let early = [];
+  let onMetrics = (m) => early.push(["metrics", m]);
+  let onRun = (m) => early.push(["run", m]);
+  stream = new LiveStream({ run_id: runId, runs: "true" }, {
+    metrics: (m) => onMetrics(m),
+    run: (m) => onRun(m),
+    state: setConnection,
+  });
   (async () => {
+    await stream.ready;
+    if (closed) return;
     let run;
     let ancestors;
     let children;
@@ -90,27 +102,26 @@ export function runPage(main, runId, { setConnection }) {
     main.querySelector("#h-metrics").parentElement.addEventListener("change", () => {
       panel.show([runId], [...main.querySelectorAll("input[data-key]:checked")].map((b) => b.dataset.key));
     });
-    stream = new LiveStream({ run_id: runId, runs: "true" }, {
-      metrics: (m) => {
-        panel.metrics(m);
-        for (const p of m.points) {
-          const cell = main.querySelector(`td[data-latest="${CSS.escape(p.key)}"]`);
-          if (cell) cell.textContent = formatValue(num(p.value));
-        }
-      },
-      run: (m) => {
-        if (m.status) {
-          const s = main.querySelector("#run-status");
-          s.className = `status ${m.status}`;
-          s.textContent = m.status.toLowerCase();
-        }
-        if (m.end_time) {
-          main.querySelector("#run-end").textContent = time(m.end_time);
-          main.querySelector("#run-duration").textContent = duration(info.start_time, m.end_time);
-        }
-      },
-      state: setConnection,
-    });
+    onMetrics = (m) => {
+      panel.metrics(m);
+      for (const p of m.points) {
+        const cell = main.querySelector(`td[data-latest="${CSS.escape(p.key)}"]`);
+        if (cell) cell.textContent = formatValue(num(p.value));
+      }
+    };
+    onRun = (m) => {
+      if (m.status) {
+        const s = main.querySelector("#run-status");
+        s.className = `status ${m.status}`;
+        s.textContent = m.status.toLowerCase();
+      }
+      if (m.end_time) {
+        main.querySelector("#run-end").textContent = time(m.end_time);
+        main.querySelector("#run-duration").textContent = duration(info.start_time, m.end_time);
+      }
+    };
+    for (const [kind, m] of early) (kind === "metrics" ? onMetrics : onRun)(m);
+    early = [];
     listArtifacts(main.querySelector(".files"), main.querySelector(".preview"), runId, "");
   })();
   return {

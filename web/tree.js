@@ -16,6 +16,11 @@ export class RunTree {
   constructor() {
     this.nodes = new Map();
     this.version = 0; // changes whenever the structure or a status does
+    this.keySet = new Set(); // every metric key of every run
+  }
+
+  get keyCount() {
+    return this.keySet.size;
   }
 
   static fromRuns(runs) {
@@ -41,6 +46,7 @@ export class RunTree {
     });
     for (const m of run.data?.metrics ?? []) {
       node.metrics.set(m.key, { value: num(m.value), step: m.step, timestamp: m.timestamp });
+      this.keySet.add(m.key);
     }
     this.nodes.set(node.id, node);
     this.version++;
@@ -90,6 +96,7 @@ export class RunTree {
       const cur = node.metrics.get(p.key);
       if (!cur || p.step > cur.step || (p.step === cur.step && p.timestamp >= cur.timestamp)) {
         node.metrics.set(p.key, { value: num(p.value), step: p.step, timestamp: p.timestamp });
+        this.keySet.add(p.key);
         changed = true;
       }
     }
@@ -97,9 +104,17 @@ export class RunTree {
   }
 
   keys() {
-    const keys = new Set();
-    for (const n of this.nodes.values()) for (const k of n.metrics.keys()) keys.add(k);
-    return [...keys].sort();
+    return [...this.keySet].sort();
+  }
+
+  // Whether some ancestor of the run is collapsed (its best value may show the run's).
+  underCollapsed(id) {
+    let cur = this.nodes.get(id);
+    for (let hops = 0; cur?.parentId && hops < 10_000; hops++) {
+      cur = this.nodes.get(cur.parentId);
+      if (cur && !cur.expanded) return true;
+    }
+    return false;
   }
 
   // Children lists (a parent outside the tree makes a root), each in the given order.
@@ -312,10 +327,10 @@ export class TreeView {
         else cell.prepend(document.createTextNode(text));
       }
     }
-    // A collapsed ancestor shows its subtree's best: redraw when one is collapsed.
-    const anyCollapsed = [...this.tree.nodes.values()].some((n) => !n.expanded);
+    // A collapsed ancestor shows its subtree's best: redraw when one may have changed.
+    const hidden = [...this.dirtyRuns].some((id) => this.tree.underCollapsed(id));
     this.dirtyRuns.clear();
-    if (anyCollapsed) this.render();
+    if (hidden) this.render();
   }
 
   tickDurations() {
