@@ -39,6 +39,9 @@ pub enum CliCommand {
     /// Verify a stopped store without changing it: the log gap-free and decodable, the
     /// projections equal to what the log implies. Exits 1 when something is wrong.
     Check(StoreArgs),
+    /// Say where a stopped store's disk space goes: each table's keys and values, the
+    /// points' two copies (log and history), and sled's own overhead.
+    DiskUsage(StoreArgs),
     /// Write a consistent backup of the event log (and, with --with-artifacts, the
     /// artifact files) from a running server or a stopped store.
     Backup(BackupArgs),

@@ -1,5 +1,6 @@
 //! `arbor check` on a stopped store: intact after writes; damaged projections are found
 //! (and `arbor rebuild` mends them); a damaged log is found and named, with what to do.
+//! `arbor disk-usage` says where the store's bytes go.
 //! The store is damaged on purpose by writing to its sled tree directly.
 
 mod common;
@@ -76,4 +77,49 @@ async fn check_finds_damaged_projections_and_a_damaged_log() {
     );
     let (ok, text) = arbor(&["check"], dir.path()).await;
     assert!(!ok && text.contains("event 2 does not decode"), "{text}");
+}
+
+/// `arbor disk-usage` counts each table's keys, the points in the history (and their
+/// copy in the log) and the runs, and sets them against the size on disk.
+#[tokio::test]
+async fn disk_usage_says_where_the_bytes_go() {
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    let run = common::new_run_id(&mut c, arbor::pb::CreateRunRequest::default()).await;
+    for b in 0..3i64 {
+        c.log_batch(arbor::pb::LogBatchRequest {
+            run_id: run.clone(),
+            metrics: (0..1000)
+                .map(|i| arbor::pb::Metric {
+                    key: "loss".into(),
+                    value: i as f64,
+                    timestamp: 1_000 + i,
+                    step: b * 1000 + i,
+                })
+                .collect(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    drop(c);
+    let dir = server.stop().await;
+    let (ok, text) = arbor(&["disk-usage"], dir.path()).await;
+    assert!(ok, "{text}");
+    assert!(text.contains("3000 points:"), "{text}");
+    assert!(text.contains("1 runs:"), "{text}");
+    for table in [
+        "event log",
+        "metric history chunks",
+        "run records",
+        "sled's own layout",
+    ] {
+        assert!(text.contains(table), "{table}: {text}");
+    }
+    // The log holds the run's creation and three batches (and the default experiment).
+    let log = text.lines().find(|l| l.starts_with("L ")).unwrap();
+    assert_eq!(log.split_whitespace().nth(3), Some("5"), "{log}");
+    // Reading changed nothing.
+    let (ok, text) = arbor(&["check"], dir.path()).await;
+    assert!(ok && text.contains("intact"), "{text}");
 }

@@ -7,6 +7,7 @@ pub(crate) mod health;
 pub(crate) mod keys;
 pub(crate) mod kv;
 pub(crate) mod space;
+pub mod usage;
 
 use std::path::{Path, PathBuf};
 

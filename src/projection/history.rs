@@ -5,7 +5,7 @@
 
 use crate::domain::MetricPoint;
 
-const POINT_BYTES: usize = 24;
+pub(crate) const POINT_BYTES: usize = 24;
 
 /// A point without its key: the history of one key is read and written as these.
 #[derive(Debug, Clone, Copy, PartialEq)]

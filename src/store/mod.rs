@@ -667,6 +667,51 @@ pub fn check(dir: &Path, config: &StoreConfig) -> Result<CheckReport, Error> {
     crate::log::rebuild::check(&tree)
 }
 
+pub use crate::db::usage::TableUsage;
+
+/// Where a stopped store's bytes go (`arbor disk-usage`).
+#[derive(Debug, Clone, Default)]
+pub struct DiskUsage {
+    /// The database's files on disk.
+    pub disk_bytes: u64,
+    /// Keys and values of each table as stored.
+    pub tables: Vec<TableUsage>,
+    /// Metric points in the history chunks (each point is also in its log event).
+    pub points: u64,
+    /// Bytes of the log's `MetricsLogged` events: the points' first copy.
+    pub metric_event_bytes: u64,
+    pub runs: u64,
+}
+
+/// Measures a stopped store: every key by table, the metric events of the log, and
+/// the files on disk.
+pub fn disk_usage(dir: &Path, config: &StoreConfig) -> Result<DiskUsage, Error> {
+    let (db, tree) = crate::db::open(dir, config.cache_bytes)?;
+    let tables = crate::db::usage::tables(&tree)?;
+    let mut metric_event_bytes = 0;
+    for kv in tree.scan_prefix([keys::LOG]) {
+        let (_, v) = kv?;
+        let ev = <pb::Event as prost::Message>::decode(v.as_ref())?;
+        if matches!(ev.payload, Some(pb::event::Payload::MetricsLogged(_))) {
+            metric_event_bytes += v.len() as u64;
+        }
+    }
+    let of = |prefix: u8| tables.iter().find(|t| t.prefix == prefix);
+    let points = of(keys::HISTORY).map_or(0, |t| t.value_bytes) / history::POINT_BYTES as u64;
+    let runs = of(keys::RUN).map_or(0, |t| t.keys);
+    drop(tree);
+    drop(db);
+    let disk_bytes = crate::db::space::tree_size(&crate::db::db_path(dir))
+        .map_err(|e| Error::Storage(sled::Error::Io(e)))?;
+    Ok(DiskUsage {
+        disk_bytes,
+        tables,
+        points,
+        metric_event_bytes,
+        runs,
+    })
+}
+
 impl crate::stream::EventSource for Store {
     fn hub(&self) -> &Hub {
         &self.inner.hub
