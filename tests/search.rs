@@ -753,3 +753,91 @@ async fn name_filters_follow_renames() {
     assert_eq!(names("run_name ILIKE '%AFTER%'").await, vec!["after"]);
     server.stop_and_check_rebuild().await;
 }
+
+/// Name and param filters that match more runs than a page holds page through the
+/// start-time index; every page size gives the same runs in the same order as one page,
+/// including across two experiments and with runs started at the same time.
+#[tokio::test]
+async fn name_and_param_filters_page_in_the_default_order() {
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    let e1 = common::create_experiment(&mut c, "paged-1").await;
+    let e2 = common::create_experiment(&mut c, "paged-2").await;
+    for i in 0..40i64 {
+        let exp = if i % 3 == 0 { &e2 } else { &e1 };
+        let id = common::new_run_id(
+            &mut c,
+            pb::CreateRunRequest {
+                experiment_id: exp.clone(),
+                run_name: format!("{}-{i}", if i % 2 == 0 { "child" } else { "other" }),
+                // Pairs of runs share a start time: ties are broken by run id.
+                start_time: Some(1_000 + i / 2),
+                ..Default::default()
+            },
+        )
+        .await;
+        c.log_param(pb::LogParamRequest {
+            run_id: id,
+            key: "lr".into(),
+            value: if i % 4 == 0 { "0.1" } else { "0.01" }.into(),
+        })
+        .await
+        .unwrap();
+    }
+    async fn all(c: &mut Client, exps: &[&String], filter: &str, page: i32) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut token = String::new();
+        loop {
+            let r = c
+                .search_runs(pb::SearchRunsRequest {
+                    experiment_ids: exps.iter().map(|e| e.to_string()).collect(),
+                    filter: filter.into(),
+                    max_results: Some(page),
+                    page_token: token.clone(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            assert!(r.runs.len() <= usize::try_from(page).unwrap());
+            out.extend(r.runs.into_iter().map(|r| r.info.unwrap().run_name));
+            if r.next_page_token.is_empty() {
+                return out;
+            }
+            token = r.next_page_token;
+        }
+    }
+    for filter in [
+        "attributes.run_name LIKE 'child%'",
+        "tags.mlflow.runName ILIKE '%HILD-1%'",
+        "params.lr = '0.01'",
+        "params.lr = '0.01' and attributes.run_name LIKE '%-3%'",
+    ] {
+        let whole = all(&mut c, &[&e1, &e2], filter, 1000).await;
+        assert!(!whole.is_empty(), "{filter}");
+        for page in [1, 3, 7, 50] {
+            assert_eq!(
+                all(&mut c, &[&e1, &e2], filter, page).await,
+                whole,
+                "{filter}, pages of {page}"
+            );
+        }
+        let one = all(&mut c, &[&e1], filter, 1000).await;
+        assert_eq!(
+            all(&mut c, &[&e1], filter, 2).await,
+            one,
+            "{filter}, one experiment"
+        );
+    }
+    // Newest first, as MLflow: the default order.
+    let whole = all(
+        &mut c,
+        &[&e1, &e2],
+        "attributes.run_name LIKE 'child%'",
+        1000,
+    )
+    .await;
+    assert_eq!(whole.len(), 20);
+    assert!(whole[0] == "child-38", "{whole:?}");
+    server.stop().await;
+}

@@ -317,7 +317,34 @@ pub(crate) fn search_runs(
             Position::After(t, id) => Some((t, id)),
             Position::Offset(_) => return Err(page::invalid(q.page_token)),
         };
-        return ordered_scan(tree, q.experiment_ids, admits, q.limit, after);
+        return ordered_scan(tree, q.experiment_ids, |_| true, admits, q.limit, after);
+    }
+    // A name or param index may match more runs than a page holds: in the default order,
+    // walk the start-time index and load only the runs it names that are among the
+    // matches, until the page is full, instead of loading and sorting every match. Its
+    // pages continue with a position token; a small match set takes the path below.
+    if let Some(h @ (runs::IndexHint::Name(_) | runs::IndexHint::Param(..))) = &hint
+        && runs::is_default_order(&order)
+        && !matches!(position, Position::Offset(_))
+    {
+        let matches: HashSet<String> = candidates(tree, q.experiment_ids, Some(h))?
+            .into_iter()
+            .collect();
+        if let Position::After(t, id) = position {
+            let wanted = |run: &str| matches.contains(run);
+            return ordered_scan(
+                tree,
+                q.experiment_ids,
+                wanted,
+                admits,
+                q.limit,
+                Some((t, id)),
+            );
+        }
+        if matches.len() > q.limit {
+            let wanted = |run: &str| matches.contains(run);
+            return ordered_scan(tree, q.experiment_ids, wanted, admits, q.limit, None);
+        }
     }
     let offset = match position {
         Position::Start => 0,
@@ -347,41 +374,7 @@ pub(crate) fn search_runs(
             q.limit,
         ));
     }
-    let candidates: Vec<String> = match hint {
-        Some(runs::IndexHint::RunIds(ids)) => ids.into_iter().cloned().collect(),
-        Some(runs::IndexHint::Root(root)) => members(tree, keys::DESCENDANT, root)?,
-        Some(runs::IndexHint::Parent(parent)) => members(tree, keys::CHILD, parent)?,
-        Some(runs::IndexHint::Name(test)) => {
-            let mut out = Vec::new();
-            for &exp in q.experiment_ids {
-                for k in tree.keys_with_prefix(&keys::runs_by_name(exp))? {
-                    let (name, run) = keys::name_and_run(&k)
-                        .ok_or_else(|| Error::Corrupt("name index".into()))?;
-                    if test.check(Some(&name)) {
-                        out.push(run);
-                    }
-                }
-            }
-            out
-        }
-        Some(runs::IndexHint::Param(key, value)) => {
-            let mut out = Vec::new();
-            for &exp in q.experiment_ids {
-                let prefix = keys::param_value(exp, key, value);
-                for k in tree.keys_with_prefix(&prefix)? {
-                    out.push(keys::member_of(&k, prefix.len()));
-                }
-            }
-            out
-        }
-        None => {
-            let mut out = Vec::new();
-            for &exp in q.experiment_ids {
-                out.extend(projection::experiment_run_ids(tree, exp)?);
-            }
-            out
-        }
-    };
+    let candidates = candidates(tree, q.experiment_ids, hint.as_ref())?;
     let mut seen = HashSet::with_capacity(candidates.len());
     let mut matched = Vec::new();
     for id in candidates {
@@ -399,6 +392,50 @@ pub(crate) fn search_runs(
         offset,
         q.limit,
     ))
+}
+
+/// The runs an index hint names (every run of the experiments without one), possibly
+/// with repeats; each is still to be tested against the whole filter.
+fn candidates(
+    tree: &sled::Tree,
+    experiment_ids: &[u64],
+    hint: Option<&runs::IndexHint<'_>>,
+) -> Result<Vec<String>, Error> {
+    Ok(match hint {
+        Some(runs::IndexHint::RunIds(ids)) => ids.iter().map(|id| (*id).clone()).collect(),
+        Some(runs::IndexHint::Root(root)) => members(tree, keys::DESCENDANT, root)?,
+        Some(runs::IndexHint::Parent(parent)) => members(tree, keys::CHILD, parent)?,
+        Some(runs::IndexHint::Name(test)) => {
+            let mut out = Vec::new();
+            for &exp in experiment_ids {
+                for k in tree.keys_with_prefix(&keys::runs_by_name(exp))? {
+                    let (name, run) = keys::name_and_run(&k)
+                        .ok_or_else(|| Error::Corrupt("name index".into()))?;
+                    if test.check(Some(&name)) {
+                        out.push(run);
+                    }
+                }
+            }
+            out
+        }
+        Some(runs::IndexHint::Param(key, value)) => {
+            let mut out = Vec::new();
+            for &exp in experiment_ids {
+                let prefix = keys::param_value(exp, key, value);
+                for k in tree.keys_with_prefix(&prefix)? {
+                    out.push(keys::member_of(&k, prefix.len()));
+                }
+            }
+            out
+        }
+        None => {
+            let mut out = Vec::new();
+            for &exp in experiment_ids {
+                out.extend(projection::experiment_run_ids(tree, exp)?);
+            }
+            out
+        }
+    })
 }
 
 /// The first `k` admitted runs of one experiment in the order of metric `key` (numbers
@@ -465,6 +502,7 @@ fn members(tree: &sled::Tree, table: u8, owner: &str) -> Result<Vec<String>, Err
 fn ordered_scan(
     tree: &sled::Tree,
     experiment_ids: &[u64],
+    wanted: impl Fn(&str) -> bool,
     admits: impl Fn(&RunRecord) -> bool,
     limit: usize,
     after: Option<(i64, String)>,
@@ -500,6 +538,9 @@ fn ordered_scan(
             .ok_or_else(|| Error::Corrupt("start index".into()))?;
         let run_id = keys::member_of(&key, *plen + 8);
         *head = iter.next().transpose()?;
+        if !wanted(&run_id) {
+            continue;
+        }
         if let Some(r) = projection::load_run(tree, &run_id)?
             && admits(&r)
         {
