@@ -15,6 +15,7 @@
 //! `GetRunTree` of a root, with the server's memory once they are loaded.
 
 mod rest;
+mod scaling;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -66,7 +67,19 @@ struct Args {
     /// REST: smaller workloads, for a run of a minute or two.
     #[arg(long)]
     quick: bool,
-    /// REST: also write the figures as JSON here.
+    /// Scaling: the run counts to measure at.
+    #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
+    scaling_runs: Vec<usize>,
+    /// Scaling: the history lengths (points in one metric) to measure at.
+    #[arg(long, value_delimiter = ',', default_value = "100000,1000000,10000000")]
+    scaling_history: Vec<usize>,
+    /// Scaling: points in the sustained ingest.
+    #[arg(long, default_value_t = 100_000_000)]
+    scaling_ingest_points: usize,
+    /// Scaling: seconds between samples of the sustained ingest.
+    #[arg(long, default_value_t = 10)]
+    scaling_sample_secs: u64,
+    /// REST and scaling: also write the figures as JSON here.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
 }
@@ -89,6 +102,8 @@ enum Workload {
     Search,
     /// The server's peak memory while it reads large MLflow REST bodies.
     Bodies,
+    /// How cost grows: run counts, history lengths, a long ingest (on demand; long).
+    Scaling,
 }
 
 /// Points a second in the watch workloads, as 100 batches of 100.
@@ -792,6 +807,21 @@ async fn grpc_workloads(args: &Args, url: &str, pid: Option<u32>) -> Result<(), 
     }
     if wants(Workload::Bodies) {
         rest::body_memory(url, pid, |line| println!("  {line}")).await?;
+    }
+    if wants(Workload::Scaling) {
+        let figures = scaling::run(
+            url,
+            &scaling::ScalingOptions {
+                runs: args.scaling_runs.clone(),
+                history: args.scaling_history.clone(),
+                ingest_points: args.scaling_ingest_points,
+                sample_secs: args.scaling_sample_secs,
+            },
+        )
+        .await?;
+        if let Some(path) = &args.json {
+            std::fs::write(path, serde_json::to_string_pretty(&figures)?)?;
+        }
     }
     if let Some(pid) = pid {
         println!(

@@ -82,6 +82,21 @@ impl RestClient {
         Ok(serde_json::from_slice(&out)?)
     }
 
+    /// GETs a text answer (`/metrics`).
+    pub async fn text(&mut self, path: &str) -> Result<String, BoxError> {
+        if self.sender.is_closed() || self.sender.ready().await.is_err() {
+            self.sender = open(&self.host).await?;
+        }
+        let req = hyper::Request::builder()
+            .method("GET")
+            .uri(path)
+            .header("host", &self.host)
+            .body(Full::new(Bytes::new()))?;
+        let res = self.sender.send_request(req).await?;
+        let out = res.into_body().collect().await?.to_bytes();
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+
     /// POSTs a prepared JSON body and returns the status, whatever it is.
     pub async fn raw(&mut self, path: &str, body: String) -> Result<u16, BoxError> {
         if self.sender.is_closed() || self.sender.ready().await.is_err() {
