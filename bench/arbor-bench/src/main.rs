@@ -587,6 +587,46 @@ async fn timed_search(
     Ok((median(times), n))
 }
 
+/// Pages through every run of the experiment, 1,000 a page; returns how many.
+async fn page_all_runs(c: &mut Client, exp: &str) -> Result<usize, BoxError> {
+    let mut token = String::new();
+    let mut seen = 0;
+    loop {
+        let page = c
+            .search_runs(pb::SearchRunsRequest {
+                experiment_ids: vec![exp.to_string()],
+                max_results: Some(1000),
+                page_token: token,
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        seen += page.runs.len();
+        token = page.next_page_token;
+        if token.is_empty() {
+            return Ok(seen);
+        }
+    }
+}
+
+/// The median time of `reps` GetRunTree calls for `root`.
+async fn run_tree_median(url: &str, root: &str, reps: usize) -> Result<Duration, BoxError> {
+    let mut h =
+        arbor::pb::hierarchy_service_client::HierarchyServiceClient::connect(url.to_string())
+            .await?;
+    let mut times = Vec::new();
+    for _ in 0..reps {
+        let t = Instant::now();
+        h.get_run_tree(pb::GetRunTreeRequest {
+            run_id: root.to_string(),
+            ..Default::default()
+        })
+        .await?;
+        times.push(t.elapsed());
+    }
+    Ok(median(times))
+}
+
 async fn search_bench(url: &str, total: usize, pid: Option<u32>) -> Result<(), BoxError> {
     let mut c = connect(url).await?;
     let exp = c
@@ -653,24 +693,7 @@ async fn search_bench(url: &str, total: usize, pid: Option<u32>) -> Result<(), B
     let mut times = Vec::new();
     for _ in 0..3 {
         let t = Instant::now();
-        let mut token = String::new();
-        let mut seen = 0;
-        loop {
-            let page = c
-                .search_runs(pb::SearchRunsRequest {
-                    experiment_ids: vec![exp.clone()],
-                    max_results: Some(1000),
-                    page_token: token,
-                    ..Default::default()
-                })
-                .await?
-                .into_inner();
-            seen += page.runs.len();
-            token = page.next_page_token;
-            if token.is_empty() {
-                break;
-            }
-        }
+        let seen = page_all_runs(&mut c, &exp).await?;
         times.push(t.elapsed());
         if seen != roots.len() * 100 {
             return Err(format!("paging saw {seen} runs").into());
@@ -681,22 +704,10 @@ async fn search_bench(url: &str, total: usize, pid: Option<u32>) -> Result<(), B
         roots.len() * 100,
         ms(median(times))
     );
-    let mut h =
-        arbor::pb::hierarchy_service_client::HierarchyServiceClient::connect(url.to_string())
-            .await?;
-    let mut times = Vec::new();
-    for _ in 0..20 {
-        let t = Instant::now();
-        h.get_run_tree(pb::GetRunTreeRequest {
-            run_id: root.clone(),
-            ..Default::default()
-        })
-        .await?;
-        times.push(t.elapsed());
-    }
+    let tree = run_tree_median(url, root, 20).await?;
     println!(
         "  GetRunTree of a root (100 runs): median {:.2} ms",
-        ms(median(times))
+        ms(tree)
     );
     Ok(())
 }

@@ -125,6 +125,28 @@ impl RestClient {
     }
 }
 
+/// A metric's whole history, paged 25,000 at a time as the mlflow client pages it;
+/// returns the points read.
+pub async fn read_history(c: &mut RestClient, run: &str, key: &str) -> Result<usize, BoxError> {
+    let mut got = 0;
+    let mut token: Option<String> = None;
+    loop {
+        let mut q = format!("metrics/get-history?run_id={run}&metric_key={key}&max_results=25000");
+        if let Some(tok) = &token {
+            q.push_str(&format!("&page_token={tok}"));
+        }
+        let r = c.get(&q).await?;
+        got += r["metrics"].as_array().map_or(0, Vec::len);
+        token = r["next_page_token"]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .map(String::from);
+        if token.is_none() {
+            return Ok(got);
+        }
+    }
+}
+
 #[derive(Debug, Clone, serde::Serialize, Default)]
 pub struct SearchResult {
     pub query: String,
@@ -514,24 +536,7 @@ async fn history(
     let mut got = 0;
     for _ in 0..3 {
         let t = Instant::now();
-        got = 0;
-        let mut token: Option<String> = None;
-        loop {
-            let mut q =
-                format!("metrics/get-history?run_id={run}&metric_key=loss&max_results=25000");
-            if let Some(tok) = &token {
-                q.push_str(&format!("&page_token={tok}"));
-            }
-            let r = c.get(&q).await?;
-            got += r["metrics"].as_array().map_or(0, Vec::len);
-            token = r["next_page_token"]
-                .as_str()
-                .filter(|s| !s.is_empty())
-                .map(String::from);
-            if token.is_none() {
-                break;
-            }
-        }
+        got = read_history(c, &run, "loss").await?;
         times.push(t.elapsed());
     }
     times.sort();

@@ -12,7 +12,10 @@ use std::time::{Duration, Instant};
 use arbor::pb;
 use serde_json::{Value, json};
 
-use super::{BATCH, BoxError, batch, connect, median, ms, new_run, populate, timed_search};
+use super::{
+    BATCH, BoxError, batch, connect, median, ms, new_run, page_all_runs, populate, run_tree_median,
+    timed_search,
+};
 use crate::rest::RestClient;
 
 pub struct ScalingOptions {
@@ -72,43 +75,15 @@ async fn runs_at(url: &str, exp: &str, roots: &[String], total: usize) -> Result
     )
     .await?;
     let t = Instant::now();
-    let mut token = String::new();
-    let mut seen = 0;
-    loop {
-        let page = c
-            .search_runs(pb::SearchRunsRequest {
-                experiment_ids: vec![exp.to_string()],
-                max_results: Some(1000),
-                page_token: token,
-                ..Default::default()
-            })
-            .await?
-            .into_inner();
-        seen += page.runs.len();
-        token = page.next_page_token;
-        if token.is_empty() {
-            break;
-        }
-    }
+    let seen = page_all_runs(&mut c, exp).await?;
     let d = t.elapsed();
     if seen != total {
         return Err(format!("paging saw {seen} of {total} runs").into());
     }
-    let mut h =
-        pb::hierarchy_service_client::HierarchyServiceClient::connect(url.to_string()).await?;
-    let mut times = Vec::new();
-    for _ in 0..10 {
-        let t = Instant::now();
-        h.get_run_tree(pb::GetRunTreeRequest {
-            run_id: root.clone(),
-            ..Default::default()
-        })
-        .await?;
-        times.push(t.elapsed());
-    }
+    let tree = run_tree_median(url, root, 10).await?;
     Ok(json!({
         "search_a_ms": ms(a), "search_b_ms": ms(b), "search_c_ms": ms(cc),
-        "search_d_ms": ms(d), "run_tree_ms": ms(median(times)),
+        "search_d_ms": ms(d), "run_tree_ms": ms(tree),
     }))
 }
 
@@ -151,24 +126,7 @@ async fn history_at(
     let mut times = Vec::new();
     for _ in 0..passes {
         let t = Instant::now();
-        let (mut token, mut got) = (None::<String>, 0);
-        loop {
-            let mut q = format!(
-                "/api/2.0/mlflow/metrics/get-history?run_id={run}&metric_key=loss&max_results=25000"
-            );
-            if let Some(tok) = &token {
-                q.push_str(&format!("&page_token={tok}"));
-            }
-            let r = rest.call("GET", &q, None).await?;
-            got += r["metrics"].as_array().map_or(0, Vec::len);
-            token = r["next_page_token"]
-                .as_str()
-                .filter(|s| !s.is_empty())
-                .map(String::from);
-            if token.is_none() {
-                break;
-            }
-        }
+        let got = crate::rest::read_history(&mut rest, run, "loss").await?;
         times.push(t.elapsed());
         if got != points {
             return Err(format!("REST history returned {got} of {points} points").into());
