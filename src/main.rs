@@ -294,31 +294,20 @@ fn disk_usage(args: arbor::config::StoreArgs) -> Result<(), arbor::server::BoxEr
         100.0 * overhead as f64 / u.disk_bytes.max(1) as f64
     );
     if u.points > 0 {
-        let history = u
-            .tables
-            .iter()
-            .find(|t| t.prefix == b'H')
-            .map_or(0, |t| t.key_bytes + t.value_bytes);
         let per = |b: u64| b as f64 / u.points as f64;
         println!(
             "{} points: {:.1} B each in the log's metric events, {:.1} B in history chunks, {:.1} B of the whole disk",
             u.points,
             per(u.metric_event_bytes),
-            per(history),
+            per(u.history_bytes),
             per(u.disk_bytes)
         );
     }
     if u.runs > 0 {
-        let run_bytes: u64 = u
-            .tables
-            .iter()
-            .filter(|t| b"RXSACDPQ".contains(&t.prefix))
-            .map(|t| t.key_bytes + t.value_bytes)
-            .sum();
         println!(
             "{} runs: {:.0} B each in run records and indexes",
             u.runs,
-            run_bytes as f64 / u.runs as f64
+            u.run_bytes as f64 / u.runs as f64
         );
     }
     Ok(())

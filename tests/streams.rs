@@ -699,7 +699,7 @@ async fn history_as_of_a_sequence_number_continues_into_the_stream_exactly() {
     let run = new_run(&mut c, "0", None).await;
     const BATCHES: i64 = 200;
     const PER_BATCH: i64 = 50;
-    let writer = {
+    let mut writer = Some({
         let mut c = server.client().await;
         let run = run.clone();
         tokio::spawn(async move {
@@ -707,14 +707,12 @@ async fn history_as_of_a_sequence_number_continues_into_the_stream_exactly() {
                 log(&mut c, &run, "loss", b * PER_BATCH, (b + 1) * PER_BATCH).await;
             }
         })
-    };
+    });
     let all: BTreeSet<i64> = (0..BATCHES * PER_BATCH).collect();
     // Three readers: at the start, while writing, and (after the writer ends) at the end.
     for round in 0..3 {
         if round == 2 {
-            while !writer.is_finished() {
-                tokio::task::yield_now().await;
-            }
+            writer.take().expect("the writer").await.expect("writer");
         }
         let (status, answer) = common::rest(
             server.addr,
@@ -759,6 +757,5 @@ async fn history_as_of_a_sequence_number_continues_into_the_stream_exactly() {
         );
         assert_eq!(distinct, all, "round {round}: every point");
     }
-    writer.await.unwrap();
     server.stop().await;
 }

@@ -252,21 +252,17 @@ async fn cli_clients_reach_a_tls_server_trusting_a_private_ca() {
     let run = |ca: &str, args: Vec<String>| {
         let ca = dir.path().join(ca);
         async move {
-            let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_arbor"))
-                .args(&args)
-                .env("ARBOR_CA_CERT", ca)
-                .env("ARBOR_USERNAME", "admin")
-                .env("ARBOR_PASSWORD", "admin-pass-1")
-                .env_remove("ARBOR_TOKEN")
-                .output()
-                .await
-                .expect("run arbor");
-            let text = format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            (out.status.success(), text)
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            common::arbor_cli_with(
+                &args,
+                &[
+                    ("ARBOR_CA_CERT", ca.as_os_str()),
+                    ("ARBOR_USERNAME", "admin".as_ref()),
+                    ("ARBOR_PASSWORD", "admin-pass-1".as_ref()),
+                ],
+                &["ARBOR_TOKEN"],
+            )
+            .await
         }
     };
     let backup = dir.path().join("backup.bin");

@@ -4,13 +4,12 @@
 
 import { ApiError, LiveStream, allRuns, get, post } from "./api.js";
 import { escapeHtml } from "./chart.js";
-import { LivePanel, keyPicker } from "./live.js";
+import { LivePanel, hook, keyPicker } from "./live.js";
 import { RunTree, TreeView, lowerIsBetter } from "./tree.js";
 import { runPage } from "./runpage.js";
 
 const main = document.querySelector("main");
 const status = document.querySelector("#connection");
-const hook = (window.arborTest ??= { painted: [], series: () => null });
 let current = null; // the view shown: { destroy() }
 
 // "#/experiments/1?keys=loss" -> { path: ["experiments", "1"], params }

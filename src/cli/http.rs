@@ -136,20 +136,9 @@ impl Client {
         let stream = tokio::net::TcpStream::connect(self.host.as_str()).await?;
         stream.set_nodelay(true)?;
         let sender = match &self.tls {
-            None => {
-                let (sender, conn) =
-                    hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                        .await?;
-                tokio::spawn(conn);
-                sender
-            }
+            None => handshake(stream).await?,
             Some((connector, name)) => {
-                let stream = connector.connect(name.clone(), stream).await?;
-                let (sender, conn) =
-                    hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                        .await?;
-                tokio::spawn(conn);
-                sender
+                handshake(connector.connect(name.clone(), stream).await?).await?
             }
         };
         Ok(sender)
@@ -262,6 +251,17 @@ pub fn authorization_from(tokens: &[&str], users: &[&str], passwords: &[&str]) -
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
     ))
+}
+
+/// An HTTP/1.1 connection over `io` (plain or TLS), driven by its own task.
+async fn handshake<T>(io: T) -> Result<Sender, BoxError>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io)).await?;
+    tokio::spawn(conn);
+    Ok(sender)
 }
 
 /// TLS for `https://`: the system's CAs, and the PEM file named by `ARBOR_CA_CERT` or

@@ -954,11 +954,11 @@ pub async fn verify(
     let mut diffs = Vec::new();
     for e in Source(source).experiments(&options.experiments).await? {
         let name = text(&e, "name");
-        let Some(target_exp) = experiment_named(arbor, &name).await? else {
+        let Some(target) = experiment_named(arbor, &name).await? else {
             diffs.push(format!("experiment {name:?}: missing"));
             continue;
         };
-        let target_exp = &target_exp;
+        let target_exp = &target;
         if text(&e, "lifecycle_stage") != text(target_exp, "lifecycle_stage") {
             diffs.push(format!("experiment {name:?}: lifecycle stage differs"));
         }

@@ -36,7 +36,19 @@ pub(crate) const TABLES: &[(u8, &str)] = &[
     (b'M', "bookkeeping"),
 ];
 
-/// Sums every key of `tree` into its table (unknown prefixes under "other").
+/// The tables that grow with the runs: their records and every index of runs.
+pub(crate) const RUN_TABLES: &[u8] = &[
+    keys::RUN,
+    keys::EXPERIMENT_RUN,
+    keys::RUN_BY_START,
+    keys::RUN_BY_NAME,
+    keys::CHILD,
+    keys::DESCENDANT,
+    keys::PARAM_VALUE,
+    keys::METRIC_VALUE,
+];
+
+/// Sums every key of `tree` into its table (unknown prefixes under "other", shown as `?`).
 pub(crate) fn tables(tree: &sled::Tree) -> Result<Vec<TableUsage>, sled::Error> {
     let mut rows: Vec<TableUsage> = TABLES
         .iter()
@@ -47,7 +59,7 @@ pub(crate) fn tables(tree: &sled::Tree) -> Result<Vec<TableUsage>, sled::Error> 
         })
         .collect();
     let mut other = TableUsage {
-        prefix: 0,
+        prefix: b'?',
         name: "other",
         ..TableUsage::default()
     };

@@ -77,9 +77,51 @@ pub(crate) fn normalize(points: &mut Vec<Point>) {
     points.dedup_by(|a, b| a.same(b));
 }
 
+/// A history read while writes went on, made exact: `recent` holds every point of the
+/// events written after the read began, some of which the read may already have seen;
+/// each is taken out and put back once, and the result is normalized. So the answer is
+/// the history up to the last of those events, no point missing and none twice.
+pub(crate) fn with_recent(mut points: Vec<Point>, recent: Vec<Point>) -> Vec<Point> {
+    if !recent.is_empty() {
+        let identity = |p: &Point| (p.timestamp, p.step, p.value.to_bits());
+        let written: std::collections::HashSet<_> = recent.iter().map(identity).collect();
+        points.retain(|p| !written.contains(&identity(p)));
+        points.extend(recent);
+    }
+    normalize(&mut points);
+    points
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn at(step: i64) -> Point {
+        Point {
+            timestamp: 100 + step,
+            step,
+            value: step as f64,
+        }
+    }
+
+    #[test]
+    fn recent_points_are_there_once_whether_the_read_saw_them_or_not() {
+        let recent = vec![at(3), at(4)];
+        let steps = |ps: Vec<Point>| ps.iter().map(|p| p.step).collect::<Vec<_>>();
+        // The read missed the recent events, saw one of them, or saw both.
+        for read in [
+            vec![at(1), at(2)],
+            vec![at(1), at(2), at(3)],
+            vec![at(1), at(2), at(3), at(4)],
+        ] {
+            assert_eq!(steps(with_recent(read, recent.clone())), [1, 2, 3, 4]);
+        }
+        assert_eq!(
+            steps(with_recent(vec![at(2), at(1)], vec![])),
+            [1, 2],
+            "normalized"
+        );
+    }
 
     #[test]
     fn round_trip_and_order() {

@@ -330,20 +330,13 @@ pub(crate) fn search_runs(
         let matches: HashSet<String> = candidates(tree, q.experiment_ids, Some(h))?
             .into_iter()
             .collect();
-        if let Position::After(t, id) = position {
+        let after = match &position {
+            Position::After(t, id) => Some((*t, id.clone())),
+            _ => None,
+        };
+        if after.is_some() || matches.len() > q.limit {
             let wanted = |run: &str| matches.contains(run);
-            return ordered_scan(
-                tree,
-                q.experiment_ids,
-                wanted,
-                admits,
-                q.limit,
-                Some((t, id)),
-            );
-        }
-        if matches.len() > q.limit {
-            let wanted = |run: &str| matches.contains(run);
-            return ordered_scan(tree, q.experiment_ids, wanted, admits, q.limit, None);
+            return ordered_scan(tree, q.experiment_ids, wanted, admits, q.limit, after);
         }
     }
     let offset = match position {

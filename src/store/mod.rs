@@ -526,11 +526,7 @@ impl Store {
         };
         let offset = page::decode_offset(page_token)?;
         let tree = self.tree()?;
-        projection::find_run(&tree, run_id)?;
-        let mut points = Vec::new();
-        for chunk in tree.scan_prefix(keys::history(run_id, key)).values() {
-            history::decode_into(&chunk?, &mut points);
-        }
+        let mut points = history_points(&tree, run_id, key)?;
         history::normalize(&mut points);
         let (page, next) = page::slice(points, offset, limit);
         Ok((page.into_iter().map(|p| p.with_key(key)).collect(), next))
@@ -546,15 +542,10 @@ impl Store {
     ) -> Result<(Vec<history::Point>, u64), Error> {
         validation::require("metric_key", key)?;
         let tree = self.tree()?;
-        projection::find_run(&tree, run_id)?;
         let before = self.committed_seq();
-        let mut points = Vec::new();
-        for chunk in tree.scan_prefix(keys::history(run_id, key)).values() {
-            history::decode_into(&chunk?, &mut points);
-        }
-        // Events written after `before` may or may not be in the scan (each is written
-        // with its history in one batch): take their points out and put them all back,
-        // so the answer is the log up to the last event written, no more and no less.
+        let points = history_points(&tree, run_id, key)?;
+        // Events written after `before` may or may not be in the read (each is written
+        // with its history in one batch): the log says which points they hold.
         let mut seq = before;
         let mut recent = Vec::new();
         for ev in crate::log::replay(&tree, before + 1) {
@@ -576,15 +567,23 @@ impl Store {
                 }
             }
         }
-        if !recent.is_empty() {
-            let identity = |p: &history::Point| (p.timestamp, p.step, p.value.to_bits());
-            let written: std::collections::HashSet<_> = recent.iter().map(identity).collect();
-            points.retain(|p| !written.contains(&identity(p)));
-            points.extend(recent);
-        }
-        history::normalize(&mut points);
+        let points = history::with_recent(points, recent);
         Ok((points, seq))
     }
+}
+
+/// Every point of a run's metric as stored, in no particular order (the run must exist).
+fn history_points(
+    tree: &sled::Tree,
+    run_id: &str,
+    key: &str,
+) -> Result<Vec<history::Point>, Error> {
+    projection::find_run(tree, run_id)?;
+    let mut points = Vec::new();
+    for chunk in tree.scan_prefix(keys::history(run_id, key)).values() {
+        history::decode_into(&chunk?, &mut points);
+    }
+    Ok(points)
 }
 
 fn page_limit(max_results: Option<i64>) -> Result<usize, Error> {
@@ -680,7 +679,11 @@ pub struct DiskUsage {
     pub points: u64,
     /// Bytes of the log's `MetricsLogged` events: the points' first copy.
     pub metric_event_bytes: u64,
+    /// Keys and values of the history chunks: the points' second copy.
+    pub history_bytes: u64,
     pub runs: u64,
+    /// Keys and values of run records and the indexes of runs.
+    pub run_bytes: u64,
 }
 
 /// Measures a stopped store: every key by table, the metric events of the log, and
@@ -698,7 +701,13 @@ pub fn disk_usage(dir: &Path, config: &StoreConfig) -> Result<DiskUsage, Error> 
     }
     let of = |prefix: u8| tables.iter().find(|t| t.prefix == prefix);
     let points = of(keys::HISTORY).map_or(0, |t| t.value_bytes) / history::POINT_BYTES as u64;
+    let history_bytes = of(keys::HISTORY).map_or(0, |t| t.key_bytes + t.value_bytes);
     let runs = of(keys::RUN).map_or(0, |t| t.keys);
+    let run_bytes = tables
+        .iter()
+        .filter(|t| crate::db::usage::RUN_TABLES.contains(&t.prefix))
+        .map(|t| t.key_bytes + t.value_bytes)
+        .sum();
     drop(tree);
     drop(db);
     let disk_bytes = crate::db::space::tree_size(&crate::db::db_path(dir))
@@ -708,7 +717,9 @@ pub fn disk_usage(dir: &Path, config: &StoreConfig) -> Result<DiskUsage, Error> 
         tables,
         points,
         metric_event_bytes,
+        history_bytes,
         runs,
+        run_bytes,
     })
 }
 

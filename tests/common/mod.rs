@@ -307,11 +307,21 @@ pub fn terminate(child: &mut std::process::Child) -> bool {
 /// and its stdout and stderr. Async, so that an in-process server on the test's runtime
 /// keeps serving meanwhile.
 pub async fn arbor_cli(args: &[&str]) -> (bool, String) {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_arbor"))
-        .args(args)
-        .output()
-        .await
-        .expect("run arbor");
+    arbor_cli_with(args, &[], &[]).await
+}
+
+/// `arbor_cli` with these environment variables set and those removed.
+pub async fn arbor_cli_with(
+    args: &[&str],
+    set: &[(&str, &std::ffi::OsStr)],
+    remove: &[&str],
+) -> (bool, String) {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_arbor"));
+    cmd.args(args).envs(set.iter().copied());
+    for var in remove {
+        cmd.env_remove(var);
+    }
+    let out = cmd.output().await.expect("run arbor");
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

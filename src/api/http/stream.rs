@@ -49,7 +49,7 @@ pub(super) struct StreamParams {
 fn run_event(ev: &pb::Event) -> Option<Event> {
     use pb::event::Payload;
     let status = |n: i32| crate::domain::RunStatus::from_i32(n).map(|s| s.name());
-    let data = match ev.payload.as_ref()? {
+    let mut data = match ev.payload.as_ref()? {
         Payload::RunCreated(e) => json!({
             "run_id": e.run_id, "change": "created", "experiment_id": e.experiment_id,
             "parent_run_id": e.parent_run_id, "run_name": e.run_name, "user_id": e.user_id,
@@ -75,7 +75,6 @@ fn run_event(ev: &pb::Event) -> Option<Event> {
         }),
         _ => return None,
     };
-    let mut data = data;
     data["seq"] = json!(ev.seq);
     Some(
         Event::default()

@@ -12,7 +12,7 @@ use super::request::{self, Mlflow, required};
 use super::response::Run;
 use super::{KeyValueIn, Routes, Shared, json, key_values};
 use crate::auth::Need;
-use crate::domain::{Error, MetricPoint, ModelMetric, ModelRef};
+use crate::domain::{Error, ModelMetric};
 use crate::store::{NewLoggedModel, NewRun};
 
 pub(super) fn routes() -> Routes {
@@ -126,25 +126,7 @@ struct ModelRequest {
     tags: Option<Vec<KeyValueIn>>,
     /// MLflow's `LoggedModel.data.metrics`: points with their run and dataset.
     #[serde(default)]
-    metrics: Option<Vec<ModelMetricIn>>,
-}
-
-#[derive(Deserialize, Debug)]
-struct ModelMetricIn {
-    #[serde(default, deserialize_with = "request::string")]
-    key: Option<String>,
-    #[serde(default, deserialize_with = "request::double")]
-    value: Option<f64>,
-    #[serde(default, deserialize_with = "request::int64")]
-    timestamp: Option<i64>,
-    #[serde(default, deserialize_with = "request::int64")]
-    step: Option<i64>,
-    #[serde(default, deserialize_with = "request::string")]
-    run_id: Option<String>,
-    #[serde(default, deserialize_with = "request::string")]
-    dataset_name: Option<String>,
-    #[serde(default, deserialize_with = "request::string")]
-    dataset_digest: Option<String>,
+    metrics: Option<Vec<super::runs::MetricIn>>,
 }
 
 /// `{"model"}`: the logged model of that id, created in the experiment if missing.
@@ -156,23 +138,14 @@ async fn logged_model(state: Shared, Mlflow(r): Mlflow<ModelRequest>) -> Result<
         .unwrap_or_default()
         .into_iter()
         .enumerate()
-        .map(|(i, m)| {
-            Ok((
-                required(&format!("metrics[{i}].run_id"), m.run_id)?,
-                ModelMetric {
-                    model: ModelRef {
-                        model_id: model_id.clone(),
-                        dataset_name: m.dataset_name.unwrap_or_default(),
-                        dataset_digest: m.dataset_digest.unwrap_or_default(),
-                    },
-                    point: MetricPoint {
-                        key: required(&format!("metrics[{i}].key"), m.key)?,
-                        value: request::present(&format!("metrics[{i}].value"), m.value)?,
-                        timestamp: m.timestamp.unwrap_or(0),
-                        step: m.step.unwrap_or(0),
-                    },
-                },
-            ))
+        .map(|(i, mut m)| {
+            let prefix = format!("metrics[{i}].");
+            let run = required(&format!("{prefix}run_id"), m.run_id.take())?;
+            // Recorded for this model whatever id the source wrote.
+            m.model_id = Some(model_id.clone());
+            let (point, model) = m.point(&prefix)?;
+            let model = model.unwrap_or_default();
+            Ok((run, ModelMetric { model, point }))
         })
         .collect::<Result<Vec<_>, Error>>()?;
     let model = state

@@ -32,7 +32,7 @@ use crate::projection::history::Point;
 /// Points a sampled history returns unless asked for fewer or more.
 const SAMPLED_DEFAULT_POINTS: i64 = 2_000;
 /// The most a sampled history returns (a chart is a few thousand pixels wide).
-const SAMPLED_MAX_POINTS: i64 = 100_000;
+const SAMPLED_MAX_POINTS: usize = 100_000;
 
 pub(super) fn routes() -> Routes {
     Routes::new()
@@ -186,11 +186,14 @@ async fn sampled(state: Shared, Mlflow(r): Mlflow<SampledRequest>) -> Result<Res
         }
     };
     let max_points = r.max_points.unwrap_or(SAMPLED_DEFAULT_POINTS);
-    if !(4..=SAMPLED_MAX_POINTS).contains(&max_points) {
-        return Err(Error::invalid(format!(
-            "Invalid value {max_points} for parameter 'max_points' supplied: it must be between 4 and {SAMPLED_MAX_POINTS}"
-        )));
-    }
+    let max_points = usize::try_from(max_points)
+        .ok()
+        .filter(|n| (4..=SAMPLED_MAX_POINTS).contains(n))
+        .ok_or_else(|| {
+            Error::invalid(format!(
+                "Invalid value {max_points} for parameter 'max_points' supplied: it must be between 4 and {SAMPLED_MAX_POINTS}"
+            ))
+        })?;
     let range = (r.min_x.unwrap_or(i64::MIN), r.max_x.unwrap_or(i64::MAX));
     if range.0 > range.1 {
         return Err(Error::invalid("min_x must not be greater than max_x"));
@@ -199,7 +202,6 @@ async fn sampled(state: Shared, Mlflow(r): Mlflow<SampledRequest>) -> Result<Res
     let (points, seq) = tokio::task::spawn_blocking(move || store.metric_history_at(&id, &key))
         .await
         .map_err(|e| Error::Corrupt(format!("history read failed: {e}")))??;
-    let max_points = usize::try_from(max_points).unwrap_or(SAMPLED_DEFAULT_POINTS as usize);
     let (total, kept, sampled) = sample(points, axis, range, max_points);
     #[derive(Serialize)]
     struct Sampled {

@@ -211,9 +211,9 @@ async fn search(state: Shared, Mlflow(r): Mlflow<SearchRequest>) -> Result<Respo
 /// A metric point as MLflow sends it (a `log-metric` request is one too, with the run),
 /// optionally for a logged model and a dataset.
 #[derive(Deserialize, Debug)]
-struct MetricIn {
+pub(super) struct MetricIn {
     #[serde(default, deserialize_with = "request::string", alias = "runId")]
-    run_id: Option<String>,
+    pub(super) run_id: Option<String>,
     #[serde(default, deserialize_with = "request::string", alias = "runUuid")]
     run_uuid: Option<String>,
     #[serde(default, deserialize_with = "request::string")]
@@ -225,7 +225,7 @@ struct MetricIn {
     #[serde(default, deserialize_with = "request::int64")]
     step: Option<i64>,
     #[serde(default, deserialize_with = "request::string", alias = "modelId")]
-    model_id: Option<String>,
+    pub(super) model_id: Option<String>,
     #[serde(default, deserialize_with = "request::string", alias = "datasetName")]
     dataset_name: Option<String>,
     #[serde(default, deserialize_with = "request::string", alias = "datasetDigest")]
@@ -235,7 +235,7 @@ struct MetricIn {
 impl MetricIn {
     /// The point, and the logged model it is also for; a missing field is named with
     /// `prefix` (`metrics[3].`).
-    fn point(self, prefix: &str) -> Result<(MetricPoint, Option<ModelRef>), Error> {
+    pub(super) fn point(self, prefix: &str) -> Result<(MetricPoint, Option<ModelRef>), Error> {
         let point = MetricPoint {
             key: required(&format!("{prefix}key"), self.key)?,
             value: present(&format!("{prefix}value"), self.value)?,
@@ -394,7 +394,7 @@ struct DatasetInputIn {
 #[derive(Deserialize, Debug)]
 struct ModelRefIn {
     #[serde(default, deserialize_with = "request::string", alias = "modelId")]
-    model_id: Option<String>,
+    pub(super) model_id: Option<String>,
     #[serde(default, deserialize_with = "request::int64")]
     step: Option<i64>,
 }

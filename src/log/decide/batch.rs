@@ -197,14 +197,7 @@ fn for_models(kv: &Pending, run_id: &str, metrics: &[ModelMetric]) -> Result<Vec
                 events.len() - 1
             }
         };
-        let point = pb::LoggedModelMetric {
-            key: m.point.key.clone(),
-            value: m.point.value,
-            timestamp: m.point.timestamp,
-            step: m.point.step,
-            dataset_name: m.model.dataset_name.clone(),
-            dataset_digest: m.model.dataset_digest.clone(),
-        };
+        let point = super::models::logged_model_metric(m);
         if !events[at].metrics.contains(&point) {
             events[at].metrics.push(point);
         }

@@ -212,17 +212,22 @@ pub(super) fn imported_metrics(
                 events.len() - 1
             }
         };
-        events[at].metrics.push(pb::LoggedModelMetric {
-            key: m.point.key.clone(),
-            value: m.point.value,
-            timestamp: m.point.timestamp,
-            step: m.point.step,
-            dataset_name: m.model.dataset_name.clone(),
-            dataset_digest: m.model.dataset_digest.clone(),
-        });
+        events[at].metrics.push(logged_model_metric(m));
     }
     events
         .into_iter()
         .map(Payload::LoggedModelMetricsLogged)
         .collect()
+}
+
+/// A point logged for a logged model, as its event records it.
+pub(super) fn logged_model_metric(m: &crate::domain::ModelMetric) -> pb::LoggedModelMetric {
+    pb::LoggedModelMetric {
+        key: m.point.key.clone(),
+        value: m.point.value,
+        timestamp: m.point.timestamp,
+        step: m.point.step,
+        dataset_name: m.model.dataset_name.clone(),
+        dataset_digest: m.model.dataset_digest.clone(),
+    }
 }
