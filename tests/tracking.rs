@@ -817,27 +817,7 @@ async fn latest_metric_and_history_paging() {
     )
     .await
     .unwrap();
-    let mut all = Vec::new();
-    let mut token = String::new();
-    let mut pages = 0;
-    loop {
-        let page = c
-            .get_metric_history(pb::GetMetricHistoryRequest {
-                run_id: run_id.clone(),
-                metric_key: "h".into(),
-                page_token: token.clone(),
-                max_results: Some(120),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        pages += 1;
-        all.extend(page.metrics);
-        if page.next_page_token.is_empty() {
-            break;
-        }
-        token = page.next_page_token;
-    }
+    let (all, pages) = page_history(&mut c, &run_id, "h", 120, |_| async {}).await;
     assert_eq!(pages, 5);
     assert_eq!(all.len(), 500);
     assert!(all.windows(2).all(|w| w[0].timestamp < w[1].timestamp));
@@ -885,6 +865,156 @@ async fn latest_metric_and_history_paging() {
         .unwrap()
         .into_inner();
     assert!(none.metrics.is_empty());
+    server.stop_and_check_rebuild().await;
+}
+
+/// Pages through a history `size` points a page, calling `between(page number)` after
+/// each page that has a next one; returns the points and the number of pages.
+async fn page_history<F, Fut>(
+    c: &mut Client,
+    run_id: &str,
+    key: &str,
+    size: usize,
+    mut between: F,
+) -> (Vec<pb::Metric>, usize)
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut all = Vec::new();
+    let mut token = String::new();
+    let mut pages = 0;
+    loop {
+        let page = c
+            .get_metric_history(pb::GetMetricHistoryRequest {
+                run_id: run_id.into(),
+                metric_key: key.into(),
+                page_token: token.clone(),
+                max_results: Some(i32::try_from(size).unwrap()),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        pages += 1;
+        assert!(page.metrics.len() <= size);
+        all.extend(page.metrics);
+        if page.next_page_token.is_empty() {
+            return (all, pages);
+        }
+        token = page.next_page_token;
+        between(pages).await;
+    }
+}
+
+fn identity(m: &pb::Metric) -> (i64, i64, u64) {
+    (m.timestamp, m.step, m.value.to_bits())
+}
+
+/// A history logged in order pages from where the last page ended: every page size gives
+/// the whole history once, retried points once, NaN and equal timestamps in MLflow's
+/// order; points appended while paging come at the end, and a point logged out of order
+/// while paging does not make the pass repeat or skip what existed when it began.
+#[tokio::test]
+async fn in_order_histories_page_from_where_the_last_page_ended() {
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    let run_id = info(&create_run(&mut c, "0", &[]).await).run_id.clone();
+    // Ten batches of 100 points; two points share each timestamp (steps 2t and 2t+1),
+    // every 37th value is NaN, and each batch repeats the last point of the one before
+    // (a retried write).
+    let point = |i: i64| {
+        let value = if i % 37 == 0 {
+            f64::NAN
+        } else {
+            i as f64 / 8.0
+        };
+        metric("loss", value, 1_000 + i / 2, i)
+    };
+    for b in 0..10 {
+        let mut pts: Vec<pb::Metric> = (b * 100..(b + 1) * 100).map(point).collect();
+        if b > 0 {
+            pts.insert(0, point(b * 100 - 1));
+        }
+        log_batch(&mut c, &run_id, pts, vec![], vec![])
+            .await
+            .unwrap();
+    }
+    let expected: Vec<_> = (0..1000).map(|i| identity(&point(i))).collect();
+    let whole = c
+        .get_metric_history(pb::GetMetricHistoryRequest {
+            run_id: run_id.clone(),
+            metric_key: "loss".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        whole.metrics.iter().map(identity).collect::<Vec<_>>(),
+        expected
+    );
+    for size in [1, 7, 99, 100, 101, 333, 1000, 5000] {
+        let (all, pages) = page_history(&mut c, &run_id, "loss", size, |_| async {}).await;
+        assert_eq!(
+            all.iter().map(identity).collect::<Vec<_>>(),
+            expected,
+            "pages of {size}"
+        );
+        assert_eq!(pages, 1000_usize.div_ceil(size).max(1), "pages of {size}");
+    }
+
+    // While a pass pages, in-order points are appended and then one is logged before
+    // all the others.
+    let writer = server.client().await;
+    let (all, _) = page_history(&mut c, &run_id, "loss", 100, |page| {
+        let mut w = writer.clone();
+        let run_id = run_id.clone();
+        async move {
+            if page == 3 {
+                let late = (1000..1050).map(point).collect();
+                log_batch(&mut w, &run_id, late, vec![], vec![])
+                    .await
+                    .unwrap();
+                let early = vec![metric("loss", 0.5, 1, 0)];
+                log_batch(&mut w, &run_id, early, vec![], vec![])
+                    .await
+                    .unwrap();
+            }
+        }
+    })
+    .await;
+    let appended: Vec<_> = (0..1050).map(|i| identity(&point(i))).collect();
+    assert_eq!(all.iter().map(identity).collect::<Vec<_>>(), appended);
+    // A new pass sees the early point first and pages the now out-of-order history.
+    for size in [1, 64, 1051, 2000] {
+        let (all, _) = page_history(&mut c, &run_id, "loss", size, |_| async {}).await;
+        assert_eq!(all.len(), 1051, "pages of {size}");
+        assert_eq!(identity(&all[0]), (1, 0, 0.5_f64.to_bits()));
+        assert_eq!(all[1..].iter().map(identity).collect::<Vec<_>>(), appended);
+    }
+
+    // A search's token is not a history's.
+    create_run(&mut c, "0", &[]).await;
+    let search = c
+        .search_runs(pb::SearchRunsRequest {
+            experiment_ids: vec!["0".into()],
+            max_results: Some(1),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!search.next_page_token.is_empty());
+    let err = c
+        .get_metric_history(pb::GetMetricHistoryRequest {
+            run_id: run_id.clone(),
+            metric_key: "loss".into(),
+            page_token: search.next_page_token,
+            max_results: Some(10),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
     server.stop_and_check_rebuild().await;
 }
 

@@ -26,7 +26,7 @@ impl Point {
     }
 
     /// History order: (timestamp, step, value), with NaN after every number.
-    fn order(&self, other: &Self) -> std::cmp::Ordering {
+    pub(crate) fn order(&self, other: &Self) -> std::cmp::Ordering {
         (self.timestamp, self.step)
             .cmp(&(other.timestamp, other.step))
             .then(self.value.total_cmp(&other.value))

@@ -315,7 +315,9 @@ pub(crate) fn search_runs(
         let after = match position {
             Position::Start => None,
             Position::After(t, id) => Some((t, id)),
-            Position::Offset(_) => return Err(page::invalid(q.page_token)),
+            Position::Offset(_) | Position::AfterPoint { .. } => {
+                return Err(page::invalid(q.page_token));
+            }
         };
         return ordered_scan(tree, q.experiment_ids, |_| true, admits, q.limit, after);
     }
@@ -325,7 +327,7 @@ pub(crate) fn search_runs(
     // pages continue with a position token; a small match set takes the path below.
     if let Some(h @ (runs::IndexHint::Name(_) | runs::IndexHint::Param(..))) = &hint
         && runs::is_default_order(&order)
-        && !matches!(position, Position::Offset(_))
+        && matches!(position, Position::Start | Position::After(..))
     {
         let matches: HashSet<String> = candidates(tree, q.experiment_ids, Some(h))?
             .into_iter()
@@ -342,7 +344,9 @@ pub(crate) fn search_runs(
     let offset = match position {
         Position::Start => 0,
         Position::Offset(n) => n,
-        Position::After(..) => return Err(page::invalid(q.page_token)),
+        Position::After(..) | Position::AfterPoint { .. } => {
+            return Err(page::invalid(q.page_token));
+        }
     };
     let k = offset.saturating_add(q.limit).saturating_add(1);
     // Ordered by a metric the filter requires (so runs without it are out anyway): walk

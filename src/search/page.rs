@@ -1,6 +1,6 @@
 //! Opaque page tokens: the hex of a small JSON object holding where the next page
-//! starts (an offset, or for ordered scans the last run returned), so a token survives
-//! any transport and says nothing a client should rely on.
+//! starts (an offset, or for ordered scans the last run or point returned), so a token
+//! survives any transport and says nothing a client should rely on.
 
 use crate::domain::Error;
 
@@ -10,6 +10,13 @@ pub(crate) enum Position {
     Offset(usize),
     /// After the run with this start time and id, in (start_time DESC, run_id ASC) order.
     After(i64, String),
+    /// After this metric point (timestamp, step, value bits) in history order; `chunk`
+    /// is where the next point was stored (history chunk sequence number, index in the
+    /// chunk) when the history was in order as stored, so the next page reads from there.
+    AfterPoint {
+        last: (i64, i64, u64),
+        chunk: Option<(u64, u64)>,
+    },
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -18,21 +25,36 @@ struct Token {
     offset: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     after: Option<(i64, String)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    point: Option<(i64, i64, u64)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    chunk: Option<(u64, u64)>,
 }
 
 pub(crate) fn encode(position: Position) -> String {
+    let none = Token {
+        offset: None,
+        after: None,
+        point: None,
+        chunk: None,
+    };
     let token = match position {
         Position::Start => Token {
             offset: Some(0),
-            after: None,
+            ..none
         },
         Position::Offset(n) => Token {
             offset: Some(n as u64),
-            after: None,
+            ..none
         },
         Position::After(t, id) => Token {
-            offset: None,
             after: Some((t, id)),
+            ..none
+        },
+        Position::AfterPoint { last, chunk } => Token {
+            point: Some(last),
+            chunk,
+            ..none
         },
     };
     let json = serde_json::to_vec(&token).unwrap_or_default();
@@ -59,11 +81,12 @@ pub(crate) fn decode(token: &str) -> Result<Position, Error> {
         .map(|i| u8::from_str_radix(&token[i..i + 2], 16).map_err(|_| invalid(token)))
         .collect::<Result<Vec<u8>, Error>>()?;
     let t: Token = serde_json::from_slice(&bytes).map_err(|_| invalid(token))?;
-    match (t.offset, t.after) {
-        (Some(n), None) => Ok(Position::Offset(
+    match (t.offset, t.after, t.point, t.chunk) {
+        (Some(n), None, None, None) => Ok(Position::Offset(
             usize::try_from(n).map_err(|_| invalid(token))?,
         )),
-        (None, Some((time, id))) => Ok(Position::After(time, id)),
+        (None, Some((time, id)), None, None) => Ok(Position::After(time, id)),
+        (None, None, Some(last), chunk) => Ok(Position::AfterPoint { last, chunk }),
         _ => Err(invalid(token)),
     }
 }
@@ -73,7 +96,7 @@ pub(crate) fn decode_offset(token: &str) -> Result<usize, Error> {
     match decode(token)? {
         Position::Start => Ok(0),
         Position::Offset(n) => Ok(n),
-        Position::After(..) => Err(invalid(token)),
+        Position::After(..) | Position::AfterPoint { .. } => Err(invalid(token)),
     }
 }
 
@@ -101,6 +124,13 @@ mod tests {
         );
         let after = Position::After(17, "abc".into());
         assert_eq!(decode(&encode(after.clone())).unwrap(), after);
+        for chunk in [None, Some((9, 3))] {
+            let point = Position::AfterPoint {
+                last: (-1, 2, f64::NAN.to_bits()),
+                chunk,
+            };
+            assert_eq!(decode(&encode(point.clone())).unwrap(), point);
+        }
         assert_eq!(decode("").unwrap(), Position::Start);
         for bad in ["zz", "abc", "7b7d", "not a token", "é1"] {
             assert!(decode(bad).is_err(), "{bad}");

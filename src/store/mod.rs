@@ -4,6 +4,7 @@
 //! projections and never wait for the writer. A second implementation (a distributed
 //! database) would take its place behind this same surface.
 
+mod history;
 mod writes;
 
 use std::path::{Path, PathBuf};
@@ -20,8 +21,7 @@ pub use crate::log::committer::Outcome;
 use crate::log::committer::{Committer, Request};
 pub use crate::log::rebuild::CheckReport;
 use crate::pb;
-use crate::projection::{self, ExperimentRecord, LoggedModelRecord, RunRecord, history};
-use crate::search::page;
+use crate::projection::{self, ExperimentRecord, LoggedModelRecord, RunRecord};
 use crate::stream::Hub;
 pub use writes::{NewLoggedModel, NewRun};
 
@@ -524,11 +524,7 @@ impl Store {
             }
             Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
         };
-        let offset = page::decode_offset(page_token)?;
-        let tree = self.tree()?;
-        let mut points = history_points(&tree, run_id, key)?;
-        history::normalize(&mut points);
-        let (page, next) = page::slice(points, offset, limit);
+        let (page, next) = history::page(&self.tree()?, run_id, key, limit, page_token)?;
         Ok((page.into_iter().map(|p| p.with_key(key)).collect(), next))
     }
 
@@ -539,11 +535,11 @@ impl Store {
         &self,
         run_id: &str,
         key: &str,
-    ) -> Result<(Vec<history::Point>, u64), Error> {
+    ) -> Result<(Vec<projection::history::Point>, u64), Error> {
         validation::require("metric_key", key)?;
         let tree = self.tree()?;
         let before = self.committed_seq();
-        let points = history_points(&tree, run_id, key)?;
+        let points = history::points(&tree, run_id, key)?;
         // Events written after `before` may or may not be in the read (each is written
         // with its history in one batch): the log says which points they hold.
         let mut seq = before;
@@ -558,7 +554,7 @@ impl Store {
                     for ((&timestamp, &step), &value) in
                         s.timestamps.iter().zip(&s.steps).zip(&s.values)
                     {
-                        recent.push(history::Point {
+                        recent.push(projection::history::Point {
                             timestamp,
                             step,
                             value,
@@ -567,23 +563,9 @@ impl Store {
                 }
             }
         }
-        let points = history::with_recent(points, recent);
+        let points = projection::history::with_recent(points, recent);
         Ok((points, seq))
     }
-}
-
-/// Every point of a run's metric as stored, in no particular order (the run must exist).
-fn history_points(
-    tree: &sled::Tree,
-    run_id: &str,
-    key: &str,
-) -> Result<Vec<history::Point>, Error> {
-    projection::find_run(tree, run_id)?;
-    let mut points = Vec::new();
-    for chunk in tree.scan_prefix(keys::history(run_id, key)).values() {
-        history::decode_into(&chunk?, &mut points);
-    }
-    Ok(points)
 }
 
 fn page_limit(max_results: Option<i64>) -> Result<usize, Error> {
@@ -700,7 +682,8 @@ pub fn disk_usage(dir: &Path, config: &StoreConfig) -> Result<DiskUsage, Error> 
         }
     }
     let of = |prefix: u8| tables.iter().find(|t| t.prefix == prefix);
-    let points = of(keys::HISTORY).map_or(0, |t| t.value_bytes) / history::POINT_BYTES as u64;
+    let points =
+        of(keys::HISTORY).map_or(0, |t| t.value_bytes) / projection::history::POINT_BYTES as u64;
     let history_bytes = of(keys::HISTORY).map_or(0, |t| t.key_bytes + t.value_bytes);
     let runs = of(keys::RUN).map_or(0, |t| t.keys);
     let run_bytes = tables

@@ -51,6 +51,17 @@ impl RestClient {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Value, BoxError> {
+        self.call_as(method, path, body).await
+    }
+
+    /// A call whose answer is decoded into `T` as it is parsed, as a typed client would
+    /// (an mlflow client builds its objects from the JSON, not a tree of values).
+    pub async fn call_as<T: serde::de::DeserializeOwned>(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<T, BoxError> {
         // Nothing was sent on a closed connection, so reopening is safe for any request.
         if self.sender.is_closed() || self.sender.ready().await.is_err() {
             self.sender = open(&self.host).await?;
@@ -76,10 +87,8 @@ impl RestClient {
             )
             .into());
         }
-        if out.is_empty() {
-            return Ok(json!({}));
-        }
-        Ok(serde_json::from_slice(&out)?)
+        let out: &[u8] = if out.is_empty() { b"{}" } else { &out };
+        Ok(serde_json::from_slice(out)?)
     }
 
     /// GETs a text answer (`/metrics`).
@@ -119,10 +128,32 @@ impl RestClient {
             .await
     }
 
-    async fn get(&mut self, path_and_query: &str) -> Result<Value, BoxError> {
-        self.call("GET", &format!("/api/2.0/mlflow/{path_and_query}"), None)
+    async fn get<T: serde::de::DeserializeOwned>(
+        &mut self,
+        path_and_query: &str,
+    ) -> Result<T, BoxError> {
+        self.call_as("GET", &format!("/api/2.0/mlflow/{path_and_query}"), None)
             .await
     }
+}
+
+/// A page of MLflow's `GetMetricHistory` answer, every field read.
+#[derive(serde::Deserialize)]
+struct HistoryPage {
+    #[serde(default)]
+    metrics: Vec<HistoryPoint>,
+    next_page_token: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct HistoryPoint {
+    key: String,
+    /// A number, or "NaN" / "Infinity" as MLflow writes those.
+    value: Value,
+    #[serde(default)]
+    timestamp: i64,
+    #[serde(default)]
+    step: i64,
 }
 
 /// A metric's whole history, paged 25,000 at a time as the mlflow client pages it;
@@ -135,12 +166,21 @@ pub async fn read_history(c: &mut RestClient, run: &str, key: &str) -> Result<us
         if let Some(tok) = &token {
             q.push_str(&format!("&page_token={tok}"));
         }
-        let r = c.get(&q).await?;
-        got += r["metrics"].as_array().map_or(0, Vec::len);
-        token = r["next_page_token"]
-            .as_str()
-            .filter(|s| !s.is_empty())
-            .map(String::from);
+        let r: HistoryPage = c.get(&q).await?;
+        // Every point read, as a client does: of this key, a number or MLflow's text for
+        // NaN and infinities, in (timestamp, step) order within the page.
+        let well_formed = r
+            .metrics
+            .iter()
+            .all(|p| p.key == key && (p.value.is_number() || p.value.is_string()))
+            && r.metrics
+                .windows(2)
+                .all(|w| (w[0].timestamp, w[0].step) <= (w[1].timestamp, w[1].step));
+        if !well_formed {
+            return Err(format!("get-history of {key}: points out of order or malformed").into());
+        }
+        got += r.metrics.len();
+        token = r.next_page_token.filter(|s| !s.is_empty());
         if token.is_none() {
             return Ok(got);
         }
