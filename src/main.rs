@@ -8,6 +8,7 @@ use arbor::config::{Cli, CliCommand, LogFormat};
 use arbor::store::{self, Store};
 
 fn main() -> std::process::ExitCode {
+    cap_malloc_arenas();
     let cli = Cli::parse();
     init_logging(cli.log_format);
     let result = match cli.command {
@@ -32,6 +33,27 @@ fn main() -> std::process::ExitCode {
         }
     }
 }
+
+/// glibc's malloc gives threads arenas of their own, up to eight per core, and memory
+/// freed in one arena serves only that arena again; a server whose work moves between
+/// runtime, blocking and storage threads keeps every arena's high-water mark. Two arenas
+/// took the REST benchmark's server from 66.6 to 59.1 MiB (16 MiB cache) at the same
+/// throughput. `MALLOC_ARENA_MAX` in the environment still decides when it is set.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn cap_malloc_arenas() {
+    if std::env::var_os("MALLOC_ARENA_MAX").is_some() {
+        return;
+    }
+    // SAFETY: mallopt only changes the allocator's settings and is safe to call at any
+    // time; this runs first in `main`, before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn cap_malloc_arenas() {}
 
 /// Log lines on stderr, filtered by `ARBOR_LOG` (default `info`): plain text, with
 /// colour only on a terminal (a log file must not fill with escape codes), or JSON.

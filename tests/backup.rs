@@ -24,7 +24,7 @@ fn s(p: &Path) -> &str {
 
 /// Every key and value of a stopped store's tree, the log included.
 fn contents(dir: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let db = sled::open(dir.join("db")).expect("open the store's database");
+    let db = arbor::store::open_database(dir).expect("open the store's database");
     let tree = db.open_tree("arbor").expect("tree");
     tree.iter()
         .map(|kv| {

@@ -14,7 +14,7 @@ async fn arbor(args: &[&str], dir: &std::path::Path) -> (bool, String) {
 
 /// Opens the stopped store's tree to damage it, and closes it again.
 fn damage(dir: &std::path::Path, key: &[u8], value: &[u8]) {
-    let db = sled::open(dir.join("db")).expect("open the store's database");
+    let db = arbor::store::open_database(dir).expect("open the store's database");
     db.open_tree("arbor")
         .expect("tree")
         .insert(key, value)

@@ -235,7 +235,7 @@ async fn projections_are_rebuilt_when_missing() {
     sigterm(&server);
     assert!(server.wait().unwrap().success());
     {
-        let db = sled::open(dir.path().join("db")).unwrap();
+        let db = arbor::store::open_database(dir.path()).unwrap();
         let tree = db.open_tree("arbor").unwrap();
         let projected: Vec<_> = tree
             .iter()
