@@ -310,6 +310,8 @@ async fn every_filter_form_gives_mlflows_result_set() {
         (format!("attr.run_id NOT IN ('{}')", f.id(A)), v(&[D, C, B])),
         (format!("run.run_id != '{}'", f.id(A)), v(&[D, C, B])),
         ("attributes.run_name = 'alpha'".into(), v(&[A])),
+        ("attributes.run_name = 'alph'".into(), v(&[])),
+        ("tags.mlflow.runName = 'alphaa'".into(), v(&[])),
         ("run_name LIKE '%child%'".into(), v(&[C, B])),
         ("attributes.`Run name` = 'Delta'".into(), v(&[D])),
         ("attributes.\"run name\" ILIKE 'delta'".into(), v(&[D])),

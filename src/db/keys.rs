@@ -217,11 +217,18 @@ pub(crate) fn runs_by_name(experiment_id: u64) -> Vec<u8> {
 }
 
 pub(crate) fn run_by_name(experiment_id: u64, name: &str, run_id: &str) -> Vec<u8> {
+    let mut k = runs_named(experiment_id, name);
+    k.extend_from_slice(run_id.as_bytes());
+    k
+}
+
+/// The prefix of the name index keys of the runs of an experiment named exactly `name`
+/// (the length comes first, so no other name's keys begin with it).
+pub(crate) fn runs_named(experiment_id: u64, name: &str) -> Vec<u8> {
     let mut k = runs_by_name(experiment_id);
     let len = u32::try_from(name.len()).unwrap_or(u32::MAX);
     k.extend_from_slice(&len.to_be_bytes());
     k.extend_from_slice(name.as_bytes());
-    k.extend_from_slice(run_id.as_bytes());
     k
 }
 

@@ -402,6 +402,8 @@ fn candidates(
         Some(runs::IndexHint::RunIds(ids)) => ids.iter().map(|id| (*id).clone()).collect(),
         Some(runs::IndexHint::Root(root)) => members(tree, keys::DESCENDANT, root)?,
         Some(runs::IndexHint::Parent(parent)) => members(tree, keys::CHILD, parent)?,
+        // An exact name is a seek: its index keys begin with it.
+        Some(runs::IndexHint::Name(runs::StrTest::Eq(name))) => named(tree, experiment_ids, name)?,
         Some(runs::IndexHint::Name(test)) => {
             let mut out = Vec::new();
             for &exp in experiment_ids {
@@ -433,6 +435,18 @@ fn candidates(
             out
         }
     })
+}
+
+/// The runs of these experiments named exactly `name`.
+fn named(tree: &sled::Tree, experiment_ids: &[u64], name: &str) -> Result<Vec<String>, Error> {
+    let mut out = Vec::new();
+    for &exp in experiment_ids {
+        let prefix = keys::runs_named(exp, name);
+        for k in tree.keys_with_prefix(&prefix)? {
+            out.push(keys::member_of(&k, prefix.len()));
+        }
+    }
+    Ok(out)
 }
 
 /// The first `k` admitted runs of one experiment in the order of metric `key` (numbers
