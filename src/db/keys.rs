@@ -232,16 +232,11 @@ pub(crate) fn runs_named(experiment_id: u64, name: &str) -> Vec<u8> {
     k
 }
 
-/// The (name, run id) of a `run_by_name` key.
-pub(crate) fn name_and_run(key: &[u8]) -> Option<(String, String)> {
+/// The (name, run id) of a `run_by_name` key, as bytes of the key.
+pub(crate) fn name_and_run(key: &[u8]) -> Option<(&[u8], &[u8])> {
     let rest = key.get(9..)?;
     let len = usize::try_from(u32::from_be_bytes(rest.get(..4)?.try_into().ok()?)).ok()?;
-    let name = rest.get(4..4 + len)?;
-    let run = rest.get(4 + len..)?;
-    Some((
-        String::from_utf8_lossy(name).into_owned(),
-        String::from_utf8_lossy(run).into_owned(),
-    ))
+    Some((rest.get(4..4 + len)?, rest.get(4 + len..)?))
 }
 
 pub(crate) fn user(name: &str) -> Vec<u8> {

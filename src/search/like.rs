@@ -19,16 +19,35 @@ impl Pattern {
     }
 
     pub(crate) fn matches(&self, text: &str, case_insensitive: bool) -> bool {
+        // Names and tags are nearly always ASCII: match their bytes in place, lowering
+        // case as they are read, instead of collecting characters (a search walks every
+        // name of an experiment through here).
+        if text.is_ascii() && self.chars.iter().all(char::is_ascii) {
+            let t = text.as_bytes();
+            let at = |i: usize| {
+                if case_insensitive {
+                    char::from(t[i].to_ascii_lowercase())
+                } else {
+                    char::from(t[i])
+                }
+            };
+            return self.walk(t.len(), at);
+        }
         let t: Vec<char> = if case_insensitive {
             text.to_lowercase().chars().collect()
         } else {
             text.chars().collect()
         };
+        self.walk(t.len(), |i| t[i])
+    }
+
+    /// The match itself, over a text of `len` characters read through `at`.
+    fn walk(&self, len: usize, at: impl Fn(usize) -> char) -> bool {
         let p = &self.chars;
         let (mut ti, mut pi) = (0, 0);
         let mut star: Option<(usize, usize)> = None;
-        while ti < t.len() {
-            if pi < p.len() && (p[pi] == '_' || (p[pi] != '%' && p[pi] == t[ti])) {
+        while ti < len {
+            if pi < p.len() && (p[pi] == '_' || (p[pi] != '%' && p[pi] == at(ti))) {
                 ti += 1;
                 pi += 1;
             } else if pi < p.len() && p[pi] == '%' {
@@ -68,5 +87,20 @@ mod tests {
         let text = "a".repeat(5000);
         assert!(!like(&format!("{}b", "%a".repeat(100)), &text));
         assert!(like(&format!("{}%", "%a".repeat(100)), &text));
+    }
+
+    /// ASCII texts are matched on bytes, others on characters: both agree with SQL.
+    #[test]
+    fn ascii_and_unicode_texts() {
+        let ilike = |p: &str, t: &str| Pattern::new(p, true).matches(t, true);
+        assert!(ilike("%CHILD_1%", "Root/Child-1/x"));
+        assert!(!ilike("%child_1", "root/child_12"));
+        assert!(ilike("%école%", "L'ÉCOLE"));
+        assert!(!like("%école%", "L'ÉCOLE"));
+        // `_` is one character, however many bytes it takes.
+        assert!(like("a_c", "aéc"));
+        assert!(!like("a__c", "aéc"));
+        assert!(like("é%", "été"));
+        assert!(!like("é%", "ete"));
     }
 }

@@ -410,8 +410,8 @@ fn candidates(
                 for k in tree.keys_with_prefix(&keys::runs_by_name(exp))? {
                     let (name, run) = keys::name_and_run(&k)
                         .ok_or_else(|| Error::Corrupt("name index".into()))?;
-                    if test.check(Some(&name)) {
-                        out.push(run);
+                    if test.check(Some(&String::from_utf8_lossy(name))) {
+                        out.push(String::from_utf8_lossy(run).into_owned());
                     }
                 }
             }
