@@ -228,7 +228,7 @@ pub struct StoreArgs {
     #[arg(long, env = "ARBOR_DATA_DIR", default_value = "./arbor-data")]
     pub data_dir: PathBuf,
     /// sled's page cache in MiB. Raise it for stores of 100,000 runs and more: paging
-    /// through 100,000 runs took 1.7 s with 16 MiB and 1.0 s with 64 MiB.
+    /// through 100,000 runs took 1.6–2.0 s with 8 or 16 MiB and 1.0 s with 64 MiB.
     #[arg(long, env = "ARBOR_CACHE_MB", default_value_t = crate::store::DEFAULT_CACHE_MB)]
     pub cache_mb: u64,
     /// Where artifact files live (default: DATA_DIR/artifacts).
