@@ -175,10 +175,13 @@ async fn ingest(
     let mut samples = Vec::new();
     let (mut last_points, mut last_t) = (0.0, started);
     loop {
-        let done = tasks.iter().all(|t| t.is_finished());
-        if !done {
-            tokio::time::sleep(every).await;
+        // Every `every`, and once more when the clients finish, so that the last interval
+        // is the time the last points took, not a whole period.
+        let due = Instant::now() + every;
+        while Instant::now() < due && !tasks.iter().all(|t| t.is_finished()) {
+            tokio::time::sleep(Duration::from_millis(100).min(every)).await;
         }
+        let done = tasks.iter().all(|t| t.is_finished());
         let lat = std::mem::take(&mut *latencies.lock().expect("latencies"));
         let points = gauge(&mut rest, "arbor_points_committed_total").await? - base;
         let now = Instant::now();
