@@ -440,8 +440,8 @@ async fn writes(
     }
     report.log_metric_per_s = opts.log_metric_calls as f64 / t.elapsed().as_secs_f64();
     lat.sort();
-    report.log_metric_p50_ms = ms(percentile(&lat, 0.5));
-    report.log_metric_p99_ms = ms(percentile(&lat, 0.99));
+    report.log_metric_p50_ms = ms(percentile(&lat, 500));
+    report.log_metric_p99_ms = ms(percentile(&lat, 990));
     log(&format!(
         "log-metric: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms",
         report.log_metric_per_s, report.log_metric_p50_ms, report.log_metric_p99_ms
