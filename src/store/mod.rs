@@ -35,7 +35,7 @@ pub const SEARCH_MAX_RESULTS_DEFAULT: i64 = 1000;
 pub const SEARCH_MAX_RESULTS_THRESHOLD: i64 = 50_000;
 
 /// sled's page cache, MiB. Small, so that a server stays small: after the REST
-/// benchmark's run (10,000 runs, ~1.1M points) it holds 54–56 MiB, 65–68 with 16 and
+/// benchmark's run (10,000 runs, ~1.1M points) it holds 53–56 MiB, 65–68 with 16 and
 /// 79–83 with 64, at the same throughput. Large stores want more (`--cache-mb`).
 pub const DEFAULT_CACHE_MB: u64 = 8;
 /// The default disk reserve: room for the largest commit group many times over, and
