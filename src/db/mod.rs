@@ -237,6 +237,11 @@ mod tests {
             db.open_tree("arbor").unwrap().insert(b"k", b"v").unwrap();
             db.flush().unwrap();
         }
+        // sled's threads let go of the lock a moment after the last handle is dropped.
+        assert!(
+            wait_released(&old.join("db")),
+            "sled released the old store"
+        );
         assert_eq!(segment_size(&old), 512 * 1024);
         let (db, tree) = open_at(&old, 1 << 20).unwrap();
         assert_eq!(tree.get(b"k").unwrap().as_deref(), Some(&b"v"[..]));
