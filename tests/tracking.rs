@@ -963,6 +963,26 @@ async fn in_order_histories_page_from_where_the_last_page_ended() {
         assert_eq!(pages, 1000_usize.div_ceil(size).max(1), "pages of {size}");
     }
 
+    // A token an older server issued when it paged histories by offset still pages,
+    // and its next page continues with the new tokens.
+    let offset_token: String = br#"{"offset":3}"#.iter().map(|b| format!("{b:02x}")).collect();
+    let mut token = offset_token;
+    for from in [3, 8] {
+        let page = c
+            .get_metric_history(pb::GetMetricHistoryRequest {
+                run_id: run_id.clone(),
+                metric_key: "loss".into(),
+                page_token: token,
+                max_results: Some(5),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let got: Vec<_> = page.metrics.iter().map(identity).collect();
+        assert_eq!(got, expected[from..from + 5], "page from {from}");
+        token = page.next_page_token;
+    }
+
     // While a pass pages, in-order points are appended and then one is logged before
     // all the others.
     let writer = server.client().await;

@@ -4,6 +4,8 @@
 
 pub(crate) struct Pattern {
     chars: Vec<char>,
+    /// Whether every character of the pattern is ASCII (then ASCII texts match bytewise).
+    ascii: bool,
 }
 
 impl Pattern {
@@ -14,6 +16,7 @@ impl Pattern {
             pattern.to_string()
         };
         Pattern {
+            ascii: p.is_ascii(),
             chars: p.chars().collect(),
         }
     }
@@ -22,7 +25,7 @@ impl Pattern {
         // Names and tags are nearly always ASCII: match their bytes in place, lowering
         // case as they are read, instead of collecting characters (a search walks every
         // name of an experiment through here).
-        if text.is_ascii() && self.chars.iter().all(char::is_ascii) {
+        if self.ascii && text.is_ascii() {
             let t = text.as_bytes();
             let at = |i: usize| {
                 if case_insensitive {

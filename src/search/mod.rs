@@ -403,7 +403,9 @@ fn candidates(
         Some(runs::IndexHint::Root(root)) => members(tree, keys::DESCENDANT, root)?,
         Some(runs::IndexHint::Parent(parent)) => members(tree, keys::CHILD, parent)?,
         // An exact name is a seek: its index keys begin with it.
-        Some(runs::IndexHint::Name(runs::StrTest::Eq(name))) => named(tree, experiment_ids, name)?,
+        Some(runs::IndexHint::Name(runs::StrTest::Eq(name))) => {
+            under(tree, experiment_ids, |exp| keys::runs_named(exp, name))?
+        }
         Some(runs::IndexHint::Name(test)) => {
             let mut out = Vec::new();
             for &exp in experiment_ids {
@@ -417,16 +419,9 @@ fn candidates(
             }
             out
         }
-        Some(runs::IndexHint::Param(key, value)) => {
-            let mut out = Vec::new();
-            for &exp in experiment_ids {
-                let prefix = keys::param_value(exp, key, value);
-                for k in tree.keys_with_prefix(&prefix)? {
-                    out.push(keys::member_of(&k, prefix.len()));
-                }
-            }
-            out
-        }
+        Some(runs::IndexHint::Param(key, value)) => under(tree, experiment_ids, |exp| {
+            keys::param_value(exp, key, value)
+        })?,
         None => {
             let mut out = Vec::new();
             for &exp in experiment_ids {
@@ -437,11 +432,15 @@ fn candidates(
     })
 }
 
-/// The runs of these experiments named exactly `name`.
-fn named(tree: &sled::Tree, experiment_ids: &[u64], name: &str) -> Result<Vec<String>, Error> {
+/// The run ids that end the index keys under `prefix(experiment)`, for each experiment.
+fn under(
+    tree: &sled::Tree,
+    experiment_ids: &[u64],
+    prefix: impl Fn(u64) -> Vec<u8>,
+) -> Result<Vec<String>, Error> {
     let mut out = Vec::new();
     for &exp in experiment_ids {
-        let prefix = keys::runs_named(exp, name);
+        let prefix = prefix(exp);
         for k in tree.keys_with_prefix(&prefix)? {
             out.push(keys::member_of(&k, prefix.len()));
         }

@@ -26,6 +26,11 @@ pub(crate) type HistoryPage = (Vec<Point>, Option<String>);
 /// Every point of a run's metric as stored, in no particular order (the run must exist).
 pub(crate) fn points(tree: &sled::Tree, run_id: &str, key: &str) -> Result<Vec<Point>, Error> {
     projection::find_run(tree, run_id)?;
+    stored(tree, run_id, key)
+}
+
+/// [`points`] of a run already found.
+fn stored(tree: &sled::Tree, run_id: &str, key: &str) -> Result<Vec<Point>, Error> {
     let mut points = Vec::new();
     for chunk in tree.scan_prefix(keys::history(run_id, key)).values() {
         history::decode_into(&chunk?, &mut points);
@@ -49,19 +54,19 @@ pub(crate) fn page(
         Position::Offset(offset) => return sorted(tree, run_id, key, None, offset, limit),
         Position::After(..) => return Err(page::invalid(page_token)),
     };
-    if after.is_none() || from.is_some() {
-        // The first page reads to the end to know the whole history is in order; a
-        // later page stops when it is full.
-        let whole = after.is_none();
-        if let Some(page) = in_stored_order(tree, run_id, key, after, from, limit, whole)? {
-            return Ok(page);
-        }
+    // A first page, or a later one of a history that was in order as stored.
+    if (after.is_none() || from.is_some())
+        && let Some(page) = in_stored_order(tree, run_id, key, after, from, limit)?
+    {
+        return Ok(page);
     }
     sorted(tree, run_id, key, after, 0, limit)
 }
 
 /// The page read straight from the chunks, or `None` if a point on the way sorts
-/// before the one read just before it (the history is not in order as stored).
+/// before the one read just before it (the history is not in order as stored). The
+/// first page (no `after`) reads to the end, to know the whole history is in order; a
+/// later page stops when it is full.
 fn in_stored_order(
     tree: &sled::Tree,
     run_id: &str,
@@ -69,8 +74,8 @@ fn in_stored_order(
     after: Option<Point>,
     from: Option<(u64, u64)>,
     limit: usize,
-    whole: bool,
 ) -> Result<Option<HistoryPage>, Error> {
+    let whole = after.is_none();
     let prefix = keys::history(run_id, key);
     let (start_seq, skip) = from.unwrap_or((0, 0));
     let mut out = Vec::new();
@@ -121,7 +126,7 @@ fn sorted(
     offset: usize,
     limit: usize,
 ) -> Result<HistoryPage, Error> {
-    let mut all = points(tree, run_id, key)?;
+    let mut all = stored(tree, run_id, key)?;
     history::normalize(&mut all);
     let start = after.map_or(0, |a| all.partition_point(|p| p.order(&a).is_le()));
     let start = start.saturating_add(offset).min(all.len());
