@@ -289,23 +289,11 @@ async fn history(
             return Err(format!("history returned {got} points").into());
         }
         let t = Instant::now();
-        let mut token = String::new();
-        loop {
-            let page = c
-                .get_metric_history(pb::GetMetricHistoryRequest {
-                    run_id: run.clone(),
-                    metric_key: "loss".into(),
-                    page_token: token,
-                    ..Default::default()
-                })
-                .await?
-                .into_inner();
-            token = page.next_page_token;
-            if token.is_empty() {
-                break;
-            }
-        }
+        let got = page_history(&mut c, &run, "loss").await?;
         paged.push(t.elapsed());
+        if got != points.div_ceil(BATCH) * BATCH {
+            return Err(format!("paged history returned {got} points").into());
+        }
     }
     single.sort();
     paged.sort();
@@ -613,6 +601,28 @@ async fn timed_search(
         n = r.runs.len();
     }
     Ok((median(times), n))
+}
+
+/// Reads a metric's whole history over gRPC in the server's default pages (25,000,
+/// MLflow's client page), as clients page it; returns how many points.
+async fn page_history(c: &mut Client, run: &str, key: &str) -> Result<usize, BoxError> {
+    let (mut token, mut got) = (String::new(), 0);
+    loop {
+        let page = c
+            .get_metric_history(pb::GetMetricHistoryRequest {
+                run_id: run.to_string(),
+                metric_key: key.into(),
+                page_token: token,
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        got += page.metrics.len();
+        token = page.next_page_token;
+        if token.is_empty() {
+            return Ok(got);
+        }
+    }
 }
 
 /// Pages through every run of the experiment, 1,000 a page; returns how many.

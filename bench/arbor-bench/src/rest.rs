@@ -62,25 +62,8 @@ impl RestClient {
         path: &str,
         body: Option<&Value>,
     ) -> Result<T, BoxError> {
-        // Nothing was sent on a closed connection, so reopening is safe for any request.
-        if self.sender.is_closed() || self.sender.ready().await.is_err() {
-            self.sender = open(&self.host).await?;
-        }
-        let bytes = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
-        let mut req = hyper::Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", &self.host);
-        if body.is_some() {
-            req = req.header("content-type", "application/json");
-        }
-        let resp = self
-            .sender
-            .send_request(req.body(Full::new(bytes))?)
-            .await?;
-        let status = resp.status();
-        let out = resp.into_body().collect().await?.to_bytes();
-        if !status.is_success() {
+        let (status, out) = self.send(method, path, body.map(|b| b.to_string())).await?;
+        if !(200..300).contains(&status) {
             return Err(format!(
                 "{method} {path}: HTTP {status}: {}",
                 String::from_utf8_lossy(&out)
@@ -93,34 +76,39 @@ impl RestClient {
 
     /// GETs a text answer (`/metrics`).
     pub async fn text(&mut self, path: &str) -> Result<String, BoxError> {
-        if self.sender.is_closed() || self.sender.ready().await.is_err() {
-            self.sender = open(&self.host).await?;
-        }
-        let req = hyper::Request::builder()
-            .method("GET")
-            .uri(path)
-            .header("host", &self.host)
-            .body(Full::new(Bytes::new()))?;
-        let res = self.sender.send_request(req).await?;
-        let out = res.into_body().collect().await?.to_bytes();
+        let (_, out) = self.send("GET", path, None).await?;
         Ok(String::from_utf8_lossy(&out).into_owned())
     }
 
     /// POSTs a prepared JSON body and returns the status, whatever it is.
     pub async fn raw(&mut self, path: &str, body: String) -> Result<u16, BoxError> {
+        Ok(self.send("POST", path, Some(body)).await?.0)
+    }
+
+    /// Sends one request (a JSON body if any) and returns the status and the whole
+    /// answer, on a connection reopened first if the server closed it.
+    async fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        json_body: Option<String>,
+    ) -> Result<(u16, Bytes), BoxError> {
+        // Nothing was sent on a closed connection, so reopening is safe for any request.
         if self.sender.is_closed() || self.sender.ready().await.is_err() {
             self.sender = open(&self.host).await?;
         }
-        let req = hyper::Request::builder()
-            .method("POST")
+        let mut req = hyper::Request::builder()
+            .method(method)
             .uri(path)
-            .header("host", &self.host)
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(body)))?;
-        let res = self.sender.send_request(req).await?;
-        let status = res.status().as_u16();
-        res.into_body().collect().await?;
-        Ok(status)
+            .header("host", &self.host);
+        if json_body.is_some() {
+            req = req.header("content-type", "application/json");
+        }
+        let body = Full::new(json_body.map(Bytes::from).unwrap_or_default());
+        let resp = self.sender.send_request(req.body(body)?).await?;
+        let status = resp.status().as_u16();
+        let out = resp.into_body().collect().await?.to_bytes();
+        Ok((status, out))
     }
 
     async fn post(&mut self, path: &str, body: Value) -> Result<Value, BoxError> {

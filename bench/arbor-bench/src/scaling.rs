@@ -13,8 +13,8 @@ use arbor::pb;
 use serde_json::{Value, json};
 
 use super::{
-    BATCH, BoxError, batch, connect, median, ms, new_run, page_all_runs, populate, run_tree_median,
-    timed_search,
+    BATCH, BoxError, batch, connect, median, ms, new_run, page_all_runs, page_history, percentile,
+    populate, run_tree_median, timed_search,
 };
 use crate::rest::RestClient;
 
@@ -99,23 +99,7 @@ async fn history_at(
     let mut grpc = Vec::new();
     for _ in 0..passes {
         let t = Instant::now();
-        let (mut token, mut got) = (String::new(), 0);
-        loop {
-            let page = c
-                .get_metric_history(pb::GetMetricHistoryRequest {
-                    run_id: run.to_string(),
-                    metric_key: "loss".into(),
-                    page_token: token,
-                    ..Default::default()
-                })
-                .await?
-                .into_inner();
-            got += page.metrics.len();
-            token = page.next_page_token;
-            if token.is_empty() {
-                break;
-            }
-        }
+        let got = page_history(c, run, "loss").await?;
         grpc.push(t.elapsed());
         if got != points {
             return Err(format!("gRPC history returned {got} of {points} points").into());
@@ -135,11 +119,9 @@ async fn history_at(
     Ok(json!({ "points": points, "grpc_ms": ms(median(grpc)), "rest_ms": ms(median(times)) }))
 }
 
-/// The 99th percentile of the latencies, by sorting them (null when there are none).
-fn p99_ms(mut lat: Vec<Duration>) -> Option<f64> {
-    lat.sort_unstable();
-    let i = (lat.len() * 99).div_ceil(100).checked_sub(1)?;
-    Some(ms(lat[i]))
+/// The 99th percentile of the latencies (null when there are none).
+fn p99_ms(lat: Vec<Duration>) -> Option<f64> {
+    (!lat.is_empty()).then(|| ms(percentile(&lat, 990)))
 }
 
 /// Sustained ingest: 8 clients send 1,000-point batches until `total` points, and every
