@@ -24,14 +24,15 @@ fn s(p: &Path) -> &str {
 
 /// Every key and value of a stopped store's tree, the log included.
 fn contents(dir: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let db = arbor::store::open_database(dir).expect("open the store's database");
-    let tree = db.open_tree("arbor").expect("tree");
-    tree.iter()
-        .map(|kv| {
-            let (k, v) = kv.expect("read");
-            (k.to_vec(), v.to_vec())
-        })
-        .collect()
+    arbor::store::with_database(dir, |tree| {
+        tree.iter()
+            .map(|kv| {
+                let (k, v) = kv.expect("read");
+                (k.to_vec(), v.to_vec())
+            })
+            .collect()
+    })
+    .expect("read the store's database")
 }
 
 /// The log entries (key and stored event) of a stopped store.

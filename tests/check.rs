@@ -14,12 +14,8 @@ async fn arbor(args: &[&str], dir: &std::path::Path) -> (bool, String) {
 
 /// Opens the stopped store's tree to damage it, and closes it again.
 fn damage(dir: &std::path::Path, key: &[u8], value: &[u8]) {
-    let db = arbor::store::open_database(dir).expect("open the store's database");
-    db.open_tree("arbor")
-        .expect("tree")
-        .insert(key, value)
-        .expect("insert");
-    db.flush().expect("flush");
+    arbor::store::with_database(dir, |tree| tree.insert(key, value).expect("insert"))
+        .expect("damage the store's database");
 }
 
 /// A store after ordinary writes checks intact; an extra projection key is found and

@@ -234,9 +234,7 @@ async fn projections_are_rebuilt_when_missing() {
         .experiment_id;
     sigterm(&server);
     assert!(server.wait().unwrap().success());
-    {
-        let db = arbor::store::open_database(dir.path()).unwrap();
-        let tree = db.open_tree("arbor").unwrap();
+    arbor::store::with_database(dir.path(), |tree| {
         let projected: Vec<_> = tree
             .iter()
             .keys()
@@ -246,8 +244,8 @@ async fn projections_are_rebuilt_when_missing() {
         for k in projected {
             tree.remove(k).unwrap();
         }
-        db.flush().unwrap();
-    }
+    })
+    .unwrap();
     let (mut server, addr) = spawn_server_from_env(dir.path());
     let mut c = client(addr).await;
     let e = c

@@ -40,6 +40,9 @@ pub(crate) fn open(dir: &Path, cache_bytes: u64) -> Result<(sled::Db, sled::Tree
     open_at(&db_path(dir), cache_bytes)
 }
 
+/// The one sled tree of a database: the log and every projection, by key prefix.
+pub(crate) const TREE: &str = "arbor";
+
 /// Opens (or creates) a database at exactly `path`.
 pub(crate) fn open_at(path: &Path, cache_bytes: u64) -> Result<(sled::Db, sled::Tree), Error> {
     let db = config(path)
@@ -47,7 +50,7 @@ pub(crate) fn open_at(path: &Path, cache_bytes: u64) -> Result<(sled::Db, sled::
         // Every commit flushes before it answers; sled's timer would only add work.
         .flush_every_ms(None)
         .open()?;
-    let tree = db.open_tree("arbor")?;
+    let tree = db.open_tree(TREE)?;
     Ok((db, tree))
 }
 

@@ -572,11 +572,20 @@ impl Store {
     }
 }
 
-/// The sled database of a stopped store in `dir`, opened directly, for tools and tests
-/// that read or damage its tables on purpose (the server and every command go through
-/// [`Store`]).
-pub fn open_database(dir: &Path) -> Result<sled::Db, Error> {
-    Ok(crate::db::config(&crate::db::db_path(dir)).open()?)
+/// Runs `f` on the tree of a stopped store in `dir`, opened directly, for tools and
+/// tests that read or damage its tables on purpose (the server and every command go
+/// through [`Store`]); then flushes, closes, and waits until sled has let go of the
+/// database's lock, so that the store opens at once afterwards, in this process or
+/// another.
+pub fn with_database<T>(dir: &Path, f: impl FnOnce(&sled::Tree) -> T) -> Result<T, Error> {
+    let db = crate::db::config(&crate::db::db_path(dir)).open()?;
+    let out = f(&db.open_tree(crate::db::TREE)?);
+    db.flush()?;
+    drop(db);
+    if !crate::db::wait_released(&crate::db::lock_file(dir)) {
+        return Err(Error::Unavailable("the database is still locked".into()));
+    }
+    Ok(out)
 }
 
 fn page_limit(max_results: Option<i64>) -> Result<usize, Error> {
