@@ -47,6 +47,9 @@ pub enum CliCommand {
     Backup(BackupArgs),
     /// Build a new store from a full backup and the incremental ones after it.
     Restore(RestoreArgs),
+    /// Move a store's log between a data directory and PostgreSQL (`--store`), either
+    /// way, with its artifact files if asked. The source is read, never changed.
+    MigrateStore(MigrateArgs),
     /// Print a run's subtree with statuses (and a metric, with --metric).
     Tree(TreeArgs),
     /// Follow a run's metrics live (a table on a terminal, one line per point when piped).
@@ -191,6 +194,22 @@ pub struct BackupArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// A stopped store's data directory, or a PostgreSQL URL (postgres://...).
+    #[arg(long)]
+    pub from: String,
+    /// A PostgreSQL URL whose log is empty (or an interrupted copy of this one, which
+    /// resumes), or a new data directory.
+    #[arg(long)]
+    pub to: String,
+    /// The shared artifact directory of the PostgreSQL side (the replicas'
+    /// --artifacts-dir): artifact files are copied into it from the data directory's
+    /// artifacts, or out of it into them. Without it, artifacts stay where they are.
+    #[arg(long, value_name = "DIR")]
+    pub artifacts: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
 pub struct RestoreArgs {
     /// Backup files: a full one, then each incremental one in order (repeat the flag).
     #[arg(long = "from", required = true)]
@@ -275,6 +294,7 @@ impl StoreArgs {
             cache_bytes: self.cache_mb.saturating_mul(1024 * 1024),
             artifacts_dir: self.artifacts_dir.clone(),
             min_free_bytes: self.min_free_space_mb.saturating_mul(1024 * 1024),
+            shared_log: None,
         }
     }
 }
@@ -357,8 +377,32 @@ pub struct ServeArgs {
     /// open). Bounds memory and CPU under a flood.
     #[arg(long, env = "ARBOR_MAX_CONCURRENT_REQUESTS", default_value_t = 512)]
     pub max_concurrent_requests: usize,
+    /// Keep the event log in PostgreSQL (`postgres://USER[:PASSWORD]@HOST[:PORT]/DB`),
+    /// shared by every replica started with the same URL; --data-dir then holds this
+    /// replica's cache of it. Default: the embedded store under --data-dir.
+    #[arg(long = "store", env = "ARBOR_STORE", value_name = "URL", value_parser = shared_log_url)]
+    pub store_url: Option<String>,
     #[command(flatten)]
     pub store: StoreArgs,
+}
+
+impl ServeArgs {
+    /// How to open the store the flags name.
+    pub fn store_config(&self) -> StoreConfig {
+        StoreConfig {
+            shared_log: self.store_url.clone(),
+            ..self.store.store_config()
+        }
+    }
+}
+
+/// `--store`: a PostgreSQL URL.
+fn shared_log_url(v: &str) -> Result<String, String> {
+    if crate::log::postgres::is_postgres_url(v) {
+        Ok(v.to_string())
+    } else {
+        Err("expected postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE (without --store, the store is the embedded one under --data-dir)".into())
+    }
 }
 
 fn parse_permission(text: &str) -> Result<crate::domain::access::Permission, String> {

@@ -18,6 +18,7 @@ fn main() -> std::process::ExitCode {
         CliCommand::DiskUsage(args) => disk_usage(args),
         CliCommand::Backup(args) => backup(args),
         CliCommand::Restore(args) => restore(args),
+        CliCommand::MigrateStore(args) => migrate_store(args),
         CliCommand::Watch(args) => watch(args),
         CliCommand::Tree(args) => tree(args),
         CliCommand::Admin(args) => admin(args),
@@ -105,7 +106,9 @@ fn trim_heap_when_idle() {}
 /// colour only on a terminal (a log file must not fill with escape codes), or JSON.
 fn init_logging(format: LogFormat) {
     use std::io::IsTerminal;
-    let filter = EnvFilter::try_from_env("ARBOR_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_env("ARBOR_LOG")
+        // The migration crate narrates every start; PostgreSQL's notices are for its logs.
+        .unwrap_or_else(|_| EnvFilter::new("info,refinery_core=warn,tokio_postgres=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -147,7 +150,7 @@ fn serve(args: arbor::config::ServeArgs) -> Result<(), arbor::server::BoxError> 
             ),
             (None, None) => None,
         };
-        let store = Store::open(&args.store.data_dir, &args.store.store_config())
+        let store = Store::open(&args.store.data_dir, &args.store_config())
             .map_err(|e| open_failure(&args.store.data_dir, e))?;
         if args.auth
             && let Err(e) =
@@ -445,6 +448,43 @@ fn restore(args: arbor::config::RestoreArgs) -> Result<(), arbor::server::BoxErr
         report.artifact_files,
         report.artifact_bytes,
         args.data_dir.display()
+    );
+    Ok(())
+}
+
+fn migrate_store(args: arbor::config::MigrateArgs) -> Result<(), arbor::server::BoxError> {
+    use arbor::store::migrate;
+    let pg = arbor::store::is_postgres_url;
+    let config = arbor::store::StoreConfig::default();
+    let started = std::time::Instant::now();
+    let artifacts = args.artifacts.as_deref();
+    let (report, to) = match (pg(&args.from), pg(&args.to)) {
+        (false, true) => (
+            migrate::to_postgres(args.from.as_ref(), &args.to, artifacts, &config)?,
+            "PostgreSQL",
+        ),
+        (true, false) => (
+            migrate::from_postgres(&args.from, args.to.as_ref(), artifacts, &config)?,
+            args.to.as_str(),
+        ),
+        _ => {
+            return Err(
+                "one of --from and --to is a data directory, the other a postgres:// URL".into(),
+            );
+        }
+    };
+    let secs = started.elapsed().as_secs_f64().max(1e-9);
+    println!(
+        "copied {} events{} and {} artifact files ({} bytes) into {to} in {secs:.1} s ({:.0} events/s)",
+        report.events,
+        if report.already > 0 {
+            format!(" (after {} copied before)", report.already)
+        } else {
+            String::new()
+        },
+        report.artifact_files,
+        report.artifact_bytes,
+        report.events as f64 / secs
     );
     Ok(())
 }

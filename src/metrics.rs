@@ -110,7 +110,7 @@ impl Metrics {
         );
         registry.register(
             "arbor_flush_duration_seconds",
-            "Time of the flush alone",
+            "Time of making one group durable alone: the local flush, or with --store the PostgreSQL commit",
             m.flush_seconds.clone(),
         );
         registry.register(

@@ -329,8 +329,14 @@ pub async fn bootstrap(store: &Store, name: &str, password: Option<String>) -> R
     };
     crate::domain::access::username(name)?;
     let hash = hash_password_async(password).await?;
-    store.create_user(name.to_string(), hash, true).await?;
-    tracing::info!(admin = name, "created the first admin");
+    match store.create_user(name.to_string(), hash, true).await {
+        Ok(_) => tracing::info!(admin = name, "created the first admin"),
+        // Another replica of a shared store, starting at the same time, made it first.
+        Err(Error::AlreadyExists(_)) if store.is_shared() => {
+            tracing::info!(admin = name, "another replica created the first admin");
+        }
+        Err(e) => return Err(e),
+    }
     Ok(())
 }
 

@@ -21,6 +21,16 @@ pub(crate) struct StoreState {
     commit_started: AtomicI64,
     epoch: std::time::Instant,
     pub(crate) closed: AtomicBool,
+    /// Why the shared log's PostgreSQL is out of reach, per connection that found out
+    /// (the committer's, the listener's); `None` when it answers.
+    remote: Mutex<[Option<String>; 2]>,
+}
+
+/// Who talks to a shared log's PostgreSQL, for `StoreState::set_remote`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Remote {
+    Writer = 0,
+    Listener = 1,
 }
 
 impl StoreState {
@@ -32,7 +42,20 @@ impl StoreState {
             commit_started: AtomicI64::new(0),
             epoch: std::time::Instant::now(),
             closed: AtomicBool::new(false),
+            remote: Mutex::default(),
         }
+    }
+
+    /// Records whether `who` reaches PostgreSQL (`None`: it does).
+    pub(crate) fn set_remote(&self, who: Remote, why: Option<String>) {
+        if let Ok(mut r) = self.remote.lock() {
+            r[who as usize] = why;
+        }
+    }
+
+    fn remote_failure(&self) -> Option<String> {
+        let r = self.remote.lock().ok()?;
+        r.iter().flatten().next().cloned()
     }
 
     pub(crate) fn failure(&self) -> Option<String> {
@@ -69,6 +92,9 @@ impl StoreState {
         }
         if let Some(why) = self.failure() {
             return Err(why);
+        }
+        if let Some(why) = self.remote_failure() {
+            return Err(format!("the shared log is out of reach: {why}"));
         }
         let started = self.commit_started.load(Ordering::Acquire);
         if started != 0 {

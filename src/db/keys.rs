@@ -47,6 +47,9 @@ pub(crate) const GRANT: u8 = b'G';
 /// Bookkeeping under `M`: the projection layout version and the next experiment id.
 pub(crate) const META_PROJECTION_VERSION: &[u8] = b"Mprojection_version";
 pub(crate) const META_NEXT_EXPERIMENT_ID: &[u8] = b"Mnext_experiment_id";
+/// In a replica's cache of a shared log (`--store postgres://...`): the store id of the
+/// log it copies. Not derived from the log, so never compared by `check`.
+pub(crate) const META_SHARED_LOG: &[u8] = b"Mshared_log";
 
 pub(crate) fn log(seq: u64) -> [u8; 9] {
     let mut k = [LOG; 9];

@@ -30,14 +30,31 @@ pub(crate) struct Handles {
 /// Opens (or creates) the database under `dir` with a page cache of `cache_bytes`.
 /// First finishes or undoes a rebuild that was interrupted (see `swap_in`).
 pub(crate) fn open(dir: &Path, cache_bytes: u64) -> Result<(sled::Db, sled::Tree), Error> {
+    prepare(dir)?;
+    open_at(&db_path(dir), cache_bytes)
+}
+
+/// Opens (or creates) a replica's cache of a shared log under `dir`. Commits do not
+/// flush it (they are durable in the shared log): sled flushes it every second, and
+/// whatever a crash loses is read from the log again.
+pub(crate) fn open_cache(dir: &Path, cache_bytes: u64) -> Result<(sled::Db, sled::Tree), Error> {
+    prepare(dir)?;
+    let db = config(&db_path(dir))
+        .cache_capacity(cache_bytes)
+        .flush_every_ms(Some(1000))
+        .open()?;
+    let tree = db.open_tree(TREE)?;
+    Ok((db, tree))
+}
+
+fn prepare(dir: &Path) -> Result<(), Error> {
     std::fs::create_dir_all(dir).map_err(|e| {
         Error::Storage(sled::Error::Io(std::io::Error::new(
             e.kind(),
             format!("cannot create data directory {}: {e}", dir.display()),
         )))
     })?;
-    settle_swap(dir).map_err(|e| Error::Storage(sled::Error::Io(e)))?;
-    open_at(&db_path(dir), cache_bytes)
+    settle_swap(dir).map_err(|e| Error::Storage(sled::Error::Io(e)))
 }
 
 /// The one sled tree of a database: the log and every projection, by key prefix.

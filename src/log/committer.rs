@@ -10,7 +10,7 @@ use std::sync::Arc;
 use prost::Message;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::db::health::StoreState;
+use crate::db::health::{Remote, StoreState};
 use crate::db::kv::Pending;
 use crate::db::{Handles, keys};
 use crate::domain::{Command, Error};
@@ -19,6 +19,7 @@ use crate::projection::{self, RunRecord};
 use crate::stream::Publisher;
 
 use super::decide::{Answer, decide};
+use super::postgres::{FETCH_CHUNK, Stored, Writer};
 
 /// Most requests committed as one group. Bounds the size of one sled batch (a group of
 /// full `LogBatch` requests is about 40 KB a request) and the latency of the first
@@ -44,6 +45,9 @@ pub(crate) enum Request {
         actor: Option<Arc<str>>,
         reply: oneshot::Sender<Result<Outcome, Error>>,
     },
+    /// With a shared log: take in what other replicas appended (up to the head at the
+    /// time this is handled), then answer, if anyone waits.
+    CatchUp(Option<oneshot::Sender<Result<(), Error>>>),
     /// Commit what came before, flush, answer, and stop.
     Close(oneshot::Sender<()>),
 }
@@ -54,6 +58,9 @@ pub(crate) struct Committer {
     next_seq: u64,
     /// Where committed events go once they are on disk.
     publisher: Publisher,
+    /// The shared log, when the store is one (`--store postgres://...`): events are
+    /// durable once it commits them, and the local tree is a cache of it.
+    shared: Option<Writer>,
 }
 
 type Reply = oneshot::Sender<Result<Outcome, Error>>;
@@ -69,6 +76,7 @@ impl Committer {
         db: Handles,
         state: Arc<StoreState>,
         publisher: Publisher,
+        shared: Option<Writer>,
     ) -> Result<Self, Error> {
         let next_seq = crate::log::last_seq(&db.tree)? + 1;
         Ok(Self {
@@ -76,6 +84,7 @@ impl Committer {
             state,
             next_seq,
             publisher,
+            shared,
         })
     }
 
@@ -84,6 +93,8 @@ impl Committer {
     pub(crate) fn run(mut self, mut rx: mpsc::Receiver<Request>) {
         while let Some(first) = rx.blocking_recv() {
             let mut group = Vec::new();
+            let mut waiters = Vec::new();
+            let mut woken = false;
             let mut close = None;
             let mut next = Some(first);
             while let Some(msg) = next.take() {
@@ -99,6 +110,10 @@ impl Committer {
                         },
                         reply,
                     )),
+                    Request::CatchUp(waiter) => {
+                        woken = true;
+                        waiters.extend(waiter);
+                    }
                     Request::Close(done) => {
                         close = Some(done);
                         break;
@@ -108,7 +123,20 @@ impl Committer {
                     next = rx.try_recv().ok();
                 }
             }
-            self.commit_group(group);
+            if group.is_empty() {
+                if woken {
+                    let caught_up = self.catch_up();
+                    for w in waiters {
+                        let _ = w.send(caught_up.as_ref().map(|_| ()).map_err(again));
+                    }
+                }
+            } else {
+                // A write group takes in everything before it: the waiters are current after it.
+                let written = self.commit_group(group);
+                for w in waiters {
+                    let _ = w.send(written.clone().map_err(Error::Unavailable));
+                }
+            }
             if let Some(done) = close {
                 let _ = done.send(());
                 return;
@@ -121,20 +149,22 @@ impl Committer {
     /// above it) or after the disk refused a write (until a restart: sled cannot
     /// recover from that in-process, and even closing its handles then waits forever,
     /// which is why the reserve keeps the disk from filling under it).
-    pub(crate) fn commit_group(&mut self, group: Vec<(Signed, Reply)>) {
+    /// Returns whether the group was committed (whatever each command's answer), or why
+    /// not.
+    pub(crate) fn commit_group(&mut self, group: Vec<(Signed, Reply)>) -> Result<(), String> {
         if group.is_empty() {
-            return;
+            return Ok(());
         }
         let metrics = crate::metrics::global();
         if let Some(why) = self.state.failure() {
             metrics.writes_refused.inc_by(group.len() as u64);
             refuse(group, &why);
-            return;
+            return Err(why);
         }
         if let Err(why) = self.state.check_space() {
             metrics.writes_refused.inc_by(group.len() as u64);
             refuse(group, &why);
-            return;
+            return Err(why);
         }
         metrics.commit_group_size.observe(group.len() as f64);
         let own = self.db.clone();
@@ -143,28 +173,66 @@ impl Committer {
         let mut pending = Pending::new(&own.tree);
         let mut answers: Vec<(Reply, Result<Outcome, Error>)> = Vec::with_capacity(group.len());
         let mut events = Vec::new();
+        // With a shared log: lock it, and take in what other replicas appended, so that
+        // the group is decided on the whole log and appended at its head.
+        let mut ours = self.shared.as_ref().map(|_| Vec::new());
+        if let Some(writer) = self.shared.as_mut() {
+            let began = writer
+                .begin(first_seq - 1)
+                .and_then(|theirs| take_in(&mut self.next_seq, theirs, &mut pending, &mut events));
+            if let Err(e) = began {
+                self.next_seq = first_seq;
+                return Err(self.remote_failed(e, group));
+            }
+        }
         for (signed, reply) in group {
-            let result = self.decide_and_project(&signed, &mut pending, now, &mut events);
+            let result =
+                self.decide_and_project(&signed, &mut pending, now, &mut events, ours.as_mut());
             match result {
                 Ok(outcome) => answers.push((reply, Ok(outcome))),
                 Err(e @ (Error::Storage(_) | Error::Corrupt(_))) => {
                     // The group's pending state may be half-applied: drop all of it.
                     tracing::error!(error = %e, "projection failed; the group is abandoned");
+                    if let Some(writer) = self.shared.as_mut() {
+                        writer.abort();
+                    }
                     self.next_seq = first_seq;
                     let why = e.to_string();
                     let _ = reply.send(Err(e));
                     for (reply, _) in answers {
                         let _ = reply.send(Err(Error::Unavailable(why.clone())));
                     }
-                    return;
+                    return Err(why);
                 }
                 Err(e) => answers.push((reply, Err(e))),
             }
         }
+        if let (Some(writer), Some(ours)) = (self.shared.as_mut(), ours) {
+            // Durable once PostgreSQL commits: that is this store's flush.
+            let started = std::time::Instant::now();
+            let appended = writer.append(ours);
+            metrics
+                .flush_seconds
+                .observe(started.elapsed().as_secs_f64());
+            if let Err(e) = appended {
+                // Whether PostgreSQL committed is unknown: the next group reads the log
+                // again from here and takes in whatever it holds.
+                self.next_seq = first_seq;
+                let answers = answers.into_iter().map(|(reply, _)| reply);
+                return Err(self.remote_failed_replies(e, answers));
+            }
+            self.state.set_remote(Remote::Writer, None);
+        }
         if !pending.is_empty() {
             self.state.commit_starts();
             let started = std::time::Instant::now();
+            let shared = self.shared.is_some();
             let written = own.tree.apply_batch(pending.into_batch()).and_then(|()| {
+                if shared {
+                    // Durable in PostgreSQL already; the local cache is flushed in the
+                    // background and caught up from the log after a crash.
+                    return Ok(());
+                }
                 let flush_started = std::time::Instant::now();
                 let flushed = own.db.flush().map(|_| ());
                 metrics
@@ -183,11 +251,19 @@ impl Committer {
                 );
                 tracing::error!(error = %e, "commit failed; refusing writes until a restart");
                 self.state.set_failure(Some(why.clone()));
+                if shared {
+                    // The shared log has the group: its answers stand; this replica
+                    // stops, and its cache catches up after the restart.
+                    for (reply, result) in answers {
+                        let _ = reply.send(result);
+                    }
+                    return Err(why);
+                }
                 self.next_seq = first_seq;
                 for (reply, _) in answers {
                     let _ = reply.send(Err(Error::Unavailable(why.clone())));
                 }
-                return;
+                return Err(why);
             }
         }
         metrics.events_committed.inc_by(events.len() as u64);
@@ -206,6 +282,69 @@ impl Committer {
         for (reply, result) in answers {
             let _ = reply.send(result);
         }
+        Ok(())
+    }
+
+    /// With a shared log: takes in, in chunks, whatever other replicas appended since
+    /// this one last looked, and publishes it to this replica's watchers.
+    pub(crate) fn catch_up(&mut self) -> Result<(), Error> {
+        if let Some(why) = self.state.failure() {
+            return Err(Error::Unavailable(why));
+        }
+        loop {
+            let Some(writer) = self.shared.as_mut() else {
+                return Ok(());
+            };
+            let theirs = match writer.fetch(self.next_seq - 1, FETCH_CHUNK) {
+                Ok(theirs) => theirs,
+                Err(e) => {
+                    self.state.set_remote(Remote::Writer, Some(e.to_string()));
+                    return Err(e);
+                }
+            };
+            self.state.set_remote(Remote::Writer, None);
+            if theirs.is_empty() {
+                return Ok(());
+            }
+            let full = theirs.len() >= usize::try_from(FETCH_CHUNK).unwrap_or(usize::MAX);
+            let own = self.db.clone();
+            let first_seq = self.next_seq;
+            let mut pending = Pending::new(&own.tree);
+            let mut events = Vec::new();
+            let taken = take_in(&mut self.next_seq, theirs, &mut pending, &mut events)
+                .and_then(|()| Ok(own.tree.apply_batch(pending.into_batch())?));
+            if let Err(e) = taken {
+                self.next_seq = first_seq;
+                tracing::error!(error = %e, "taking in the shared log failed");
+                return Err(e);
+            }
+            crate::metrics::global()
+                .events_committed
+                .inc_by(events.len() as u64);
+            self.publisher.publish(events);
+            if !full {
+                return Ok(());
+            }
+        }
+    }
+
+    /// PostgreSQL failed the group before anything was committed: every request hears
+    /// so (UNAVAILABLE), and health says PostgreSQL is out of reach until it answers.
+    fn remote_failed(&mut self, e: Error, group: Vec<(Signed, Reply)>) -> String {
+        self.remote_failed_replies(e, group.into_iter().map(|(_, reply)| reply))
+    }
+
+    fn remote_failed_replies(&mut self, e: Error, replies: impl Iterator<Item = Reply>) -> String {
+        let why = e.to_string();
+        tracing::warn!(error = %why, "the shared log refused a commit group");
+        self.state.set_remote(Remote::Writer, Some(why.clone()));
+        let mut refused = 0;
+        for reply in replies {
+            refused += 1;
+            let _ = reply.send(Err(Error::Unavailable(why.clone())));
+        }
+        crate::metrics::global().writes_refused.inc_by(refused);
+        why
     }
 
     fn decide_and_project(
@@ -214,6 +353,7 @@ impl Committer {
         pending: &mut Pending,
         now: i64,
         events: &mut Vec<pb::Event>,
+        mut ours: Option<&mut Vec<Stored>>,
     ) -> Result<Outcome, Error> {
         let actor = signed.actor.as_deref().unwrap_or_default();
         let (payloads, answer) = decide(&signed.command, pending, now, actor)?;
@@ -226,7 +366,11 @@ impl Committer {
             };
             self.next_seq += 1;
             projection::apply(&ev, pending)?;
-            pending.put(keys::log(ev.seq), ev.encode_to_vec());
+            let body = ev.encode_to_vec();
+            if let Some(ours) = ours.as_deref_mut() {
+                ours.push((ev.seq, body.clone()));
+            }
+            pending.put(keys::log(ev.seq), body);
             events.push(ev);
         }
         Ok(match answer {
@@ -249,6 +393,84 @@ impl Committer {
             Answer::Done => Outcome::Done,
         })
     }
+}
+
+/// Takes in everything the shared log holds after the local copy's head, before the
+/// store serves (a replica starting on an empty or old cache, `migrate-store` out of
+/// PostgreSQL). Two passes: the events are copied into the local log, then projected
+/// from it as `rebuild` does (projecting straight from the fetched rows held sled's
+/// nodes in memory: 5 GB for 1,000,000 events, against 0.2 GB this way). The projection
+/// version is removed first and written last, so a cache whose catch-up stopped halfway
+/// is emptied and filled again at the next start. Returns the events taken in.
+pub(crate) fn bulk_catch_up(tree: &sled::Tree, writer: &mut Writer) -> Result<u64, Error> {
+    let first = super::last_seq(tree)? + 1;
+    let mut next_seq = first;
+    let progress = super::rebuild::Progress::start("catching up from the shared log");
+    loop {
+        let theirs = writer.fetch(next_seq - 1, FETCH_CHUNK)?;
+        let full = theirs.len() >= usize::try_from(FETCH_CHUNK).unwrap_or(usize::MAX);
+        if next_seq == first && !theirs.is_empty() {
+            tree.remove(keys::META_PROJECTION_VERSION)?;
+            tree.flush()?;
+        }
+        for (seq, body) in theirs {
+            if seq != next_seq {
+                return Err(Error::Corrupt(format!(
+                    "the shared log skips from event {} to {seq}",
+                    next_seq - 1
+                )));
+            }
+            // One at a time (the version key is out until the end, so atomicity does
+            // not matter here): sled frees replaced nodes as its threads move on, and
+            // a large batch per chunk kept hundreds of MB of them.
+            tree.insert(keys::log(seq), body)?;
+            next_seq += 1;
+        }
+        progress.set(next_seq - first);
+        if !full {
+            break;
+        }
+    }
+    if next_seq == first {
+        return Ok(0);
+    }
+    drop(progress);
+    let progress = super::rebuild::Progress::start("projecting the caught-up log");
+    let mut importer = super::rebuild::Importer::new(tree, first).reporting(&progress);
+    for ev in super::replay(tree, first) {
+        importer.push(&ev?, None)?;
+    }
+    importer.finish()
+}
+
+/// Projects events another replica appended to the shared log into `pending` (with
+/// their stored bytes, so the local log stays an exact copy), checking they continue the
+/// local log without a gap.
+fn take_in(
+    next_seq: &mut u64,
+    theirs: Vec<Stored>,
+    pending: &mut Pending,
+    events: &mut Vec<pb::Event>,
+) -> Result<(), Error> {
+    for (seq, body) in theirs {
+        let ev = pb::Event::decode(body.as_slice())?;
+        if seq != *next_seq || ev.seq != seq {
+            return Err(Error::Corrupt(format!(
+                "the shared log does not continue this replica's copy: expected event {}, found {seq} (stored as {})",
+                *next_seq, ev.seq
+            )));
+        }
+        projection::apply(&ev, pending)?;
+        pending.put(keys::log(seq), body);
+        *next_seq += 1;
+        events.push(ev);
+    }
+    Ok(())
+}
+
+/// The same failure for another waiter.
+fn again(e: &Error) -> Error {
+    Error::Unavailable(e.to_string())
 }
 
 /// Answers every request of a group with 503 and `why`.

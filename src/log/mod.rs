@@ -5,6 +5,7 @@
 
 pub(crate) mod committer;
 mod decide;
+pub(crate) mod postgres;
 pub(crate) mod rebuild;
 
 use prost::Message;

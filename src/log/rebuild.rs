@@ -101,6 +101,11 @@ pub(crate) struct Progress {
 const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Progress {
+    /// Reports `n` events done (for jobs that count on their own).
+    pub(crate) fn set(&self, n: u64) {
+        self.events.store(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
     pub(crate) fn start(what: &'static str) -> Self {
         let events = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let (done, finished) = std::sync::mpsc::channel::<()>();
@@ -146,6 +151,10 @@ pub(crate) fn replay_into(from: &sled::Tree, into: &sled::Tree) -> Result<u64, E
         let ev = <crate::pb::Event as prost::Message>::decode(value.as_ref())?;
         importer.push(&ev, Some(value.to_vec()))?;
     }
+    // A replica's cache stays one: the marker says which shared log it copies.
+    if let Some(marker) = from.get(keys::META_SHARED_LOG)? {
+        into.insert(keys::META_SHARED_LOG, marker)?;
+    }
     importer.finish()
 }
 
@@ -165,8 +174,9 @@ pub(crate) struct Diff {
 pub(crate) fn compare(first: &sled::Tree, second: &sled::Tree) -> Result<Diff, Error> {
     let projected = |t: &sled::Tree| {
         t.iter().filter(|kv| {
-            kv.as_ref()
-                .map_or(true, |(k, _)| k.first() != Some(&keys::LOG))
+            kv.as_ref().map_or(true, |(k, _)| {
+                k.first() != Some(&keys::LOG) && k.as_ref() != keys::META_SHARED_LOG
+            })
         })
     };
     let (mut first_iter, mut second_iter) = (projected(first), projected(second));

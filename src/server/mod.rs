@@ -5,6 +5,7 @@ mod around;
 mod auth;
 mod conn;
 mod cors;
+mod current;
 mod hosts;
 mod inflight;
 mod observe;
@@ -122,6 +123,10 @@ pub async fn serve(
         .layer(around::Layer(observe::Observe))
         .layer(around::Layer(options.allowed_hosts.clone()))
         .layer(around::Layer(options.cors.clone()))
+        // Current before authenticating: users are events too.
+        .layer(current::Layer {
+            store: store.clone(),
+        })
         .layer(auth::Layer {
             authenticator: crate::auth::Authenticator::new(store.clone(), options.auth),
             metrics_has_token: options.metrics_token.is_some(),

@@ -5,6 +5,7 @@
 //! database) would take its place behind this same surface.
 
 mod history;
+pub mod migrate;
 mod writes;
 
 use std::path::{Path, PathBuf};
@@ -19,6 +20,8 @@ use crate::domain::{Command, DEFAULT_EXPERIMENT_NAME, Error, MetricPoint, ViewTy
 use crate::hierarchy::{self, TreeNode};
 pub use crate::log::committer::Outcome;
 use crate::log::committer::{Committer, Request};
+use crate::log::postgres::Postgres;
+pub use crate::log::postgres::is_postgres_url;
 pub use crate::log::rebuild::CheckReport;
 use crate::pb;
 use crate::projection::{self, ExperimentRecord, LoggedModelRecord, RunRecord};
@@ -58,6 +61,9 @@ pub struct StoreConfig {
     /// Bytes kept free on the data directory's disk: writes are refused below it (and
     /// resume by themselves above it), a store does not open below half of it.
     pub min_free_bytes: u64,
+    /// A PostgreSQL URL (`--store`): the log lives there, shared by every replica
+    /// started with it, and the data directory holds this replica's cache of it.
+    pub shared_log: Option<String>,
 }
 
 impl Default for StoreConfig {
@@ -66,6 +72,7 @@ impl Default for StoreConfig {
             cache_bytes: DEFAULT_CACHE_MB * 1024 * 1024,
             artifacts_dir: None,
             min_free_bytes: DEFAULT_MIN_FREE_BYTES,
+            shared_log: None,
         }
     }
 }
@@ -102,11 +109,15 @@ struct Inner {
     lock_file: PathBuf,
     tx: mpsc::Sender<Request>,
     committer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The shared log, when there is one: its listener and head reader.
+    shared: Option<Postgres>,
 }
 
 impl Store {
     /// Opens (or creates) the store in `dir`. A new store gets the Default experiment;
     /// a store whose projections are from another layout version is rebuilt from its log.
+    /// With `config.shared_log` the log is in PostgreSQL and `dir` holds this replica's
+    /// cache of it (and artifacts), caught up before this returns.
     pub fn open(dir: &Path, config: &StoreConfig) -> Result<Store, Error> {
         // Opening writes (sled recovers and may snapshot); on a nearly full disk that
         // can leave a store that no longer opens, so it is refused while there is room.
@@ -114,29 +125,32 @@ impl Store {
             crate::db::space::check_reserve(dir, config.min_free_bytes / 2)
                 .map_err(|why| Error::Unavailable(format!("not opening the store: {why}")))?;
         }
-        let (mut db, mut tree) = crate::db::open(dir, config.cache_bytes)?;
-        let version = tree.get(keys::META_PROJECTION_VERSION)?;
-        let current = projection::PROJECTION_VERSION.to_be_bytes();
-        let log_empty = crate::log::last_seq(&tree)? == 0;
-        if log_empty {
-            tree.insert(keys::META_PROJECTION_VERSION, &current)?;
-        } else if version.as_deref() != Some(&current[..]) {
-            tracing::info!(
-                "projections are missing or from another version; rebuilding from the log"
-            );
-            drop((db, tree));
-            if !crate::db::wait_released(&crate::db::lock_file(dir)) {
-                return Err(Error::Unavailable("the database is still locked".into()));
+        let mut shared = match config.shared_log.as_deref() {
+            Some(url) => Some(Postgres::connect(url)?),
+            None => None,
+        };
+        let (db, tree) = match &shared {
+            None => open_local(dir, config)?,
+            Some(pg) => open_cache(dir, config, pg)?,
+        };
+        let mut writer = shared.as_ref().map(Postgres::writer);
+        if let Some(writer) = writer.as_mut() {
+            let started = std::time::Instant::now();
+            let events = crate::log::committer::bulk_catch_up(&tree, writer)?;
+            if events > 0 {
+                crate::db::flush_bounded(&db, "the caught-up cache", REBUILD_FLUSH_LIMIT)?;
+                tracing::info!(
+                    events,
+                    seconds = started.elapsed().as_secs_f64(),
+                    "caught up from the shared log"
+                );
             }
-            let report = rebuild(dir, config)?;
-            tracing::info!(events = report.events, "rebuilt projections");
-            (db, tree) = crate::db::open(dir, config.cache_bytes)?;
         }
         let (hub, publisher) = crate::stream::hub(crate::log::last_seq(&tree)?);
         let handles = Handles { db, tree };
         let state = Arc::new(StoreState::new(dir.to_path_buf(), config.min_free_bytes));
-        let mut committer = Committer::new(handles.clone(), state.clone(), publisher)?;
-        if log_empty {
+        let mut committer = Committer::new(handles.clone(), state.clone(), publisher, writer)?;
+        if crate::log::last_seq(&handles.tree)? == 0 {
             let (reply, mut answer) = oneshot::channel();
             let default = Command::CreateExperiment {
                 name: DEFAULT_EXPERIMENT_NAME.into(),
@@ -147,14 +161,30 @@ impl Store {
                 command: default,
                 actor: None,
             };
-            committer.commit_group(vec![(signed, reply)]);
-            answer.try_recv().map_err(|_| Error::Closed)??;
+            let _ = committer.commit_group(vec![(signed, reply)]);
+            match answer.try_recv().map_err(|_| Error::Closed)? {
+                Ok(_) => {}
+                // Another replica of the shared log made it first.
+                Err(Error::AlreadyExists(_)) if shared.is_some() => {}
+                Err(e) => return Err(e),
+            }
         }
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE_CAPACITY);
         let handle = std::thread::Builder::new()
             .name("arbor-committer".into())
             .spawn(move || committer.run(rx))
             .map_err(|e| Error::Storage(sled::Error::Io(e)))?;
+        if let Some(pg) = shared.as_mut() {
+            // Each commit anywhere wakes the committer to take it in; a full queue means
+            // it is busy with writes, each of which takes in the log's head anyway.
+            let wake = tx.clone();
+            pg.start(
+                move |_| {
+                    let _ = wake.try_send(Request::CatchUp(None));
+                },
+                state.clone(),
+            )?;
+        }
         Ok(Store {
             inner: Arc::new(Inner {
                 hub,
@@ -170,9 +200,35 @@ impl Store {
                 lock_file: crate::db::lock_file(dir),
                 tx,
                 committer: Mutex::new(Some(handle)),
+                shared,
             }),
             actor: None,
         })
+    }
+
+    /// Brings this replica's copy of a shared log up to the log's head as of now, so
+    /// that what it answers next includes every write any replica acknowledged before
+    /// this call (read-your-writes across replicas). Immediate for a store of its own.
+    pub async fn current(&self) -> Result<(), Error> {
+        let Some(pg) = &self.inner.shared else {
+            return Ok(());
+        };
+        let head = pg.head().await?;
+        if self.inner.hub.committed() >= head {
+            return Ok(());
+        }
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .tx
+            .send(Request::CatchUp(Some(reply)))
+            .await
+            .map_err(|_| Error::Closed)?;
+        answer.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Whether the log is shared with other replicas (in PostgreSQL).
+    pub fn is_shared(&self) -> bool {
+        self.inner.shared.is_some()
     }
 
     /// `Ok` while the store takes writes; otherwise why not (the disk below its reserve,
@@ -249,6 +305,9 @@ impl Store {
             tracing::error!(
                 "the committer did not finish within {CLOSE_GRACE:?} (the disk is not taking writes); closing without it"
             );
+        }
+        if let Some(pg) = &self.inner.shared {
+            pg.stop();
         }
         // Open watch sessions drain what was committed, send their final status, and end.
         self.inner.hub.close();
@@ -570,6 +629,92 @@ impl Store {
         let points = projection::history::with_recent(points, recent);
         Ok((points, seq))
     }
+}
+
+/// Opens the database of a store of its own, rebuilding projections of another layout
+/// version from the log.
+fn open_local(dir: &Path, config: &StoreConfig) -> Result<(sled::Db, sled::Tree), Error> {
+    let (db, tree) = crate::db::open(dir, config.cache_bytes)?;
+    if let Some(id) = tree.get(keys::META_SHARED_LOG)? {
+        return Err(Error::invalid(format!(
+            "{} is a replica's cache of the shared store {} (in PostgreSQL): start with --store postgres://..., or make a store of its own from the shared one with `arbor migrate-store --from postgres://... --to DIR`",
+            dir.display(),
+            String::from_utf8_lossy(&id)
+        )));
+    }
+    let version = tree.get(keys::META_PROJECTION_VERSION)?;
+    let current = projection::PROJECTION_VERSION.to_be_bytes();
+    if crate::log::last_seq(&tree)? == 0 {
+        tree.insert(keys::META_PROJECTION_VERSION, &current)?;
+    } else if version.as_deref() != Some(&current[..]) {
+        tracing::info!("projections are missing or from another version; rebuilding from the log");
+        drop((db, tree));
+        if !crate::db::wait_released(&crate::db::lock_file(dir)) {
+            return Err(Error::Unavailable("the database is still locked".into()));
+        }
+        let report = rebuild(dir, config)?;
+        tracing::info!(events = report.events, "rebuilt projections");
+        return crate::db::open(dir, config.cache_bytes);
+    }
+    Ok((db, tree))
+}
+
+/// Opens this replica's cache of the shared log `pg`: kept when it is a copy of a prefix
+/// of that log with projections of this version; otherwise emptied (it is only a cache)
+/// and filled again from the log. A store of its own is never emptied: it is refused.
+fn open_cache(
+    dir: &Path,
+    config: &StoreConfig,
+    pg: &Postgres,
+) -> Result<(sled::Db, sled::Tree), Error> {
+    let (db, tree) = crate::db::open_cache(dir, config.cache_bytes)?;
+    let local_head = crate::log::last_seq(&tree)?;
+    let marker = tree.get(keys::META_SHARED_LOG)?;
+    let current = projection::PROJECTION_VERSION.to_be_bytes();
+    let keep = match marker {
+        None if local_head == 0 => true,
+        None => {
+            return Err(Error::invalid(format!(
+                "{} holds a store of its own ({local_head} events), not a cache of the shared store: move its log into PostgreSQL with `arbor migrate-store --from {} --to postgres://...`, or give this replica another --data-dir",
+                dir.display(),
+                dir.display()
+            )));
+        }
+        Some(id) if id.as_ref() != pg.store_id.as_bytes() => {
+            tracing::warn!("the data directory caches another shared store; emptying it");
+            false
+        }
+        Some(_) if tree.get(keys::META_PROJECTION_VERSION)?.as_deref() != Some(&current[..]) => {
+            tracing::info!("the cache's projections are from another version; emptying it");
+            false
+        }
+        Some(_) if local_head > 0 => {
+            let ours = tree.get(keys::log(local_head))?.map(|v| v.to_vec());
+            let same = pg.event(local_head)? == ours;
+            if !same {
+                tracing::warn!(
+                    local_head,
+                    "the cache holds events the shared log does not (was the database restored to an earlier point?); emptying it"
+                );
+            }
+            same
+        }
+        Some(_) => true,
+    };
+    let (db, tree) = if keep {
+        (db, tree)
+    } else {
+        drop((db, tree));
+        if !crate::db::wait_released(&crate::db::lock_file(dir)) {
+            return Err(Error::Unavailable("the database is still locked".into()));
+        }
+        std::fs::remove_dir_all(crate::db::db_path(dir))
+            .map_err(|e| Error::Storage(sled::Error::Io(e)))?;
+        crate::db::open_cache(dir, config.cache_bytes)?
+    };
+    tree.insert(keys::META_SHARED_LOG, pg.store_id.as_bytes())?;
+    tree.insert(keys::META_PROJECTION_VERSION, &current)?;
+    Ok((db, tree))
 }
 
 /// Runs `f` on the tree of a stopped store in `dir`, opened directly, for tools and
