@@ -53,6 +53,23 @@ impl TestServer {
         config: &StoreConfig,
         options: arbor::server::Options,
     ) -> Self {
+        let mut config = config.clone();
+        if config.shared_log.is_none() {
+            config.shared_log = shared_log_for(dir.path()).await;
+        }
+        Self::serve_exactly(dir, &config, options).await
+    }
+
+    /// On the embedded store, whatever backend the suite runs on.
+    pub async fn start_on_sled(dir: tempfile::TempDir) -> Self {
+        Self::serve_exactly(dir, &StoreConfig::default(), Default::default()).await
+    }
+
+    async fn serve_exactly(
+        dir: tempfile::TempDir,
+        config: &StoreConfig,
+        options: arbor::server::Options,
+    ) -> Self {
         let store = Store::open(dir.path(), config).expect("open store");
         if options.auth.enabled {
             arbor::auth::bootstrap(&store, "admin", Some(ADMIN_PASSWORD.to_string()))
@@ -123,6 +140,71 @@ impl TestServer {
         );
         assert!(report.events > 0);
     }
+}
+
+/// The database the tests make PostgreSQL databases beside (`ARBOR_TEST_POSTGRES`,
+/// default `postgres://postgres@127.0.0.1:5432/test`).
+pub fn postgres_base() -> String {
+    std::env::var("ARBOR_TEST_POSTGRES")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// Whether every `TestServer` keeps its log in PostgreSQL (`ARBOR_TEST_BACKEND=postgres`:
+/// the suite's second pass); otherwise the embedded store.
+pub fn on_postgres() -> bool {
+    std::env::var("ARBOR_TEST_BACKEND").is_ok_and(|b| b == "postgres")
+}
+
+/// When the tests run on PostgreSQL: the shared log of a server on `dir`, a new database
+/// made on first use and kept for restarts on the same directory (`scripts/test` drops
+/// the suite's databases when it ends).
+pub async fn shared_log_for(dir: &std::path::Path) -> Option<String> {
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+    static MADE: Mutex<BTreeMap<std::path::PathBuf, String>> = Mutex::new(BTreeMap::new());
+    if !on_postgres() {
+        return None;
+    }
+    let base = postgres_base();
+    if let Some(url) = MADE.lock().expect("lock").get(dir) {
+        return Some(url.clone());
+    }
+    let url = new_database(&base).await;
+    MADE.lock()
+        .expect("lock")
+        .insert(dir.to_path_buf(), url.clone());
+    Some(url)
+}
+
+/// Makes an empty database beside the one `base` names; returns its URL.
+pub async fn new_database(base: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .subsec_nanos();
+    let name = format!(
+        "arbor_test_{}_{}_{nanos}",
+        std::process::id(),
+        COUNT.fetch_add(1, Ordering::Relaxed)
+    );
+    let (client, connection) = tokio_postgres::connect(base, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| {
+            panic!("these tests need PostgreSQL at {base} (set ARBOR_TEST_POSTGRES): {e}")
+        });
+    let driver = tokio::spawn(connection);
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .unwrap_or_else(|e| panic!("cannot create database {name}: {e}"));
+    drop(client);
+    let _ = driver.await;
+    let (server, _) = base.rsplit_once('/').expect("a URL ending in /DATABASE");
+    format!("{server}/{name}")
 }
 
 pub fn code(status: &tonic::Status) -> tonic::Code {

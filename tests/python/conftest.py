@@ -1,6 +1,10 @@
 """Fixtures: a real `arbor serve` on 127.0.0.1:0 with its own data directory, a real
 `mlflow server` (SQLite) to compare with, and Python stubs generated from the
-repository's proto with grpc_tools."""
+repository's proto with grpc_tools.
+
+With ARBOR_TEST_BACKEND=postgres every server keeps its log in a PostgreSQL database of its
+own (`--store`), made beside ARBOR_TEST_POSTGRES (default
+postgres://postgres@127.0.0.1:5432/test)."""
 
 import os
 import pathlib
@@ -40,8 +44,31 @@ def arbor_pb(tmp_path_factory):
     return tracking_pb2, tracking_pb2_grpc
 
 
+def postgres_base():
+    return os.environ.get("ARBOR_TEST_POSTGRES") or "postgres://postgres@127.0.0.1:5432/test"
+
+
+def on_postgres():
+    return os.environ.get("ARBOR_TEST_BACKEND") == "postgres"
+
+
+def new_database(base: str) -> str:
+    """An empty database beside the one `base` names; its URL."""
+    name = f"arbor_test_py_{os.getpid()}_{time.time_ns()}"
+    subprocess.run(["psql", base, "-qc", f"CREATE DATABASE {name}"], check=True)
+    return base.rsplit("/", 1)[0] + "/" + name
+
+
+# Each data directory's shared log, kept for restarts on the same directory.
+_LOGS = {}
+
+
 class Server:
     def __init__(self, data_dir: pathlib.Path, *extra_args: str):
+        if on_postgres() and "--store" not in extra_args:
+            if str(data_dir) not in _LOGS:
+                _LOGS[str(data_dir)] = new_database(postgres_base())
+            extra_args = (*extra_args, "--store", _LOGS[str(data_dir)])
         self.proc = subprocess.Popen(
             [arbor_bin(), "serve", "--listen", "127.0.0.1:0", "--data-dir", str(data_dir), *extra_args],
             stdout=subprocess.PIPE,
