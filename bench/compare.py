@@ -105,20 +105,45 @@ def stop(proc):
             proc.wait()
 
 
-def server_commands(args, port, data):
+def new_database(base):
+    """A new database beside the one `base` names (--postgres); its URL."""
+    name = f"compare_{os.getpid()}_{time.time_ns()}"
+    subprocess.run(["psql", base, "-qc", f"CREATE DATABASE {name}"], check=True)
+    return base.rsplit("/", 1)[0] + "/" + name
+
+
+def database_mib(url):
+    name = url.rsplit("/", 1)[1]
+    base = url.rsplit("/", 1)[0] + "/postgres"
+    r = subprocess.run(["psql", base, "-qtAc", f"SELECT pg_database_size('{name}')"], capture_output=True, text=True)
+    return int(r.stdout.strip()) / (1 << 20) if r.returncode == 0 and r.stdout.strip() else None
+
+
+def drop_database(url):
+    name = url.rsplit("/", 1)[1]
+    base = url.rsplit("/", 1)[0] + "/postgres"
+    subprocess.run(["psql", base, "-qc", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"], capture_output=True)
+
+
+def server_commands(args, port, data, db=None):
+    """Each server's command; with `db` (a PostgreSQL URL, --postgres) on that database."""
+    arbor_store = ["--store", db] if db else []
+    mlflow_store = db.replace("postgres://", "postgresql://", 1) if db else f"sqlite:///{data}/mlflow.db"
+    fml_store = db if db else f"sqlite://{data}/fasttrackml.db"
     return {
-        "arbor": [args.arbor_bin, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", data],
+        "arbor": [args.arbor_bin, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", data] + arbor_store,
         "mlflow": [os.path.join(args.venv, "bin", "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-                   "--backend-store-uri", f"sqlite:///{data}/mlflow.db", "--artifacts-destination", f"{data}/artifacts"],
+                   "--backend-store-uri", mlflow_store, "--artifacts-destination", f"{data}/artifacts"],
         "fasttrackml": [os.path.join(args.venv, "bin", "fml"), "server", "--listen-address", f"127.0.0.1:{port}",
-                        "--database-uri", f"sqlite://{data}/fasttrackml.db", "--default-artifact-root", f"{data}/artifacts"],
+                        "--database-uri", fml_store, "--default-artifact-root", f"{data}/artifacts"],
     }
 
 
 def run_server(name, args, out_dir):
     data = tempfile.mkdtemp(prefix=f"compare-{name}-")
     port = free_port()
-    cmd = server_commands(args, port, data)[name]
+    db = new_database(args.postgres) if args.postgres else None
+    cmd = server_commands(args, port, data, db)[name]
     if not os.path.exists(cmd[0]):
         return {"status": f"not installed ({cmd[0]} missing)"}
     log = open(os.path.join(out_dir, f"{name}-server.log"), "w")
@@ -132,7 +157,8 @@ def run_server(name, args, out_dir):
         if not wait_ready(url, proc):
             return {"status": f"did not start (see {name}-server.log)"}
         result_file = os.path.join(out_dir, f"{name}.json")
-        bench = [args.bench_bin, "--protocol", "rest", "--server", url, "--json", result_file] + (["--quick"] if args.quick else [])
+        bench = [args.bench_bin, "--protocol", "rest", "--server", url, "--json", result_file] + (["--quick"] if args.quick else []) \
+            + (["--search-trees", str(args.search_trees)] if args.search_trees else [])
         print(f"== {name} ({url})", flush=True)
         r = subprocess.run(bench, capture_output=True, text=True)
         print(r.stdout, end="", flush=True)
@@ -141,7 +167,7 @@ def run_server(name, args, out_dir):
         with open(result_file) as f:
             result = json.load(f)
         result["server_rss_mib"] = tree_rss_mib(proc.pid)
-        result["disk_mib"] = disk_mib(data)
+        result["disk_mib"] = disk_mib(data) + ((database_mib(db) or 0) if db else 0)
         for key, s in zip("abcd", result.get("searches", [])):
             result[f"search_{key}_ms"] = s["ms"]
             result[f"search_{key}_runs"] = s["runs"]
@@ -151,6 +177,35 @@ def run_server(name, args, out_dir):
         stop(proc)
         log.close()
         shutil.rmtree(data, ignore_errors=True)
+        if db:
+            drop_database(db)
+
+
+def replicas_workloads(args, out_dir):
+    """Two Arbor replicas on one new database: arbor-bench's replicas workload."""
+    db = new_database(args.postgres)
+    procs, urls, logs = [], [], []
+    try:
+        for name in ("a", "b"):
+            data = tempfile.mkdtemp(prefix=f"compare-replica-{name}-")
+            port = free_port()
+            log = open(os.path.join(out_dir, f"arbor-replica-{name}.log"), "w")
+            logs.append(log)
+            procs.append(subprocess.Popen(server_commands(args, port, data, db)["arbor"], cwd=data, stdout=log,
+                                          stderr=subprocess.STDOUT, start_new_session=True))
+            urls.append(f"http://127.0.0.1:{port}")
+            if not wait_ready(urls[-1], procs[-1]):
+                return f"replica {name} did not start (see arbor-replica-{name}.log)"
+        cmd = [args.bench_bin, "--workloads", "replicas", "--server", urls[0], "--server-b", urls[1]] \
+            + (["--points-per-client", "200000", "--watch-seconds", "2"] if args.quick else [])
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        return r.stdout if r.returncode == 0 else f"failed: {r.stderr.strip()[-500:]}"
+    finally:
+        for p in procs:
+            stop(p)
+        for log in logs:
+            log.close()
+        drop_database(db)
 
 
 def versions(args):
@@ -184,6 +239,10 @@ def main():
     ap.add_argument("--out", default=None, help="results directory (default bench/results/<time>)")
     ap.add_argument("--no-chart", action="store_true")
     ap.add_argument("--no-grpc", action="store_true", help="skip Arbor's gRPC-only workloads")
+    ap.add_argument("--postgres", default=None, metavar="URL",
+                    help="every server on PostgreSQL (a new database beside URL each); Arbor's gRPC workloads then "
+                         "run on two replicas of one store (ingest on one and both, cross-replica delivery)")
+    ap.add_argument("--search-trees", type=int, default=None, help="trees of 111 runs in the searches (default 100)")
     args = ap.parse_args()
     # Servers start in their own data directories: every path must be absolute.
     args.venv, args.arbor_bin, args.bench_bin = (os.path.abspath(p) for p in (args.venv, args.arbor_bin, args.bench_bin))
@@ -195,7 +254,9 @@ def main():
 
     results = {name: run_server(name, args, out_dir) for name in ["arbor"] + peers}
     grpc = None
-    if not args.no_grpc:
+    if not args.no_grpc and args.postgres:
+        grpc = replicas_workloads(args, out_dir)
+    elif not args.no_grpc:
         cmd = [args.bench_bin, "--workloads", "core,streams"] + (["--points-per-client", "200000", "--watch-seconds", "2", "--history-points", "20000"] if args.quick else [])
         r = subprocess.run(cmd, capture_output=True, text=True)
         grpc = r.stdout if r.returncode == 0 else f"failed: {r.stderr.strip()[-500:]}"

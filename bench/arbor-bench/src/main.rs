@@ -82,6 +82,15 @@ struct Args {
     /// Scaling: seconds between samples of the sustained ingest.
     #[arg(long, default_value_t = 10)]
     scaling_sample_secs: u64,
+    /// REST: trees of 111 runs in the search workloads (default 100, 10 with --quick).
+    #[arg(long)]
+    search_trees: Option<usize>,
+    /// Events: how many to write.
+    #[arg(long, default_value_t = 1_000_000)]
+    events: usize,
+    /// Replicas: a second replica of the same store (`--store postgres://...`).
+    #[arg(long)]
+    server_b: Option<String>,
     /// REST and scaling: also write the figures as JSON here.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
@@ -107,6 +116,12 @@ enum Workload {
     Bodies,
     /// How cost grows: run counts, history lengths, a long ingest (on demand; long).
     Scaling,
+    /// Two replicas of one store on PostgreSQL (`--server` and `--server-b`): ingest on
+    /// one and on both, LogMetric latency, cross-replica watch delivery (on demand).
+    Replicas,
+    /// `--events` single-point LogMetric calls from 32 clients: a log of that many
+    /// events, to measure catch-up and migrate-store on (on demand).
+    Events,
 }
 
 /// Points a second in the watch workloads, as 100 batches of 100.
@@ -230,9 +245,19 @@ async fn ingest(
     clients: usize,
     points_per_client: usize,
 ) -> Result<(f64, Duration), BoxError> {
+    ingest_spread(&[url], exp, clients, points_per_client).await
+}
+
+/// `ingest` with the clients spread over `urls` in turn (replicas of one store).
+async fn ingest_spread(
+    urls: &[&str],
+    exp: &str,
+    clients: usize,
+    points_per_client: usize,
+) -> Result<(f64, Duration), BoxError> {
     let mut conns = Vec::new();
-    for _ in 0..clients {
-        let mut c = connect(url).await?;
+    for i in 0..clients {
+        let mut c = connect(urls[i % urls.len()]).await?;
         let run = new_run(&mut c, exp).await?;
         conns.push((c, run));
     }
@@ -798,7 +823,7 @@ fn stop(child: &mut Child) {
 }
 
 async fn rest_workloads(args: &Args, url: &str, pid: Option<u32>) -> Result<(), BoxError> {
-    let opts = if args.quick {
+    let mut opts = if args.quick {
         rest::RestOptions {
             log_metric_calls: 300,
             batches_per_client: 10,
@@ -813,6 +838,9 @@ async fn rest_workloads(args: &Args, url: &str, pid: Option<u32>) -> Result<(), 
             history_points: 100_000,
         }
     };
+    if let Some(trees) = args.search_trees {
+        opts.search_trees = trees;
+    }
     println!("arbor-bench (MLflow REST) against {url}");
     let report = rest::run(url, &opts, |line| println!("  {line}")).await?;
     let rss = pid.and_then(rss_mib);
@@ -854,6 +882,20 @@ async fn grpc_workloads(args: &Args, url: &str, pid: Option<u32>) -> Result<(), 
     if wants(Workload::Search) {
         search_bench(url, args.search_runs, pid).await?;
     }
+    if wants(Workload::Replicas) {
+        let b = args
+            .server_b
+            .as_deref()
+            .ok_or("the replicas workload needs --server-b, a second replica of the store")?;
+        replica_workloads(args, url, b, &exp).await?;
+    }
+    if wants(Workload::Events) {
+        let rate = single_events(url, &exp, args.events).await?;
+        println!(
+            "  LogMetric, 32 clients, {} events: {rate:>12.0} events/s",
+            args.events
+        );
+    }
     if wants(Workload::Bodies) {
         rest::body_memory(url, pid, |line| println!("  {line}")).await?;
     }
@@ -878,6 +920,148 @@ async fn grpc_workloads(args: &Args, url: &str, pid: Option<u32>) -> Result<(), 
             rss_mib(pid).unwrap_or(f64::NAN)
         );
     }
+    Ok(())
+}
+
+/// `total` LogMetric calls (one event each) from 32 clients; events per second.
+async fn single_events(url: &str, exp: &str, total: usize) -> Result<f64, BoxError> {
+    const CLIENTS: usize = 32;
+    let t = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..CLIENTS {
+        let mut c = connect(url).await?;
+        let run = new_run(&mut c, exp).await?;
+        let n = total / CLIENTS + usize::from(i < total % CLIENTS);
+        tasks.push(tokio::spawn(async move {
+            for step in 0..i64::try_from(n).unwrap_or(0) {
+                c.log_metric(pb::LogMetricRequest {
+                    run_id: run.clone(),
+                    key: "loss".into(),
+                    value: step as f64,
+                    timestamp: step,
+                    step,
+                })
+                .await?;
+            }
+            Ok::<_, BoxError>(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(total as f64 / t.elapsed().as_secs_f64())
+}
+
+/// Two replicas of one shared store: LogBatch ingest with the clients on one replica and
+/// spread over both, single LogMetric latency, and the delay from a write's
+/// acknowledgement by replica A to its delivery to a watcher on replica B.
+async fn replica_workloads(args: &Args, a: &str, b: &str, exp: &str) -> Result<(), BoxError> {
+    for clients in [1, 8] {
+        let per_client = if clients == 1 {
+            args.points_per_client
+        } else {
+            args.points_per_client / 2
+        };
+        for urls in [vec![a], vec![a, b]] {
+            let (rate, worst) = ingest_spread(&urls, exp, clients, per_client).await?;
+            println!(
+                "  LogBatch ingest, {clients} client(s) on {} replica(s), {BATCH} points a batch: {rate:>12.0} points/s (slowest batch {:.1} ms)",
+                urls.len().min(clients),
+                ms(worst)
+            );
+        }
+    }
+    let mut c = connect(a).await?;
+    let run = new_run(&mut c, exp).await?;
+    let mut lat = Vec::with_capacity(2000);
+    for step in 0..2000i64 {
+        let t = Instant::now();
+        c.log_metric(pb::LogMetricRequest {
+            run_id: run.clone(),
+            key: "single".into(),
+            value: step as f64,
+            timestamp: step,
+            step,
+        })
+        .await?;
+        lat.push(t.elapsed());
+    }
+    println!(
+        "  LogMetric, one at a time: p50 {:.2} ms, p99 {:.2} ms",
+        ms(percentile(&lat, 500)),
+        ms(percentile(&lat, 990))
+    );
+    // Cross-replica delivery: points written through A at 200 calls/s, watched on B.
+    let run = new_run(&mut c, exp).await?;
+    let mut w = WatchServiceClient::new(
+        tonic::transport::Endpoint::from_shared(b.to_string())?
+            .connect()
+            .await?,
+    );
+    let mut stream = w
+        .watch_metrics(pb::WatchMetricsRequest {
+            scope: Some(Scope::RunId(run.clone())),
+            keys: vec![],
+            from_seq: None,
+        })
+        .await?
+        .into_inner();
+    let calls = usize::try_from(args.watch_seconds * 200).unwrap_or(1000);
+    let received = tokio::spawn(async move {
+        let mut at = vec![None; calls];
+        let mut got = 0;
+        while got < calls {
+            let Some(m) = stream.message().await? else {
+                break;
+            };
+            let now = Instant::now();
+            for s in &m.series {
+                for &step in &s.steps {
+                    if let Some(slot) = usize::try_from(step).ok().and_then(|i| at.get_mut(i)) {
+                        *slot = Some(now);
+                        got += 1;
+                    }
+                }
+            }
+        }
+        Ok::<_, BoxError>(at)
+    });
+    let mut acked = Vec::with_capacity(calls);
+    let mut sent = Vec::with_capacity(calls);
+    let mut tick = tokio::time::interval(Duration::from_millis(5));
+    for step in 0..calls {
+        tick.tick().await;
+        let t = Instant::now();
+        c.log_batch(pb::LogBatchRequest {
+            run_id: run.clone(),
+            metrics: vec![pb::Metric {
+                key: "loss".into(),
+                value: step as f64,
+                timestamp: i64::try_from(step).unwrap_or(0),
+                step: i64::try_from(step).unwrap_or(0),
+            }],
+            ..Default::default()
+        })
+        .await?;
+        sent.push(t);
+        acked.push(Instant::now());
+    }
+    let at = received.await??;
+    let (mut after_ack, mut after_send) = (Vec::new(), Vec::new());
+    for (i, got) in at.iter().enumerate() {
+        if let Some(got) = got {
+            after_ack.push(got.saturating_duration_since(acked[i]));
+            after_send.push(got.saturating_duration_since(sent[i]));
+        }
+    }
+    println!(
+        "  delivery from A to a watcher on B, {} points at 200/s: after A's acknowledgement p50 {:.2} ms, p99 {:.2} ms; after the send p50 {:.2} ms, p99 {:.2} ms",
+        after_ack.len(),
+        ms(percentile(&after_ack, 500)),
+        ms(percentile(&after_ack, 990)),
+        ms(percentile(&after_send, 500)),
+        ms(percentile(&after_send, 990))
+    );
     Ok(())
 }
 
