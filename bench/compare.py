@@ -128,7 +128,7 @@ def drop_database(url):
 def server_commands(args, port, data, db=None):
     """Each server's command; with `db` (a PostgreSQL URL, --postgres) on that database."""
     arbor_store = ["--store", db] if db else []
-    mlflow_store = db.replace("postgres://", "postgresql://", 1) if db else f"sqlite:///{data}/mlflow.db"
+    mlflow_store = db.replace("postgres://", "postgresql+psycopg2://", 1) if db else f"sqlite:///{data}/mlflow.db"
     fml_store = db if db else f"sqlite://{data}/fasttrackml.db"
     return {
         "arbor": [args.arbor_bin, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", data] + arbor_store,
