@@ -175,12 +175,16 @@ impl Store {
             .spawn(move || committer.run(rx))
             .map_err(|e| Error::Storage(sled::Error::Io(e)))?;
         if let Some(pg) = shared.as_mut() {
-            // Each commit anywhere wakes the committer to take it in; a full queue means
-            // it is busy with writes, each of which takes in the log's head anyway.
+            // Each commit elsewhere wakes the committer to take it in (this replica's own
+            // commits are in already); a full queue means it is busy with writes, each of
+            // which takes in the log's head anyway.
             let wake = tx.clone();
+            let local = hub.clone();
             pg.start(
-                move |_| {
-                    let _ = wake.try_send(Request::CatchUp(None));
+                move |head| {
+                    if head.is_none_or(|h| h > local.committed()) {
+                        let _ = wake.try_send(Request::CatchUp(None));
+                    }
                 },
                 state.clone(),
             )?;
