@@ -108,6 +108,39 @@ async fn steps_of(c: &mut Tracking, run: &str, key: &str) -> Vec<i64> {
     steps
 }
 
+/// A watch of one run's metrics on `server`.
+async fn watch(
+    server: &TestServer,
+    run: &str,
+    from_seq: Option<u64>,
+) -> tonic::Streaming<pb::WatchMetricsResponse> {
+    WatchServiceClient::new(server.channel().await)
+        .watch_metrics(pb::WatchMetricsRequest {
+            scope: Some(Scope::RunId(run.to_string())),
+            keys: vec![],
+            from_seq,
+        })
+        .await
+        .expect("watch")
+        .into_inner()
+}
+
+/// The next message with points, past the one that says where the stream starts.
+async fn next_points(
+    stream: &mut tonic::Streaming<pb::WatchMetricsResponse>,
+) -> pb::WatchMetricsResponse {
+    loop {
+        let m = stream.message().await.unwrap().expect("open");
+        if !m.series.is_empty() {
+            return m;
+        }
+    }
+}
+
+fn steps_in(m: &pb::WatchMetricsResponse) -> impl Iterator<Item = i64> + '_ {
+    m.series.iter().flat_map(|s| s.steps.iter().copied())
+}
+
 /// What one replica writes, the other reads at once, over gRPC and REST: experiments,
 /// runs, params, tags, histories, searches, the run tree; users are shared too.
 #[tokio::test]
@@ -249,21 +282,6 @@ async fn streams_cross_replicas_and_resume_on_either() {
     let b = replica(&url).await;
     let mut ca = a.client().await;
     let run = new_run(&mut ca, "0").await;
-    async fn watch(
-        server: &TestServer,
-        run: &str,
-        from_seq: Option<u64>,
-    ) -> tonic::Streaming<pb::WatchMetricsResponse> {
-        WatchServiceClient::new(server.channel().await)
-            .watch_metrics(pb::WatchMetricsRequest {
-                scope: Some(Scope::RunId(run.to_string())),
-                keys: vec![],
-                from_seq,
-            })
-            .await
-            .expect("watch")
-            .into_inner()
-    }
     let mut on_b = watch(&b, &run, None).await;
     for step in 0..30 {
         ca.log_batch(pb::LogBatchRequest {
@@ -277,26 +295,19 @@ async fn streams_cross_replicas_and_resume_on_either() {
     let mut seen = Vec::new();
     let mut last = 0;
     while seen.len() < 20 {
-        let m = on_b.message().await.unwrap().expect("open");
-        if m.series.is_empty() {
-            // Where the stream starts, before any point.
-            continue;
-        }
+        let m = next_points(&mut on_b).await;
         assert!(m.seq > last);
         last = m.seq;
-        seen.extend(m.series.iter().flat_map(|s| s.steps.clone()));
+        seen.extend(steps_in(&m));
     }
     drop(on_b);
     // Resume on A from where B's stream stopped.
     let mut on_a = watch(&a, &run, Some(last + 1)).await;
     while seen.len() < 30 {
-        let m = on_a.message().await.unwrap().expect("open");
-        if m.series.is_empty() {
-            continue;
-        }
+        let m = next_points(&mut on_a).await;
         assert!(m.seq > last);
         last = m.seq;
-        seen.extend(m.series.iter().flat_map(|s| s.steps.clone()));
+        seen.extend(steps_in(&m));
     }
     assert_eq!(
         seen,
@@ -680,22 +691,12 @@ async fn a_replica_that_was_down_catches_up_and_its_watchers_resume() {
     })
     .await
     .unwrap();
-    let mut on_b = WatchServiceClient::new(b.channel().await)
-        .watch_metrics(pb::WatchMetricsRequest {
-            scope: Some(Scope::RunId(run.clone())),
-            keys: vec![],
-            from_seq: Some(1),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let first = loop {
-        let m = on_b.message().await.unwrap().expect("open");
-        if !m.series.is_empty() {
-            break m;
-        }
-    };
-    assert_eq!(first.series[0].steps, (0..10).collect::<Vec<_>>());
+    let mut on_b = watch(&b, &run, Some(1)).await;
+    let first = next_points(&mut on_b).await;
+    assert_eq!(
+        steps_in(&first).collect::<Vec<_>>(),
+        (0..10).collect::<Vec<_>>()
+    );
     drop(on_b);
     let dir = b.stop().await;
     for s in 10..1000 {
@@ -713,19 +714,14 @@ async fn a_replica_that_was_down_catches_up_and_its_watchers_resume() {
         steps_of(&mut cb, &run, "loss").await,
         (0..1000).collect::<Vec<_>>()
     );
-    let mut on_b = WatchServiceClient::new(b.channel().await)
-        .watch_metrics(pb::WatchMetricsRequest {
-            scope: Some(Scope::RunId(run.clone())),
-            keys: vec![],
-            from_seq: Some(first.seq + 1),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut on_b = watch(&b, &run, Some(first.seq + 1)).await;
     let mut steps = Vec::new();
+    let mut last = first.seq;
     while steps.len() < 990 {
-        let m = on_b.message().await.unwrap().expect("open");
-        steps.extend(m.series.iter().flat_map(|s| s.steps.clone()));
+        let m = next_points(&mut on_b).await;
+        assert!(m.seq > last, "resumed after {}, got {}", first.seq, m.seq);
+        last = m.seq;
+        steps.extend(steps_in(&m));
     }
     assert_eq!(steps, (10..1000).collect::<Vec<_>>());
     drop(on_b);

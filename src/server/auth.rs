@@ -93,24 +93,9 @@ where
                         .auth_failures
                         .get_or_create(&[("reason", "unauthenticated".to_string())])
                         .inc();
-                    Ok(refuse(&req, e))
+                    Ok(super::error_answer(&req, e))
                 }
             }
         })
     }
-}
-
-/// 401 with a challenge (MLflow's error shape), or UNAUTHENTICATED for gRPC.
-fn refuse<B>(req: &http::Request<B>, e: crate::domain::Error) -> Response {
-    let is_grpc = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.starts_with("application/grpc"));
-    if is_grpc {
-        return crate::api::grpc::status(e).into_http::<tonic::body::Body>();
-    }
-    let response = crate::api::http::error_response(e);
-    let (parts, body) = response.into_parts();
-    http::Response::from_parts(parts, tonic::body::Body::new(body))
 }

@@ -7,8 +7,6 @@
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use http::header;
-
 use crate::store::Store;
 
 use super::around::Response;
@@ -85,15 +83,5 @@ fn refuse<B>(req: &http::Request<B>, e: crate::domain::Error) -> Response {
         e @ crate::domain::Error::Unavailable(_) => e,
         other => crate::domain::Error::Unavailable(other.to_string()),
     };
-    let is_grpc = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.starts_with("application/grpc"));
-    if is_grpc {
-        return crate::api::grpc::status(e).into_http::<tonic::body::Body>();
-    }
-    let response = crate::api::http::error_response(e);
-    let (parts, body) = response.into_parts();
-    http::Response::from_parts(parts, tonic::body::Body::new(body))
+    super::error_answer(req, e)
 }

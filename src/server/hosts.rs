@@ -99,11 +99,7 @@ fn refusal<B>(req: &http::Request<B>, host: Option<&str>) -> super::around::Resp
         "the host '{shown}' is not one this server answers to (--allowed-hosts; this protects against DNS rebinding)"
     );
     tracing::warn!("{message}");
-    let grpc = req
-        .headers()
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.starts_with("application/grpc"));
+    let grpc = super::is_grpc(req.headers());
     if grpc {
         tonic::Status::permission_denied(message).into_http::<tonic::body::Body>()
     } else {

@@ -199,15 +199,29 @@ async fn report_health(store: Store, reporter: tonic_health::server::HealthRepor
 /// Unknown paths: `UNIMPLEMENTED` for gRPC clients (a bare 404 confuses them), 404
 /// otherwise.
 async fn fallback(req: axum::extract::Request) -> Response {
-    let is_grpc = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.starts_with("application/grpc"));
-    if is_grpc {
+    if is_grpc(req.headers()) {
         tonic::Status::unimplemented(format!("unknown method {}", req.uri().path()))
             .into_http::<axum::body::Body>()
     } else {
         (StatusCode::NOT_FOUND, "not found\n").into_response()
     }
+}
+
+/// Whether a request speaks gRPC (by its content type).
+fn is_grpc(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/grpc"))
+}
+
+/// A request refused by a layer before any handler: the gRPC status for gRPC clients,
+/// MLflow's error JSON with its HTTP status otherwise.
+fn error_answer<B>(req: &http::Request<B>, e: crate::domain::Error) -> around::Response {
+    if is_grpc(req.headers()) {
+        return crate::api::grpc::status(e).into_http::<tonic::body::Body>();
+    }
+    let response = crate::api::http::error_response(e);
+    let (parts, body) = response.into_parts();
+    http::Response::from_parts(parts, tonic::body::Body::new(body))
 }

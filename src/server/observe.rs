@@ -18,11 +18,7 @@ impl Around for Observe {
     type Carry = Seen;
 
     fn before<B>(&self, req: &http::Request<B>) -> Result<Seen, Box<Response>> {
-        let grpc = req
-            .headers()
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|ct| ct.starts_with("application/grpc"));
+        let grpc = super::is_grpc(req.headers());
         let (surface, route) = route_of(req.uri().path(), grpc);
         Ok(Seen {
             grpc,
