@@ -284,6 +284,7 @@ impl ServeArgs {
             max_json_body_bytes: self.max_json_body_mb.max(1).saturating_mul(1 << 20),
             max_grpc_message_bytes: self.max_grpc_message_mb.max(1).saturating_mul(1 << 20),
             max_concurrent_requests: self.max_concurrent_requests.max(1),
+            body_timeout: std::time::Duration::from_secs(self.body_timeout_secs.max(1)),
         }
     }
 }
@@ -320,6 +321,12 @@ pub struct ServeArgs {
     /// connection, or headers arriving too slowly) before it is closed.
     #[arg(long, env = "ARBOR_IDLE_TIMEOUT_SECS", default_value_t = 60)]
     pub idle_timeout_secs: u64,
+    /// Seconds a request body may stall (no byte arriving), and the grace before it must
+    /// keep up 16 KiB/s on average; a body that does not is answered 408
+    /// (DEADLINE_EXCEEDED) and its connection closed. Client streams (LogMetricStream)
+    /// may pause as long as they like.
+    #[arg(long, env = "ARBOR_BODY_TIMEOUT_SECS", default_value_t = 30)]
+    pub body_timeout_secs: u64,
     /// Largest MLflow JSON request body in MiB (artifact uploads stream and are not
     /// bound by it).
     #[arg(long, env = "ARBOR_MAX_JSON_BODY_MB", default_value_t = 16)]
@@ -374,7 +381,9 @@ pub struct ServeArgs {
     #[arg(long, env = "ARBOR_ADMIN_PASSWORD_FILE")]
     pub admin_password_file: Option<PathBuf>,
     /// Requests handled at once; more wait their turn (streams count only while they
-    /// open). Bounds memory and CPU under a flood.
+    /// open; health checks never wait; bodies are read before a request takes its
+    /// turn). One connection, or one user, holds at most half of them. Bounds memory
+    /// and CPU under a flood.
     #[arg(long, env = "ARBOR_MAX_CONCURRENT_REQUESTS", default_value_t = 512)]
     pub max_concurrent_requests: usize,
     /// Keep the event log in PostgreSQL (`postgres://USER[:PASSWORD]@HOST[:PORT]/DB`),

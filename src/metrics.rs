@@ -35,6 +35,9 @@ pub struct Metrics {
     pub(crate) idle_connections_closed: Counter,
     pub(crate) tls_handshake_failures: Counter,
     pub(crate) auth_failures: Family<[(&'static str, String); 1], Counter>,
+    pub(crate) password_verifications: Counter,
+    pub(crate) body_timeouts: Counter,
+    pub(crate) requests_in_flight: Gauge,
     watch_sessions: Gauge,
     watch_lag: Gauge,
     log_head_seq: Gauge,
@@ -76,6 +79,9 @@ impl Metrics {
             idle_connections_closed: Counter::default(),
             tls_handshake_failures: Counter::default(),
             auth_failures: Family::default(),
+            password_verifications: Counter::default(),
+            body_timeouts: Counter::default(),
+            requests_in_flight: Gauge::default(),
             watch_sessions: Gauge::default(),
             watch_lag: Gauge::default(),
             log_head_seq: Gauge::default(),
@@ -157,6 +163,21 @@ impl Metrics {
             "arbor_auth_failures",
             "Requests refused by --auth: reason=unauthenticated (no or wrong credentials) or forbidden (no permission)",
             m.auth_failures.clone(),
+        );
+        registry.register(
+            "arbor_password_verifications",
+            "Argon2 password checks run (unknown users are checked against a dummy hash, so they count too)",
+            m.password_verifications.clone(),
+        );
+        registry.register(
+            "arbor_request_body_timeouts",
+            "Requests ended because their body stalled or arrived slower than the minimum rate",
+            m.body_timeouts.clone(),
+        );
+        registry.register(
+            "arbor_requests_in_flight",
+            "Requests being received or handled, streams included (waiting for a slot counts)",
+            m.requests_in_flight.clone(),
         );
         registry.register(
             "arbor_watch_sessions",

@@ -13,6 +13,7 @@ use arbor::pb::tracking_service_client::TrackingServiceClient;
 use arbor::pb::watch_service_client::WatchServiceClient;
 use base64::Engine;
 use common::{ADMIN_PASSWORD, TestServer};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tonic::Code;
 
 fn basic(user: &str, password: &str) -> String {
@@ -37,6 +38,28 @@ async fn rest_as(
     path: &str,
     body: serde_json::Value,
 ) -> (u16, serde_json::Value) {
+    let (status, out) = call_as(
+        server,
+        auth,
+        "POST",
+        path,
+        Some("application/json"),
+        body.to_string().into_bytes(),
+    )
+    .await;
+    let json = serde_json::from_slice(&out).unwrap_or(serde_json::Value::Null);
+    (status, json)
+}
+
+/// One HTTP request to the server as `auth`: (status, body bytes).
+async fn call_as(
+    server: &TestServer,
+    auth: &str,
+    method: &str,
+    path: &str,
+    content_type: Option<&str>,
+    body: Vec<u8>,
+) -> (u16, Vec<u8>) {
     use http_body_util::{BodyExt, Full};
     let stream = tokio::net::TcpStream::connect(server.addr)
         .await
@@ -46,19 +69,32 @@ async fn rest_as(
             .await
             .expect("handshake");
     let connection = tokio::spawn(conn);
-    let req = hyper::Request::post(path)
+    let mut req = hyper::Request::builder()
+        .method(method)
+        .uri(path)
         .header("host", server.addr.to_string())
-        .header("content-type", "application/json")
-        .header("authorization", auth)
-        .body(Full::new(hyper::body::Bytes::from(body.to_string())))
+        .header("authorization", auth);
+    if let Some(ct) = content_type {
+        req = req.header("content-type", ct);
+    }
+    let req = req
+        .body(Full::new(hyper::body::Bytes::from(body)))
         .expect("request");
     let res = sender.send_request(req).await.expect("send");
     let status = res.status().as_u16();
     let out = res.into_body().collect().await.expect("body").to_bytes();
     drop(sender);
     let _ = connection.await;
-    let json = serde_json::from_slice(&out).unwrap_or(serde_json::Value::Null);
-    (status, json)
+    (status, out.to_vec())
+}
+
+/// A GET of the REST API as `auth`, its answer as JSON.
+async fn get_as(server: &TestServer, auth: &str, path: &str) -> (u16, serde_json::Value) {
+    let (status, out) = call_as(server, auth, "GET", path, None, vec![]).await;
+    (
+        status,
+        serde_json::from_slice(&out).unwrap_or(serde_json::Value::Null),
+    )
 }
 
 async fn create_user(server: &TestServer, name: &str, password: &str) {
@@ -82,6 +118,22 @@ async fn grant(server: &TestServer, owner: &str, exp: &str, user: &str, level: &
     )
     .await;
     assert_eq!(status, 200, "{body}");
+}
+
+/// `owner` changes `user`'s permission on an experiment.
+async fn regrant(server: &TestServer, owner: &str, exp: &str, user: &str, level: &str) {
+    let (status, body) = call_as(
+        server,
+        owner,
+        "PATCH",
+        "/api/2.0/mlflow/experiments/permissions/update",
+        Some("application/json"),
+        serde_json::json!({"experiment_id": exp, "username": user, "permission": level})
+            .to_string()
+            .into_bytes(),
+    )
+    .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
 }
 
 async fn revoke(server: &TestServer, owner: &str, exp: &str, user: &str) {
@@ -375,4 +427,475 @@ async fn a_revoked_grant_takes_effect_on_an_open_stream() {
     );
     drop(feed);
     server.stop_and_check_rebuild().await;
+}
+
+/// A `mlflow.parentRunId` naming a run tag, as the mlflow client sets it.
+fn parent_tag(parent: &str) -> pb::RunTag {
+    pb::RunTag {
+        key: "mlflow.parentRunId".into(),
+        value: parent.into(),
+    }
+}
+
+/// With auth on, a run goes under a parent only if the caller may read the parent's
+/// experiment (REST and gRPC: create, set-tag, log-batch), and the refusal says nothing
+/// of where the parent is. Tree answers (ancestors, children, the tree) leave out runs
+/// the caller may not read, even where such a run got into the tree (an admin put it
+/// there): no name, status or experiment of a stranger's run comes back.
+#[tokio::test]
+async fn the_run_tree_never_shows_a_run_the_caller_may_not_read() {
+    let server = TestServer::start_with_auth(Permission::NoPermissions).await;
+    create_user(&server, "alice", "alice-pass-1").await;
+    create_user(&server, "bob", "bob-pass-1").await;
+    let (alice, bob) = (basic("alice", "alice-pass-1"), basic("bob", "bob-pass-1"));
+    let admin = basic("admin", ADMIN_PASSWORD);
+    let channel = server.channel().await;
+    let mut c = TrackingServiceClient::new(channel.clone());
+    let mut tree = HierarchyServiceClient::new(channel.clone());
+    let (a_exp, a_run) = experiment_and_run(&mut c, &alice, "private").await;
+    let (b_exp, b_run) = experiment_and_run(&mut c, &bob, "mine").await;
+
+    // Every way of naming a parent is refused without READ on the parent's experiment.
+    let denied = |r: Result<tonic::Response<_>, tonic::Status>, what: &str| {
+        let e = r.map(|_: tonic::Response<()>| ()).expect_err(what);
+        assert_eq!(e.code(), Code::PermissionDenied, "{what}: {e:?}");
+        assert!(
+            !e.message().contains(&format!("experiment {a_exp}")),
+            "{e:?}"
+        );
+    };
+    denied(
+        c.set_tag(with(
+            &bob,
+            pb::SetTagRequest {
+                run_id: b_run.clone(),
+                key: "mlflow.parentRunId".into(),
+                value: a_run.clone(),
+            },
+        ))
+        .await
+        .map(|r| r.map(|_| ())),
+        "SetTag",
+    );
+    denied(
+        c.create_run(with(
+            &bob,
+            pb::CreateRunRequest {
+                experiment_id: b_exp.clone(),
+                tags: vec![parent_tag(&a_run)],
+                ..Default::default()
+            },
+        ))
+        .await
+        .map(|r| r.map(|_| ())),
+        "CreateRun",
+    );
+    denied(
+        c.log_batch(with(
+            &bob,
+            pb::LogBatchRequest {
+                run_id: b_run.clone(),
+                tags: vec![parent_tag(&a_run)],
+                ..Default::default()
+            },
+        ))
+        .await
+        .map(|r| r.map(|_| ())),
+        "LogBatch",
+    );
+    for (path, body) in [
+        (
+            "/api/2.0/mlflow/runs/set-tag",
+            serde_json::json!({"run_id": b_run, "key": "mlflow.parentRunId", "value": a_run}),
+        ),
+        (
+            "/api/2.0/mlflow/runs/create",
+            serde_json::json!({"experiment_id": b_exp, "tags": [{"key": "mlflow.parentRunId", "value": a_run}]}),
+        ),
+        (
+            "/api/2.0/mlflow/runs/log-batch",
+            serde_json::json!({"run_id": b_run, "tags": [{"key": "mlflow.parentRunId", "value": a_run}]}),
+        ),
+    ] {
+        let (status, answer) = rest_as(&server, &bob, path, body).await;
+        assert_eq!(status, 403, "{path}: {answer}");
+        assert_eq!(answer["error_code"], "PERMISSION_DENIED", "{path}");
+    }
+    // Nothing changed: bob's run is still a root.
+    let ancestors = tree
+        .get_ancestors(with(
+            &bob,
+            pb::GetAncestorsRequest {
+                run_id: b_run.clone(),
+            },
+        ))
+        .await
+        .expect("ancestors")
+        .into_inner()
+        .ancestors;
+    assert!(ancestors.is_empty());
+
+    // An admin may hang bob's run under alice's; neither then sees the other's run.
+    c.set_tag(with(
+        &admin,
+        pb::SetTagRequest {
+            run_id: b_run.clone(),
+            key: "mlflow.parentRunId".into(),
+            value: a_run.clone(),
+        },
+    ))
+    .await
+    .expect("an admin reads everything");
+    let ancestors = tree
+        .get_ancestors(with(
+            &bob,
+            pb::GetAncestorsRequest {
+                run_id: b_run.clone(),
+            },
+        ))
+        .await
+        .expect("ancestors")
+        .into_inner()
+        .ancestors;
+    assert!(ancestors.is_empty(), "{ancestors:?}");
+    let (status, answer) = get_as(
+        &server,
+        &bob,
+        &format!("/api/arbor/v1/runs/ancestors?run_id={b_run}"),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["ancestors"], serde_json::json!([]), "{answer}");
+    let root = tree
+        .get_run_tree(with(
+            &alice,
+            pb::GetRunTreeRequest {
+                run_id: a_run.clone(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("tree")
+        .into_inner()
+        .root
+        .expect("root");
+    assert!(root.children.is_empty(), "{root:?}");
+    assert_eq!(root.child_count, 0);
+    let children = tree
+        .list_children(with(
+            &alice,
+            pb::ListChildrenRequest {
+                run_id: a_run.clone(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("children")
+        .into_inner()
+        .runs;
+    assert!(children.is_empty());
+    for path in [
+        format!("/api/arbor/v1/runs/tree?run_id={a_run}"),
+        format!("/api/arbor/v1/runs/children?run_id={a_run}"),
+    ] {
+        let (status, answer) = get_as(&server, &alice, &path).await;
+        assert_eq!(status, 200, "{answer}");
+        assert!(!answer.to_string().contains(&b_run), "{path}: {answer}");
+    }
+    // The admin sees the whole tree.
+    let ancestors = tree
+        .get_ancestors(with(
+            &admin,
+            pb::GetAncestorsRequest {
+                run_id: b_run.clone(),
+            },
+        ))
+        .await
+        .expect("ancestors")
+        .into_inner()
+        .ancestors;
+    assert_eq!(ancestors.len(), 1);
+
+    // With READ on alice's experiment, bob may attach a run under hers, and sees it.
+    grant(&server, &alice, &a_exp, "bob", "READ").await;
+    let child = c
+        .create_run(with(
+            &bob,
+            pb::CreateRunRequest {
+                experiment_id: b_exp.clone(),
+                tags: vec![parent_tag(&a_run)],
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("a readable parent")
+        .into_inner()
+        .run
+        .and_then(|r| r.info)
+        .expect("info")
+        .run_id;
+    let ancestors = tree
+        .get_ancestors(with(&bob, pb::GetAncestorsRequest { run_id: child }))
+        .await
+        .expect("ancestors")
+        .into_inner()
+        .ancestors;
+    assert_eq!(ancestors.len(), 1);
+    assert_eq!(ancestors[0].run_id, a_run);
+    server.stop_and_check_rebuild().await;
+}
+
+/// The proxied artifact routes ask what MLflow's auth app asks: READ to download and
+/// list, EDIT to upload, MANAGE to delete (one DELETE can remove an experiment's
+/// whole tree).
+#[tokio::test]
+async fn deleting_artifacts_needs_manage() {
+    let server = TestServer::start_with_auth(Permission::NoPermissions).await;
+    create_user(&server, "alice", "alice-pass-1").await;
+    create_user(&server, "bob", "bob-pass-1").await;
+    let (alice, bob) = (basic("alice", "alice-pass-1"), basic("bob", "bob-pass-1"));
+    let mut c = TrackingServiceClient::new(server.channel().await);
+    let (exp, run) = experiment_and_run(&mut c, &alice, "art").await;
+    let file = format!("/api/2.0/mlflow-artifacts/artifacts/{exp}/{run}/artifacts/a.txt");
+    let tree = format!("/api/2.0/mlflow-artifacts/artifacts/{exp}");
+    let put = |who: &String| {
+        let (server, file, who) = (&server, &file, who.clone());
+        async move { call_as(server, &who, "PUT", file, None, b"hello".to_vec()).await }
+    };
+    let (status, _) = put(&alice).await;
+    assert_eq!(status, 200);
+    let (status, _) = put(&bob).await;
+    assert_eq!(status, 403, "no grant: no upload");
+    grant(&server, &alice, &exp, "bob", "READ").await;
+    let (status, body) = call_as(&server, &bob, "GET", &file, None, vec![]).await;
+    assert_eq!((status, body.as_slice()), (200, &b"hello"[..]));
+    let (status, _) = put(&bob).await;
+    assert_eq!(status, 403, "READ: no upload");
+    regrant(&server, &alice, &exp, "bob", "EDIT").await;
+    let (status, _) = put(&bob).await;
+    assert_eq!(status, 200, "EDIT uploads");
+    for path in [&file, &tree] {
+        let (status, body) = call_as(&server, &bob, "DELETE", path, None, vec![]).await;
+        assert_eq!(status, 403, "EDIT may not delete {path}");
+        assert!(String::from_utf8_lossy(&body).contains("PERMISSION_DENIED"));
+    }
+    let (status, _) = call_as(&server, &bob, "GET", &file, None, vec![]).await;
+    assert_eq!(status, 200, "still there");
+    regrant(&server, &alice, &exp, "bob", "MANAGE").await;
+    let (status, _) = call_as(&server, &bob, "DELETE", &tree, None, vec![]).await;
+    assert_eq!(status, 200, "MANAGE deletes");
+    let (status, _) = call_as(&server, &bob, "GET", &file, None, vec![]).await;
+    assert_eq!(status, 404);
+    server.stop().await;
+}
+
+/// A wrong password and an unknown name are refused alike and cost one Argon2 check
+/// each (an unknown name is checked against a dummy hash), so the time of a refusal
+/// does not tell which names exist.
+#[tokio::test]
+async fn unknown_users_cost_a_password_check_like_known_ones() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = arbor::store::Store::open(dir.path(), &Default::default()).expect("open");
+    arbor::auth::bootstrap(&store, "admin", Some(ADMIN_PASSWORD.into()))
+        .await
+        .expect("admin");
+    let auth = arbor::auth::Authenticator::new(
+        store.clone(),
+        arbor::auth::Policy {
+            enabled: true,
+            default_permission: Permission::Read,
+        },
+    );
+    let before = auth.verifications();
+    let known = auth
+        .check_password("admin", "wrong")
+        .await
+        .expect_err("wrong password");
+    assert_eq!(auth.verifications(), before + 1);
+    let unknown = auth
+        .check_password("nobody", "wrong")
+        .await
+        .expect_err("unknown user");
+    assert_eq!(
+        auth.verifications(),
+        before + 2,
+        "an unknown name costs one too"
+    );
+    assert_eq!(known.to_string(), unknown.to_string());
+    let header = basic("nobody", "x");
+    let refused = auth
+        .authenticate(Some(header.as_bytes()))
+        .await
+        .expect_err("unknown user");
+    assert_eq!(refused.to_string(), known.to_string());
+    assert_eq!(auth.verifications(), before + 3);
+    auth.check_password("admin", ADMIN_PASSWORD)
+        .await
+        .expect("the right password");
+    store.close().await;
+}
+
+/// Importing a run whose id exists in an experiment the caller may not read answers as
+/// if there were no such run: the other experiment is not named.
+#[tokio::test]
+async fn importing_a_strangers_run_reveals_nothing() {
+    let server = TestServer::start_with_auth(Permission::NoPermissions).await;
+    create_user(&server, "alice", "alice-pass-1").await;
+    create_user(&server, "bob", "bob-pass-1").await;
+    let (alice, bob) = (basic("alice", "alice-pass-1"), basic("bob", "bob-pass-1"));
+    let mut c = TrackingServiceClient::new(server.channel().await);
+    let (a_exp, a_run) = experiment_and_run(&mut c, &alice, "private").await;
+    let (b_exp, _) = experiment_and_run(&mut c, &bob, "mine").await;
+    let import = serde_json::json!({"run_id": a_run, "experiment_id": b_exp, "run_name": "x"});
+    let (status, answer) = rest_as(&server, &bob, "/api/arbor/v1/import/run", import.clone()).await;
+    assert_eq!(status, 404, "{answer}");
+    assert_eq!(answer["error_code"], "RESOURCE_DOES_NOT_EXIST");
+    assert!(
+        !answer.to_string().contains(&format!("experiment {a_exp}")),
+        "{answer}"
+    );
+    // With READ the caller learns where the run is, as before.
+    grant(&server, &alice, &a_exp, "bob", "READ").await;
+    let (status, answer) = rest_as(&server, &bob, "/api/arbor/v1/import/run", import).await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains(&format!("experiment {a_exp}")),
+        "{answer}"
+    );
+    server.stop().await;
+}
+
+/// Revoking a token ends the streams it opened (gRPC: UNAUTHENTICATED; SSE: an error
+/// event, then the end), and so does deleting a user whose password opened one;
+/// streams of other credentials go on.
+#[tokio::test]
+async fn revoked_tokens_and_deleted_users_end_their_open_streams() {
+    let server = TestServer::start_with_auth(Permission::NoPermissions).await;
+    create_user(&server, "bob", "bob-pass-1").await;
+    create_user(&server, "carol", "carol-pass-1").await;
+    let (bob, carol) = (basic("bob", "bob-pass-1"), basic("carol", "carol-pass-1"));
+    let admin = basic("admin", ADMIN_PASSWORD);
+    let channel = server.channel().await;
+    let mut c = TrackingServiceClient::new(channel.clone());
+    let (_, run) = experiment_and_run(&mut c, &bob, "b").await;
+    let (status, token) = rest_as(
+        &server,
+        &bob,
+        "/api/arbor/v1/tokens/create",
+        serde_json::json!({"description": "stream"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{token}");
+    let (token_id, bearer) = (
+        token["token_id"].as_str().expect("id").to_string(),
+        format!("Bearer {}", token["token"].as_str().expect("token")),
+    );
+    let mut w = WatchServiceClient::new(channel.clone());
+    let watch = |auth: &str| {
+        with(
+            auth,
+            pb::WatchMetricsRequest {
+                scope: Some(pb::watch_metrics_request::Scope::RunId(run.clone())),
+                keys: vec![],
+                from_seq: None,
+            },
+        )
+    };
+    let mut by_token = w
+        .watch_metrics(watch(&bearer))
+        .await
+        .expect("watch")
+        .into_inner();
+    let mut by_password = w
+        .watch_metrics(watch(&bob))
+        .await
+        .expect("watch")
+        .into_inner();
+    let mut carols = w
+        .watch_events(with(&carol, pb::WatchEventsRequest::default()))
+        .await
+        .expect("watch")
+        .into_inner();
+    // Each stream opens with its position.
+    by_token.message().await.expect("position");
+    by_password.message().await.expect("position");
+    // The SSE stream, with the same token.
+    let mut sse = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
+    sse.write_all(
+        format!(
+            "GET /api/arbor/v1/stream?run_id={run} HTTP/1.1\r\nHost: localhost\r\nAuthorization: {bearer}\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .expect("send");
+    let mut lines = tokio::io::BufReader::new(sse).lines();
+    let status = lines.next_line().await.expect("read").expect("status");
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+
+    let (status, answer) = rest_as(
+        &server,
+        &bob,
+        "/api/arbor/v1/tokens/revoke",
+        serde_json::json!({"token_id": token_id}),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let end = loop {
+        match by_token.message().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the stream ended without a status"),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(end.code(), Code::Unauthenticated, "{end:?}");
+    assert!(end.message().contains("revoked"), "{end:?}");
+    let mut saw_error = false;
+    while let Some(line) = lines.next_line().await.expect("read") {
+        if line.starts_with("event:") && line.contains("error") {
+            saw_error = true;
+        }
+        if saw_error && line.contains("revoked") {
+            break;
+        }
+    }
+    assert!(saw_error, "the SSE stream said why it ended");
+
+    // bob's password stream outlived the token; deleting bob ends it.
+    let (status, _) = call_as(
+        &server,
+        &admin,
+        "DELETE",
+        "/api/2.0/mlflow/users/delete",
+        Some("application/json"),
+        serde_json::json!({"username": "bob"})
+            .to_string()
+            .into_bytes(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let end = loop {
+        match by_password.message().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the stream ended without a status"),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(end.code(), Code::Unauthenticated, "{end:?}");
+    // carol's stream goes on: it delivers her own next change.
+    let (c_exp, _) = experiment_and_run(&mut c, &carol, "c").await;
+    loop {
+        let ev = carols.message().await.expect("open").expect("an event");
+        if matches!(&ev.payload, Some(pb::event::Payload::ExperimentCreated(e)) if e.experiment_id == c_exp)
+        {
+            break;
+        }
+    }
+    drop((carols, lines));
+    server.stop().await;
 }

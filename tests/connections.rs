@@ -353,3 +353,257 @@ async fn request_size_limits_are_flags() {
     drop(c);
     assert!(common::terminate(&mut child));
 }
+
+/// A gauge or counter from `/metrics` (the first series of that name).
+async fn metric(addr: SocketAddr, name: &str) -> f64 {
+    let (status, body) = common::http(addr, "GET", "/metrics", None, b"").await;
+    assert_eq!(status, 200);
+    let text = String::from_utf8_lossy(&body).into_owned();
+    text.lines()
+        .find_map(|l| {
+            let rest = l.strip_prefix(name)?;
+            let rest = rest.strip_prefix("_total").unwrap_or(rest);
+            let value = match rest.strip_prefix('{') {
+                Some(labelled) => labelled.split_once("} ")?.1,
+                None => rest.strip_prefix(' ')?,
+            };
+            value.trim().parse().ok()
+        })
+        .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
+}
+
+/// Polls `/metrics` until `name` is at least `at_least`, for at most 60 s.
+async fn await_metric(addr: SocketAddr, name: &str, at_least: f64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let now = metric(addr, name).await;
+        if now >= at_least {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name} stayed at {now}, below {at_least}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Fails instead of hanging: what a slot-starved server would do to `f`.
+async fn answered<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(30), f)
+        .await
+        .unwrap_or_else(|_| panic!("{what} was not answered while bodies stalled"))
+}
+
+/// With `--max-concurrent-requests 8`, 520 connections that send the headers of a
+/// log-metric request and one byte of its 100-byte body hold no request slot: while
+/// they all wait, health checks (HTTP and gRPC) and a well-behaved client (REST and
+/// gRPC) are answered; after the body timeout each of them is answered 408 and its
+/// connection closed.
+#[tokio::test]
+async fn stalled_request_bodies_take_no_slots_and_are_ended() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("arbor.log");
+    let (mut child, addr) = serve(
+        &dir.path().join("data"),
+        &[
+            "--max-concurrent-requests",
+            "8",
+            "--body-timeout-secs",
+            "10",
+            "--idle-timeout-secs",
+            "3",
+        ],
+        None,
+        &log,
+    );
+    let mut stalled = Vec::new();
+    for _ in 0..520 {
+        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        s.write_all(
+            b"POST /api/2.0/mlflow/runs/log-metric HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{",
+        )
+        .await
+        .expect("send");
+        stalled.push(s);
+    }
+    // Every one of them is in the server, waiting for its body (and the scrape itself).
+    await_metric(addr, "arbor_requests_in_flight", 521.0).await;
+
+    answered("/health", health_ok(addr)).await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect");
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let serving = answered(
+        "gRPC health",
+        health.check(tonic_health::pb::HealthCheckRequest::default()),
+    )
+    .await
+    .expect("health")
+    .into_inner()
+    .status;
+    assert_eq!(
+        serving,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+    let (status, created) = answered(
+        "REST",
+        common::rest(
+            addr,
+            "POST",
+            "/api/2.0/mlflow/experiments/create",
+            Some(serde_json::json!({"name": "served"})),
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{created}");
+    let mut c =
+        pb::tracking_service_client::TrackingServiceClient::connect(format!("http://{addr}"))
+            .await
+            .expect("connect");
+    let run_id = answered(
+        "gRPC",
+        common::new_run_id(
+            &mut c,
+            pb::CreateRunRequest {
+                experiment_id: created["experiment_id"].as_str().expect("id").into(),
+                ..Default::default()
+            },
+        ),
+    )
+    .await;
+    assert!(!run_id.is_empty());
+
+    // Then every stalled request is ended: 408, and the connection closed.
+    for mut s in stalled {
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(60), s.read_to_end(&mut answer))
+            .await
+            .expect("the stalled request was ended")
+            .expect("read");
+        let text = String::from_utf8_lossy(&answer);
+        assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+        assert!(text.contains("DEADLINE_EXCEEDED"), "{text}");
+    }
+    assert!(metric(addr, "arbor_request_body_timeouts").await >= 520.0);
+    health_ok(addr).await;
+    assert!(common::terminate(&mut child));
+}
+
+/// One connection holds at most half the request slots: four uploads stalled on one
+/// HTTP/2 connection against `--max-concurrent-requests 4` hold two, and another
+/// client is answered while they wait.
+#[tokio::test]
+async fn one_connection_cannot_take_every_slot() {
+    use http_body_util::StreamBody;
+    use hyper::body::{Bytes, Frame};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("arbor.log");
+    let (mut child, addr) = serve(
+        &dir.path().join("data"),
+        &[
+            "--max-concurrent-requests",
+            "4",
+            "--body-timeout-secs",
+            "120",
+        ],
+        None,
+        &log,
+    );
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .expect("handshake");
+    let connection = tokio::spawn(conn);
+    let mut bodies = Vec::new();
+    let mut uploads = Vec::new();
+    for i in 0..4 {
+        let (tx, rx) =
+            tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::convert::Infallible>>(1);
+        tx.send(Ok(Frame::data(Bytes::from_static(b"first bytes"))))
+            .await
+            .expect("send");
+        bodies.push(tx);
+        let req = hyper::Request::put(format!(
+            "http://{addr}/api/2.0/mlflow-artifacts/artifacts/0/r/artifacts/f{i}"
+        ))
+        .body(StreamBody::new(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        ))
+        .expect("request");
+        sender.ready().await.expect("ready");
+        uploads.push(tokio::spawn(sender.send_request(req)));
+    }
+    await_metric(addr, "arbor_requests_in_flight", 5.0).await;
+    let (status, _) = answered(
+        "a second client",
+        common::rest(
+            addr,
+            "GET",
+            "/api/2.0/mlflow/experiments/search?max_results=10",
+            None,
+        ),
+    )
+    .await;
+    assert_eq!(status, 200);
+    // The uploads finish once their bodies end.
+    drop(bodies);
+    for u in uploads {
+        let res = u.await.expect("task").expect("response");
+        assert_eq!(res.status(), 200);
+    }
+    drop(sender);
+    let _ = connection.await;
+    assert!(common::terminate(&mut child));
+}
+
+/// Out of file descriptors, an artifact that exists is not "not found": a download and a
+/// listing answer 503 saying why (logged), and both work again once descriptors are free.
+#[tokio::test]
+async fn artifacts_out_of_file_descriptors_answer_503_not_404() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("arbor.log");
+    let (mut child, addr) = serve(
+        &dir.path().join("data"),
+        &["--max-connections", "1000", "--idle-timeout-secs", "600"],
+        Some(256),
+        &log,
+    );
+    let file = "/api/2.0/mlflow-artifacts/artifacts/0/r/artifacts/a.txt";
+    let list = "/api/2.0/mlflow-artifacts/artifacts?path=0/r/artifacts";
+    let (status, _) = common::http(addr, "PUT", file, None, b"hello").await;
+    assert_eq!(status, 200);
+    // A connection accepted before the crowd, to ask on once descriptors run out: both
+    // requests at once on the one connection, so no descriptor is freed between them.
+    let mut working = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let crowd = hold(addr, 350, 250).await;
+    await_log(&log, "out of file descriptors").await;
+    working
+        .write_all(
+            format!(
+                "GET {file} HTTP/1.1\r\nhost: localhost\r\n\r\nGET {list} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .expect("send");
+    let mut answer = Vec::new();
+    working.read_to_end(&mut answer).await.expect("read");
+    let text = String::from_utf8_lossy(&answer);
+    assert_eq!(text.matches("HTTP/1.1 503").count(), 2, "{text}");
+    assert_eq!(text.matches("out of file descriptors").count(), 2, "{text}");
+    drop(crowd);
+    let (status, body) = common::http(addr, "GET", file, None, b"").await;
+    assert_eq!((status, body.as_slice()), (200, &b"hello"[..]));
+    let (status, listed) = common::rest(addr, "GET", list, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(listed["files"][0]["path"], "a.txt", "{listed}");
+    assert!(common::terminate(&mut child));
+    assert!(read_log(&log).contains("artifact store: out of resources"));
+}

@@ -759,3 +759,151 @@ async fn history_as_of_a_sequence_number_continues_into_the_stream_exactly() {
     }
     server.stop().await;
 }
+
+/// A batch sent three times (a client retrying after a timeout), and points repeated
+/// within a batch, reach a watcher once, exactly as the history holds them; a point
+/// logged before the history's last one but new to it still arrives.
+#[tokio::test]
+async fn repeated_points_reach_watchers_once_as_the_history_holds_them() {
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    let mut w = WatchServiceClient::new(server.channel().await);
+    let run = new_run(&mut c, "0", None).await;
+    let mut stream = watch(&mut w, Scope::RunId(run.clone()), &[], Some(1)).await;
+    let point = |step: i64, value: f64| pb::Metric {
+        key: "loss".into(),
+        value,
+        timestamp: 1000 + step,
+        step,
+    };
+    let batch = pb::LogBatchRequest {
+        run_id: run.clone(),
+        metrics: (0..100).map(|s| point(s, s as f64)).collect(),
+        ..Default::default()
+    };
+    for _ in 0..3 {
+        c.log_batch(batch.clone()).await.unwrap();
+    }
+    // Repeats inside one batch, one of them of a stored point; and a new point that
+    // sorts before the history's last one (a late, out-of-order write).
+    c.log_batch(pb::LogBatchRequest {
+        run_id: run.clone(),
+        metrics: vec![
+            point(100, 1.0),
+            point(100, 1.0),
+            point(5, 5.0),
+            point(5, 0.5),
+        ],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    // A marker the watcher reads last: everything before it has been delivered.
+    log(&mut c, &run, "marker", 0, 1).await;
+    let mut got: Vec<(i64, f64)> = Vec::new();
+    loop {
+        let msg = stream.message().await.unwrap().expect("open stream");
+        let points = flatten(&msg);
+        if points.iter().any(|p| p.key == "marker") {
+            break;
+        }
+        got.extend(points.iter().map(|p| (p.step, p.value)));
+    }
+    let history = c
+        .get_metric_history(pb::GetMetricHistoryRequest {
+            run_id: run.clone(),
+            metric_key: "loss".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .metrics;
+    assert_eq!(history.len(), 102, "100 points, (100, 1.0) and (5, 0.5)");
+    let mut delivered = got.clone();
+    delivered.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
+    let mut held: Vec<(i64, f64)> = history.iter().map(|m| (m.step, m.value)).collect();
+    held.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
+    assert_eq!(delivered, held, "the watcher got what the history holds");
+    server.stop_and_check_rebuild().await;
+}
+
+/// A `from_seq` beyond the log's head + 1 (a number from another store) is refused with
+/// OUT_OF_RANGE naming the head, on WatchMetrics, WatchEvents and the SSE stream (400,
+/// also through Last-Event-ID); head + 1 itself is where a caught-up client resumes.
+#[tokio::test]
+async fn a_from_seq_beyond_the_head_is_out_of_range() {
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    let mut w = WatchServiceClient::new(server.channel().await);
+    let run = new_run(&mut c, "0", None).await;
+    // A stream from now opens with its position: the log's head.
+    let last = watch(&mut w, Scope::RunId(run.clone()), &[], None)
+        .await
+        .message()
+        .await
+        .unwrap()
+        .expect("a position")
+        .seq;
+    assert!(last > 0);
+    for beyond in [last + 2, u64::MAX] {
+        let err = w
+            .watch_metrics(pb::WatchMetricsRequest {
+                scope: Some(Scope::RunId(run.clone())),
+                keys: vec![],
+                from_seq: Some(beyond),
+            })
+            .await
+            .expect_err("beyond the head");
+        assert_eq!(err.code(), Code::OutOfRange, "{err:?}");
+        assert!(
+            err.message().contains(&format!("last event is {last}")),
+            "{}",
+            err.message()
+        );
+        let err = w
+            .watch_events(pb::WatchEventsRequest {
+                from_seq: Some(beyond),
+                ..Default::default()
+            })
+            .await
+            .expect_err("beyond the head");
+        assert_eq!(err.code(), Code::OutOfRange, "{err:?}");
+        let (status, body) = common::rest(
+            server.addr,
+            "GET",
+            &format!("/api/arbor/v1/stream?run_id={run}&from_seq={beyond}"),
+            None,
+        )
+        .await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body["error_code"], "INVALID_PARAMETER_VALUE");
+    }
+    // Last-Event-ID names the last event seen: the head itself is fine, one past is not.
+    let mut events = sse(server.addr, &format!("run_id={run}"), Some(last)).await;
+    let (position, _) = next_sse(&mut events, "position").await;
+    assert_eq!(position, last);
+    let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    s.write_all(
+        format!(
+            "GET /api/arbor/v1/stream?run_id={run} HTTP/1.1\r\nHost: localhost\r\nLast-Event-ID: {}\r\nConnection: close\r\n\r\n",
+            last + 1
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let status = BufReader::new(s)
+        .lines()
+        .next_line()
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.starts_with("HTTP/1.1 400"), "{status}");
+    // head + 1: the stream opens and delivers the next point.
+    let mut stream = watch(&mut w, Scope::RunId(run.clone()), &[], Some(last + 1)).await;
+    log(&mut c, &run, "loss", 0, 1).await;
+    let (_, points) = read_points(&mut stream, 1).await;
+    assert_eq!(steps(&points), [0]);
+    server.stop().await;
+}

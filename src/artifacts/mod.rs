@@ -29,14 +29,33 @@ pub struct FileInfo {
     pub file_size: Option<u64>,
 }
 
+/// An artifact file's I/O error, by kind: resource exhaustion (out of file
+/// descriptors, memory or disk) is a 503 that says why, so clients retry instead of
+/// concluding the file is gone; anything else is a logged 500. Absence is the caller's
+/// to say (`NotFound` with the path), since only it knows what was asked for.
 fn io(e: std::io::Error) -> Error {
-    Error::Storage(sled::Error::Io(e))
+    use std::io::ErrorKind;
+    // EMFILE, ENFILE, ENOMEM, EDQUOT: raw numbers, as std has no kinds for all of them.
+    let exhausted = matches!(e.raw_os_error(), Some(24 | 23 | 12 | 122))
+        || matches!(e.kind(), ErrorKind::StorageFull | ErrorKind::OutOfMemory);
+    if exhausted {
+        tracing::warn!(error = %e, "artifact store: out of resources");
+        let why = match e.raw_os_error() {
+            Some(24 | 23) => "the server is out of file descriptors".to_string(),
+            _ if e.kind() == ErrorKind::StorageFull => {
+                "the disk holding the artifacts is full".to_string()
+            }
+            _ => format!("the server is out of resources ({e})"),
+        };
+        return Error::Unavailable(format!("{why}; retry later"));
+    }
+    Error::Internal(format!("artifact store: {e}"))
 }
 
-/// A failed artifact write: a full disk is a 503 in words, not a storage failure.
-fn write_error(e: std::io::Error) -> Error {
-    if e.kind() == std::io::ErrorKind::StorageFull {
-        Error::Unavailable("the disk holding the artifacts is full".into())
+/// `io`, but a missing file or directory is `not_found`.
+fn io_or(e: std::io::Error, not_found: impl FnOnce() -> Error) -> Error {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        not_found()
     } else {
         io(e)
     }
@@ -172,9 +191,9 @@ impl ArtifactStore {
                     self.check_reserve()?;
                     next_check = size + RESERVE_CHECK_EVERY;
                 }
-                file.write_all(&chunk).await.map_err(write_error)?;
+                file.write_all(&chunk).await.map_err(io)?;
             }
-            file.sync_all().await.map_err(write_error)?;
+            file.sync_all().await.map_err(io)?;
             Ok(())
         }
         .await;
@@ -201,13 +220,15 @@ impl ArtifactStore {
     pub async fn open(&self, rel: &str) -> Result<(tokio::fs::File, u64), Error> {
         let path = self.resolve(rel).await?;
         let not_found = || Error::NotFound(format!("File {rel} not found"));
-        let meta = tokio::fs::metadata(&path).await.map_err(|_| not_found())?;
+        let meta = tokio::fs::metadata(&path)
+            .await
+            .map_err(|e| io_or(e, not_found))?;
         if !meta.is_file() {
             return Err(not_found());
         }
         let file = tokio::fs::File::open(&path)
             .await
-            .map_err(|_| not_found())?;
+            .map_err(|e| io_or(e, not_found))?;
         Ok((file, meta.len()))
     }
 
@@ -215,8 +236,18 @@ impl ArtifactStore {
     pub async fn list(&self, rel: &str) -> Result<Vec<FileInfo>, Error> {
         let path = self.resolve(rel).await?;
         let mut out = Vec::new();
-        let Ok(mut entries) = tokio::fs::read_dir(&path).await else {
-            return Ok(out);
+        let mut entries = match tokio::fs::read_dir(&path).await {
+            Ok(entries) => entries,
+            // Nothing there, or a file: an empty listing, as MLflow answers.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                ) =>
+            {
+                return Ok(out);
+            }
+            Err(e) => return Err(io(e)),
         };
         while let Some(e) = entries.next_entry().await.map_err(io)? {
             let name = e.file_name().to_string_lossy().into_owned();
@@ -242,7 +273,7 @@ impl ArtifactStore {
         let path = self.resolve(rel).await?;
         let meta = tokio::fs::metadata(&path)
             .await
-            .map_err(|_| Error::NotFound(format!("File {rel} not found")))?;
+            .map_err(|e| io_or(e, || Error::NotFound(format!("File {rel} not found"))))?;
         if meta.is_dir() {
             tokio::fs::remove_dir_all(&path).await.map_err(io)
         } else {
@@ -253,7 +284,32 @@ impl ArtifactStore {
 
 #[cfg(test)]
 mod tests {
-    use super::check_path;
+    use super::{Error, check_path, io, io_or};
+
+    /// I/O errors map by kind: absence is NotFound, exhaustion a 503 that says why,
+    /// anything else internal; never "not found" for a file that is there.
+    #[test]
+    fn io_errors_map_by_kind() {
+        let os = std::io::Error::from_raw_os_error;
+        let gone = || Error::NotFound("gone".into());
+        assert!(matches!(io_or(os(2), gone), Error::NotFound(_)));
+        for exhausted in [24, 23, 12] {
+            assert!(
+                matches!(io_or(os(exhausted), gone), Error::Unavailable(_)),
+                "{exhausted}"
+            );
+        }
+        let Error::Unavailable(why) = io(os(24)) else {
+            panic!("EMFILE is unavailable")
+        };
+        assert!(why.contains("file descriptors"), "{why}");
+        assert!(matches!(
+            io(std::io::Error::from(std::io::ErrorKind::StorageFull)),
+            Error::Unavailable(_)
+        ));
+        assert!(matches!(io_or(os(13), gone), Error::Internal(_)));
+        assert!(matches!(io_or(os(5), gone), Error::Internal(_)));
+    }
 
     /// What could leave the artifact root is refused; `.` segments, which stay, are not.
     #[test]

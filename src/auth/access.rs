@@ -6,7 +6,8 @@
 
 use crate::domain::Error;
 use crate::domain::access::Permission;
-use crate::projection::ExperimentRecord;
+use crate::domain::{KeyValue, TAG_PARENT_RUN_ID};
+use crate::projection::{ExperimentRecord, RunRecord};
 use crate::store::Store;
 
 use super::Caller;
@@ -102,6 +103,43 @@ impl Access {
     /// Whether the caller may read the experiment (for filtering lists and streams).
     pub fn can_read(&self, experiment_id: u64) -> bool {
         self.require(experiment_id, Need::Read).is_ok()
+    }
+
+    /// Whether a tree answer may show the caller this run (`hierarchy::Visible`).
+    pub fn sees(&self, run: &RunRecord) -> bool {
+        matches!(self.caller, Caller::Anyone) || self.can_read(run.experiment_id)
+    }
+
+    /// Checks the `mlflow.parentRunId` among `tags`: with auth on, a run goes under a
+    /// parent only if the caller may read the parent's experiment, so no one can hang
+    /// their run under a stranger's and learn of the stranger's tree through it. (A
+    /// parent that does not exist makes the run a root, as in MLflow: nothing to
+    /// protect.) With auth off, any parent, as in MLflow.
+    pub fn adopting<'t>(
+        &self,
+        tags: impl IntoIterator<Item = &'t KeyValue>,
+    ) -> Result<&Self, Error> {
+        if matches!(self.caller, Caller::Anyone) {
+            return Ok(self);
+        }
+        for t in tags {
+            if t.key != TAG_PARENT_RUN_ID || t.value.is_empty() {
+                continue;
+            }
+            let parent = match self.store.get_run(&t.value) {
+                Ok(parent) => parent,
+                Err(Error::NotFound(_)) => continue,
+                Err(e) => return Err(e),
+            };
+            if !Need::Read.met_by(self.permission(parent.experiment_id)?) {
+                return Err(forbidden(format!(
+                    "Permission denied: {} may not read run {}, so it cannot be made a parent.",
+                    self.caller.actor().unwrap_or_default(),
+                    t.value
+                )));
+            }
+        }
+        Ok(self)
     }
 
     /// Anything any authenticated caller may do: create an experiment (and so manage
@@ -201,9 +239,15 @@ impl Access {
     /// streams check each event against the caller's permissions as it goes by.
     pub fn watch(&self) -> (&Store, crate::stream::scope::Visibility) {
         let me = self.clone();
+        let store = self.store.clone();
+        let caller = self.caller.clone();
         let visibility = crate::stream::scope::Visibility {
             admin: self.caller.is_admin(),
             may_read: Box::new(move |id| me.can_read(id)),
+            still_valid: Box::new(move || match &caller {
+                Caller::Anyone => Ok(()),
+                Caller::User(user) => super::still_valid(&store, user),
+            }),
         };
         (&self.store, visibility)
     }

@@ -46,6 +46,21 @@ pub struct User {
     pub admin: bool,
     /// The permission on experiments where the user has no grant of their own.
     pub default_permission: Permission,
+    /// What the user signed in with: a long-lived stream checks it is still good as the
+    /// users and tokens change.
+    pub credential: Credential,
+}
+
+/// How a caller proved who they are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// A password, as it was at this sequence number (`UserRecord::password_seq`).
+    Password { seq: u64 },
+    /// An API token (`expires_at` in epoch milliseconds, 0 never).
+    Token { id: String, expires_at: i64 },
+    /// Named by the server itself (`arbor admin` offline, tests): only the user's
+    /// existence is checked.
+    Trusted,
 }
 
 impl Caller {
@@ -92,19 +107,45 @@ pub struct Authenticator {
     /// SHA-256 of (name, password) → the user's `password_seq` when it was verified:
     /// valid while the password has not changed since.
     verified: Arc<Mutex<HashMap<[u8; 32], u64>>>,
+    /// Argon2 verifications run (also `arbor_password_verifications`), so a test can see
+    /// that an unknown user costs one as a known one does.
+    verifications: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// A hash no password matches, verified against for names that have no user, so that
+/// an unknown name takes as long to refuse as a wrong password: the time of a refusal
+/// does not tell which names exist. Made once, on first use.
+fn dummy_hash() -> &'static str {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DUMMY.get_or_init(|| {
+        hash_password(&uuid::Uuid::new_v4().simple().to_string())
+            .unwrap_or_else(|_| String::from("not a hash"))
+    })
 }
 
 impl Authenticator {
     pub fn new(store: Store, policy: Policy) -> Self {
+        if policy.enabled {
+            // Pays for the dummy hash now rather than in the first unknown user's
+            // refusal, whose time would then stand out.
+            dummy_hash();
+        }
         Self {
             store,
             policy,
             verified: Arc::default(),
+            verifications: Arc::default(),
         }
     }
 
     pub fn policy(&self) -> Policy {
         self.policy
+    }
+
+    /// Argon2 verifications this authenticator has run.
+    pub fn verifications(&self) -> u64 {
+        self.verifications
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The caller an `Authorization` header value names. With auth off, `Anyone`
@@ -121,7 +162,7 @@ impl Authenticator {
         let value = std::str::from_utf8(value)
             .map_err(|_| Error::Unauthenticated("The Authorization header is not text.".into()))?;
         let (scheme, rest) = value.trim().split_once(' ').unwrap_or((value, ""));
-        let name = if scheme.eq_ignore_ascii_case("basic") {
+        let (name, credential) = if scheme.eq_ignore_ascii_case("basic") {
             self.basic(rest.trim()).await?
         } else if scheme.eq_ignore_ascii_case("bearer") {
             self.bearer(rest.trim())?
@@ -130,20 +171,25 @@ impl Authenticator {
                 "Unsupported authorization scheme {scheme:?}: use Basic or Bearer."
             )));
         };
-        self.caller(&name)
+        self.caller_with(&name, credential)
     }
 
     /// The caller for a user known to exist (`arbor admin` offline, tests).
     pub fn caller(&self, name: &str) -> Result<Caller, Error> {
+        self.caller_with(name, Credential::Trusted)
+    }
+
+    fn caller_with(&self, name: &str, credential: Credential) -> Result<Caller, Error> {
         let user = self.store.user(name)?.ok_or_else(bad_credentials)?;
         Ok(Caller::User(Arc::new(User {
             name: user.username,
             admin: user.is_admin,
             default_permission: self.policy.default_permission,
+            credential,
         })))
     }
 
-    async fn basic(&self, encoded: &str) -> Result<String, Error> {
+    async fn basic(&self, encoded: &str) -> Result<(String, Credential), Error> {
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(encoded)
             .map_err(|_| Error::Unauthenticated("Malformed Basic credentials.".into()))?;
@@ -155,18 +201,22 @@ impl Authenticator {
         // A token in the password field (clients that only speak Basic) is as good as
         // the password; a password that merely looks like a token is checked as one.
         if password.starts_with(TOKEN_PREFIX)
-            && let Ok(owner) = self.bearer(password)
+            && let Ok((owner, credential)) = self.bearer(password)
             && owner == name
         {
-            return Ok(owner);
+            return Ok((owner, credential));
         }
-        self.check_password(name, password).await?;
-        Ok(name.to_string())
+        let seq = self.check_password(name, password).await?;
+        Ok((name.to_string(), Credential::Password { seq }))
     }
 
-    /// `Ok` if `password` is `name`'s password.
-    pub async fn check_password(&self, name: &str, password: &str) -> Result<(), Error> {
-        let user = self.store.user(name)?.ok_or_else(bad_credentials)?;
+    /// `Ok` if `password` is `name`'s password, with the sequence number of the event
+    /// that set it.
+    pub async fn check_password(&self, name: &str, password: &str) -> Result<u64, Error> {
+        let Some(user) = self.store.user(name)? else {
+            self.verify(password, dummy_hash().to_string()).await;
+            return Err(bad_credentials());
+        };
         let key: [u8; 32] = Sha256::new()
             .chain_update(name.as_bytes())
             .chain_update([0])
@@ -179,15 +229,9 @@ impl Authenticator {
             .map(|m| m.get(&key).copied())
             .unwrap_or_default();
         if known == Some(user.password_seq) {
-            return Ok(());
+            return Ok(user.password_seq);
         }
-        let password = password.to_string();
-        let hash = user.password_hash.clone();
-        // Argon2 is meant to be slow (tens of milliseconds): off the async workers.
-        let ok = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
-            .await
-            .unwrap_or(false);
-        if !ok {
+        if !self.verify(password, user.password_hash.clone()).await {
             return Err(bad_credentials());
         }
         if let Ok(mut m) = self.verified.lock() {
@@ -196,11 +240,23 @@ impl Authenticator {
             }
             m.insert(key, user.password_seq);
         }
-        Ok(())
+        Ok(user.password_seq)
+    }
+
+    /// Whether `password` matches `hash`; Argon2 is meant to be slow (tens of
+    /// milliseconds), so it runs off the async workers.
+    async fn verify(&self, password: &str, hash: String) -> bool {
+        self.verifications
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        crate::metrics::global().password_verifications.inc();
+        let password = password.to_string();
+        tokio::task::spawn_blocking(move || verify_password(&password, &hash))
+            .await
+            .unwrap_or(false)
     }
 
     /// The owner of a valid, unexpired token.
-    fn bearer(&self, token: &str) -> Result<String, Error> {
+    fn bearer(&self, token: &str) -> Result<(String, Credential), Error> {
         let parsed = Token::parse(token).ok_or_else(bad_credentials)?;
         let rec = self.store.token(&parsed.id)?.ok_or_else(bad_credentials)?;
         if !constant_time_eq(rec.secret_hash.as_bytes(), parsed.secret_hash().as_bytes()) {
@@ -212,7 +268,39 @@ impl Authenticator {
                 rec.token_id
             )));
         }
-        Ok(rec.username)
+        Ok((
+            rec.username,
+            Credential::Token {
+                id: rec.token_id,
+                expires_at: rec.expires_at,
+            },
+        ))
+    }
+}
+
+/// `Ok` while what `user` signed in with still holds: the user exists, and their
+/// token is neither revoked nor expired, or their password unchanged. Streams ask it
+/// as users and tokens change, so that a revocation ends the streams it opened.
+pub fn still_valid(store: &Store, user: &User) -> Result<(), Error> {
+    let ended = |why: String| Err(Error::Unauthenticated(format!("{why}: this stream ends")));
+    let Some(record) = store.user(&user.name)? else {
+        return ended(format!("user {} was deleted", user.name));
+    };
+    match &user.credential {
+        Credential::Trusted => Ok(()),
+        Credential::Password { seq } if *seq != record.password_seq => {
+            ended(format!("the password of {} was changed", user.name))
+        }
+        Credential::Password { .. } => Ok(()),
+        Credential::Token { id, expires_at } => {
+            if store.token(id)?.is_none_or(|t| t.username != user.name) {
+                return ended(format!("token {id} was revoked"));
+            }
+            if *expires_at != 0 && *expires_at <= chrono::Utc::now().timestamp_millis() {
+                return ended(format!("token {id} has expired"));
+            }
+            Ok(())
+        }
     }
 }
 

@@ -41,6 +41,19 @@ pub enum Error {
     /// The store is shutting down and takes no more writes.
     #[error("the server is shutting down")]
     Closed,
+    /// A position beyond what exists (a stream's `from_seq` past the log's head):
+    /// gRPC's OUT_OF_RANGE, MLflow's `INVALID_PARAMETER_VALUE`.
+    #[error("{0}")]
+    OutOfRange(String),
+    /// The client did not send its request in time (a body that stalls or trickles):
+    /// gRPC's DEADLINE_EXCEEDED, HTTP 408.
+    #[error("{0}")]
+    RequestTimeout(String),
+    /// A failure of the server's own (an artifact file that cannot be read for a
+    /// reason other than its absence); details are logged, the client gets a short
+    /// message.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl Error {

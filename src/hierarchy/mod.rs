@@ -24,11 +24,22 @@ pub struct TreeNode {
     pub child_count: u32,
 }
 
-fn ordered_children(tree: &impl Kv, run_id: &str, view: ViewType) -> Result<Vec<RunRecord>, Error> {
+/// Which runs a tree answer may show its caller (with `--auth`, the runs of experiments
+/// the caller may read): a run it may not is left out with its subtree, and an ancestor
+/// chain ends below it.
+pub type Visible<'a> = &'a dyn Fn(&RunRecord) -> bool;
+
+fn ordered_children(
+    tree: &impl Kv,
+    run_id: &str,
+    view: ViewType,
+    visible: Visible,
+) -> Result<Vec<RunRecord>, Error> {
     let mut out = Vec::new();
     for id in children_ids(tree, run_id)? {
         if let Some(r) = load_run(tree, &id)?
             && view.admits(r.deleted)
+            && visible(&r)
         {
             out.push(r);
         }
@@ -55,12 +66,14 @@ pub(crate) fn subtree(kv: &impl Kv, run_id: &str) -> Result<Vec<String>, Error> 
 
 /// A run and its subtree, `max_depth` levels down (absent: all, up to
 /// `MAX_TREE_DEPTH`), children in start-time order. Runs the view excludes are left
-/// out with their subtrees; the requested run itself is always there.
+/// out with their subtrees, and so are runs not `visible`; the requested run itself is
+/// always there.
 pub(crate) fn run_tree(
     tree: &impl Kv,
     run_id: &str,
     max_depth: Option<u32>,
     view: ViewType,
+    visible: Visible,
 ) -> Result<TreeNode, Error> {
     let top = find_run(tree, run_id)?;
     let max_depth = max_depth.unwrap_or(MAX_TREE_DEPTH).min(MAX_TREE_DEPTH);
@@ -70,7 +83,7 @@ pub(crate) fn run_tree(
     let mut i = 0;
     while i < nodes.len() {
         let depth = nodes[i].1;
-        let children = ordered_children(tree, &nodes[i].0.run_id, view)?;
+        let children = ordered_children(tree, &nodes[i].0.run_id, view, visible)?;
         nodes[i].3 = u32::try_from(children.len()).unwrap_or(u32::MAX);
         if depth < max_depth && nodes.len() < MAX_TREE_NODES {
             for c in children {
@@ -95,31 +108,41 @@ pub(crate) fn run_tree(
         .ok_or_else(|| Error::Corrupt("empty tree".into()))
 }
 
-/// A page of a run's children in start-time order.
+/// A page of a run's visible children in start-time order.
 pub(crate) fn children(
     tree: &impl Kv,
     run_id: &str,
     view: ViewType,
+    visible: Visible,
     limit: usize,
     page_token: &str,
 ) -> Result<(Vec<RunRecord>, Option<String>), Error> {
     let offset = page::decode_offset(page_token)?;
     find_run(tree, run_id)?;
     Ok(page::slice(
-        ordered_children(tree, run_id, view)?,
+        ordered_children(tree, run_id, view, visible)?,
         offset,
         limit,
     ))
 }
 
-/// The run's parent, its parent, and so on up to the root.
-pub(crate) fn ancestors(tree: &impl Kv, run_id: &str) -> Result<Vec<RunRecord>, Error> {
+/// The run's parent, its parent, and so on up to the root, or up to the first that is
+/// not `visible` (which, with everything above it, is left out: a caller learns nothing
+/// of a tree above a run it may not read).
+pub(crate) fn ancestors(
+    tree: &impl Kv,
+    run_id: &str,
+    visible: Visible,
+) -> Result<Vec<RunRecord>, Error> {
     let run = find_run(tree, run_id)?;
     let mut out: Vec<RunRecord> = Vec::new();
     let mut parent = run.parent_run_id;
     while !parent.is_empty() {
         let p = load_run(tree, &parent)?
             .ok_or_else(|| Error::Corrupt(format!("parent {parent} of a run is missing")))?;
+        if !visible(&p) {
+            break;
+        }
         parent = p.parent_run_id.clone();
         out.push(p);
         if out.len() > run.depth as usize {

@@ -26,7 +26,7 @@ use crate::pb::{self, event::Payload};
 
 /// Bump when the projected layout changes: a store whose projections carry another
 /// version is rebuilt from its log when it is opened.
-pub(crate) const PROJECTION_VERSION: u64 = 6;
+pub(crate) const PROJECTION_VERSION: u64 = 7;
 
 pub(crate) fn load_experiment(kv: &impl Kv, id: u64) -> Result<Option<ExperimentRecord>, Error> {
     kv.get(&keys::experiment(id))?
@@ -324,12 +324,27 @@ pub(crate) fn apply(ev: &pb::Event, w: &mut Pending) -> Result<(), Error> {
                 let mut latest = rec.latest_metrics.get(&s.key).cloned();
                 for i in 0..n {
                     let (t, st, v) = (s.timestamps[i], s.steps[i], s.values[i]);
+                    let point = history::Point {
+                        timestamp: t,
+                        step: st,
+                        value: v,
+                    };
+                    let last = match &latest {
+                        Some(l) if l.last().order(&point).is_ge() => l.last(),
+                        _ => point,
+                    };
                     if latest.as_ref().is_none_or(|l| l.is_before(st, t, v)) {
                         latest = Some(LatestMetric {
                             value: v,
                             timestamp: t,
                             step: st,
+                            ..LatestMetric::default()
                         });
+                    }
+                    if let Some(l) = latest.as_mut() {
+                        l.last_timestamp = last.timestamp;
+                        l.last_step = last.step;
+                        l.last_value = last.value;
                     }
                 }
                 if let Some(l) = latest {

@@ -24,7 +24,8 @@ pub struct ExperimentRecord {
     pub tags: BTreeMap<String, String>,
 }
 
-/// The latest point of one metric key.
+/// The latest point of one metric key (MLflow's), and the last point of its history in
+/// history order, past which a new point cannot repeat a stored one.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct LatestMetric {
     #[prost(double, tag = "1")]
@@ -33,9 +34,25 @@ pub struct LatestMetric {
     pub timestamp: i64,
     #[prost(int64, tag = "3")]
     pub step: i64,
+    /// The greatest stored point by (timestamp, step, value): `history::Point::order`.
+    #[prost(int64, tag = "4")]
+    pub last_timestamp: i64,
+    #[prost(int64, tag = "5")]
+    pub last_step: i64,
+    #[prost(double, tag = "6")]
+    pub last_value: f64,
 }
 
 impl LatestMetric {
+    /// The last point of the history in history order.
+    pub(crate) fn last(&self) -> super::history::Point {
+        super::history::Point {
+            timestamp: self.last_timestamp,
+            step: self.last_step,
+            value: self.last_value,
+        }
+    }
+
     /// MLflow's "latest": the greatest by (step, timestamp, value).
     pub(crate) fn is_before(&self, step: i64, timestamp: i64, value: f64) -> bool {
         (self.step, self.timestamp)

@@ -41,6 +41,9 @@ pub struct Limits {
     pub max_grpc_message_bytes: usize,
     /// Requests handled at once (until their response head); more wait.
     pub max_concurrent_requests: usize,
+    /// How long a request body may stall, and the grace before it must keep up the
+    /// minimum rate (`body::MIN_BODY_BYTES_PER_SEC`).
+    pub body_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -51,6 +54,7 @@ impl Default for Limits {
             max_json_body_bytes: crate::api::mlflow::JSON_BODY_LIMIT,
             max_grpc_message_bytes: DEFAULT_MAX_GRPC_MESSAGE_BYTES,
             max_concurrent_requests: 512,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
         }
     }
 }
@@ -61,6 +65,9 @@ pub const DEFAULT_MAX_GRPC_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
 /// How long a connection may sit with no request in flight.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a request body may stall by default.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Limits {
     /// The default connection limit: what the descriptor limit leaves after a reserve,
@@ -125,7 +132,7 @@ async fn accept_loop(
                 crate::metrics::global().connections_accepted.inc();
                 match tls.as_ref().and_then(super::tls::Tls::acceptor) {
                     None => {
-                        let conn = Conn::new(Io::Plain(stream), permit, limits.idle_timeout);
+                        let conn = Conn::new(Io::Plain(stream), permit, &limits);
                         if tx.send(Ok(conn)).await.is_err() {
                             return;
                         }
@@ -134,7 +141,6 @@ async fn accept_loop(
                     // never finishes it holds only its own slot.
                     Some(acceptor) => {
                         let tx = tx.clone();
-                        let idle = limits.idle_timeout;
                         tokio::spawn(async move {
                             let shaken = tokio::time::timeout(
                                 TLS_HANDSHAKE_TIMEOUT,
@@ -143,7 +149,7 @@ async fn accept_loop(
                             .await;
                             match shaken {
                                 Ok(Ok(tls)) => {
-                                    let conn = Conn::new(Io::Tls(Box::new(tls)), permit, idle);
+                                    let conn = Conn::new(Io::Tls(Box::new(tls)), permit, &limits);
                                     let _ = tx.send(Ok(conn)).await;
                                 }
                                 Ok(Err(e)) => {
@@ -239,6 +245,9 @@ impl Drop for ActiveRequest {
 #[derive(Clone)]
 pub(crate) struct ConnInfo {
     pub(crate) activity: Arc<Activity>,
+    /// The connection's share of the request slots (`limit::share`): one HTTP/2
+    /// connection cannot take them all.
+    pub(crate) slots: Arc<Semaphore>,
 }
 
 /// An accepted connection: holds its slot under the limit, and ends itself with a
@@ -247,19 +256,23 @@ pub(crate) struct Conn {
     stream: Io,
     _slot: OwnedSemaphorePermit,
     activity: Arc<Activity>,
+    requests: Arc<Semaphore>,
     idle_timeout: Duration,
     timer: Pin<Box<Sleep>>,
 }
 
 impl Conn {
-    fn new(stream: Io, slot: OwnedSemaphorePermit, idle_timeout: Duration) -> Self {
+    fn new(stream: Io, slot: OwnedSemaphorePermit, limits: &Limits) -> Self {
         crate::metrics::global().connections_open.inc();
         Self {
             stream,
             _slot: slot,
             activity: Arc::new(Activity::new()),
-            idle_timeout,
-            timer: Box::pin(tokio::time::sleep(idle_timeout)),
+            requests: Arc::new(Semaphore::new(super::limit::share(
+                limits.max_concurrent_requests,
+            ))),
+            idle_timeout: limits.idle_timeout,
+            timer: Box::pin(tokio::time::sleep(limits.idle_timeout)),
         }
     }
 
@@ -412,6 +425,7 @@ impl tonic::transport::server::Connected for Conn {
     fn connect_info(&self) -> ConnInfo {
         ConnInfo {
             activity: self.activity.clone(),
+            slots: self.requests.clone(),
         }
     }
 }

@@ -33,6 +33,7 @@ pub(crate) struct Guard(InFlight);
 
 impl Drop for Guard {
     fn drop(&mut self) {
+        crate::metrics::global().requests_in_flight.dec();
         if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.0.idle.notify_waiters();
         }
@@ -44,6 +45,7 @@ impl super::around::Around for InFlight {
 
     fn before<B>(&self, _: &http::Request<B>) -> Result<Guard, Box<super::around::Response>> {
         self.count.fetch_add(1, Ordering::AcqRel);
+        crate::metrics::global().requests_in_flight.inc();
         Ok(Guard(self.clone()))
     }
 

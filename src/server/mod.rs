@@ -3,11 +3,13 @@
 
 mod around;
 mod auth;
+mod body;
 mod conn;
 mod cors;
 mod current;
 mod hosts;
 mod inflight;
+mod limit;
 mod observe;
 mod tls;
 
@@ -131,9 +133,13 @@ pub async fn serve(
             authenticator: crate::auth::Authenticator::new(store.clone(), options.auth),
             metrics_has_token: options.metrics_token.is_some(),
         })
-        .layer(tower::limit::ConcurrencyLimitLayer::new(
-            options.limits.max_concurrent_requests,
-        ))
+        // Bodies are read before a request takes a slot, so waiting for one holds none.
+        .layer(body::Layer {
+            timeout: options.limits.body_timeout,
+            max_json_body_bytes: options.limits.max_json_body_bytes,
+            max_grpc_message_bytes: options.limits.max_grpc_message_bytes,
+        })
+        .layer(limit::Layer::new(options.limits.max_concurrent_requests))
         .add_routes(routes)
         .serve_with_incoming_shutdown(
             conn::incoming(listener, options.limits, options.tls.clone()),

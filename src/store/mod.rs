@@ -379,30 +379,38 @@ impl Store {
     /// A run and its subtree, `max_depth` levels down (absent: all, up to
     /// `hierarchy::MAX_TREE_DEPTH`), children in start-time order. Runs the view
     /// excludes are left out with their subtrees; the requested run itself is always there.
+    /// Only `visible` runs are shown (`hierarchy::Visible`).
     pub fn run_tree(
         &self,
         run_id: &str,
         max_depth: Option<u32>,
         view: ViewType,
+        visible: hierarchy::Visible,
     ) -> Result<TreeNode, Error> {
-        hierarchy::run_tree(&self.tree()?, run_id, max_depth, view)
+        hierarchy::run_tree(&self.tree()?, run_id, max_depth, view, visible)
     }
 
-    /// A page of a run's children in start-time order.
+    /// A page of a run's visible children in start-time order.
     pub fn children(
         &self,
         run_id: &str,
         view: ViewType,
+        visible: hierarchy::Visible,
         max_results: Option<i64>,
         page_token: &str,
     ) -> Result<(Vec<RunRecord>, Option<String>), Error> {
         let limit = page_limit(max_results)?;
-        hierarchy::children(&self.tree()?, run_id, view, limit, page_token)
+        hierarchy::children(&self.tree()?, run_id, view, visible, limit, page_token)
     }
 
-    /// The run's parent, its parent, and so on up to the root.
-    pub fn ancestors(&self, run_id: &str) -> Result<Vec<RunRecord>, Error> {
-        hierarchy::ancestors(&self.tree()?, run_id)
+    /// The run's parent, its parent, and so on up to the root or the first run that is
+    /// not `visible`.
+    pub fn ancestors(
+        &self,
+        run_id: &str,
+        visible: hierarchy::Visible,
+    ) -> Result<Vec<RunRecord>, Error> {
+        hierarchy::ancestors(&self.tree()?, run_id, visible)
     }
 
     /// A logged model; deleted ones only with `allow_deleted`.

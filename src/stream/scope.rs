@@ -24,6 +24,9 @@ pub struct Visibility {
     /// and artifacts outside any run.
     pub admin: bool,
     pub may_read: Box<dyn Fn(u64) -> bool + Send + Sync>,
+    /// Whether the watcher's credentials still hold (`auth::still_valid`), asked when
+    /// users or tokens change: an `Err` ends the stream with it.
+    pub still_valid: Box<dyn Fn() -> Result<(), Error> + Send + Sync>,
 }
 
 impl Visibility {
@@ -32,6 +35,19 @@ impl Visibility {
         Self {
             admin: true,
             may_read: Box::new(|_| true),
+            still_valid: Box::new(|| Ok(())),
+        }
+    }
+
+    /// Ends the stream (`Err`) when `ev` revokes what the watcher signed in with.
+    fn check(&self, ev: &pb::Event) -> Result<(), Error> {
+        match ev.payload {
+            Some(
+                Payload::UserDeleted(_)
+                | Payload::UserPasswordChanged(_)
+                | Payload::TokenRevoked(_),
+            ) => (self.still_valid)(),
+            _ => Ok(()),
         }
     }
 }
@@ -297,6 +313,7 @@ impl Scope {
     /// updates, deletes, restores or moves a run in scope (what a live page needs to keep
     /// its tree current).
     pub fn watched(&mut self, ev: &pb::Event, runs: bool) -> Result<Option<Watched>, Error> {
+        self.visibility.check(ev)?;
         self.observe(ev)?;
         if let (ScopeSpec::Experiment(exp), Some(Payload::RunCreated(e))) =
             (&self.spec, &ev.payload)
@@ -337,6 +354,7 @@ impl Scope {
 
     /// `ev` itself if it is in scope (the change feed).
     pub fn event(&mut self, ev: &pb::Event) -> Result<Option<pb::Event>, Error> {
+        self.visibility.check(ev)?;
         if !self.may_see(ev)? {
             return Ok(None);
         }

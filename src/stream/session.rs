@@ -29,6 +29,24 @@ pub enum Start {
     From(u64),
 }
 
+/// Where a session asked to start at `from_seq` (none: now) begins. A position past
+/// the log's head + 1 is refused with OUT_OF_RANGE, naming the head: such a number
+/// comes from another store (one restored from an older backup, say), and a stream
+/// opened there would wait in silence and skip whatever comes before it.
+pub(crate) fn start_at(store: &impl EventSource, from_seq: Option<u64>) -> Result<Start, Error> {
+    let Some(n) = from_seq else {
+        return Ok(Start::Now);
+    };
+    let head = store.hub().committed();
+    if n > head.saturating_add(1) {
+        return Err(Error::OutOfRange(format!(
+            "from_seq {n} is beyond the log, whose last event is {head}: resume with a sequence number from this store (at most {})",
+            head + 1
+        )));
+    }
+    Ok(Start::From(n))
+}
+
 /// Runs a session until the client goes away (the `out` channel closes) or the server
 /// shuts down. `first` may make an opening message from the sequence number of the last
 /// event before the session's start; `select` turns an event into a message, if any.

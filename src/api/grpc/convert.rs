@@ -23,6 +23,12 @@ pub(crate) fn status(e: Error) -> Status {
         Error::Unauthenticated(m) => Status::unauthenticated(b(m)),
         Error::PermissionDenied(m) => Status::permission_denied(b(m)),
         Error::Closed => Status::unavailable("the server is shutting down"),
+        Error::OutOfRange(m) => Status::out_of_range(b(m)),
+        Error::RequestTimeout(m) => Status::deadline_exceeded(b(m)),
+        Error::Internal(m) => {
+            tracing::error!(error = %m, "internal error");
+            Status::internal("internal error; see the server log")
+        }
         Error::Storage(e) => {
             tracing::error!(error = %e, "storage error");
             Status::internal("storage failure; see the server log")

@@ -43,7 +43,7 @@ impl HierarchyService for HierarchyApi {
         let tree = store
             .on_run(&r.run_id, Need::Read)
             .map_err(status)?
-            .run_tree(&r.run_id, r.max_depth, view)
+            .run_tree(&r.run_id, r.max_depth, view, &|run| store.sees(run))
             .map_err(status)?;
         Ok(Response::new(pb::GetRunTreeResponse {
             root: Some(node(tree)),
@@ -60,7 +60,13 @@ impl HierarchyService for HierarchyApi {
         let (runs, next) = store
             .on_run(&r.run_id, Need::Read)
             .map_err(status)?
-            .children(&r.run_id, view, r.max_results.map(i64::from), &r.page_token)
+            .children(
+                &r.run_id,
+                view,
+                &|run| store.sees(run),
+                r.max_results.map(i64::from),
+                &r.page_token,
+            )
             .map_err(status)?;
         Ok(Response::new(pb::ListChildrenResponse {
             runs: runs.into_iter().map(convert::run).collect(),
@@ -77,7 +83,7 @@ impl HierarchyService for HierarchyApi {
         let ancestors = store
             .on_run(&run_id, Need::Read)
             .map_err(status)?
-            .ancestors(&run_id)
+            .ancestors(&run_id, &|run| store.sees(run))
             .map_err(status)?;
         Ok(Response::new(pb::GetAncestorsResponse {
             ancestors: ancestors.iter().map(convert::run_info).collect(),

@@ -211,15 +211,17 @@ impl TrackingService for TrackingApi {
     ) -> Result<Response<pb::CreateRunResponse>, Status> {
         let store = self.store.of(&req)?;
         let r = req.into_inner();
+        let tags: Vec<KeyValue> = r.tags.into_iter().map(convert::tag).collect();
         let run = store
-            .on_experiment(&r.experiment_id, Need::Update)
+            .adopting(&tags)
+            .and_then(|s| s.on_experiment(&r.experiment_id, Need::Update))
             .map_err(status)?
             .create_run(NewRun {
                 experiment_id: r.experiment_id,
                 user_id: r.user_id,
                 run_name: r.run_name,
                 start_time: r.start_time,
-                tags: r.tags.into_iter().map(convert::tag).collect(),
+                tags,
             })
             .await
             .map_err(status)?;
@@ -359,10 +361,12 @@ impl TrackingService for TrackingApi {
     ) -> Result<Response<pb::SetTagResponse>, Status> {
         let store = self.store.of(&req)?;
         let r = req.into_inner();
+        let tag = KeyValue::new(r.key, r.value);
         store
-            .on_run(&r.run_id, Need::Update)
+            .adopting([&tag])
+            .and_then(|s| s.on_run(&r.run_id, Need::Update))
             .map_err(status)?
-            .set_tag(r.run_id, KeyValue::new(r.key, r.value))
+            .set_tag(r.run_id, tag)
             .await
             .map_err(status)?;
         ok(pb::SetTagResponse {})
@@ -389,14 +393,16 @@ impl TrackingService for TrackingApi {
     ) -> Result<Response<pb::LogBatchResponse>, Status> {
         let store = self.store.of(&req)?;
         let r = req.into_inner();
+        let tags: Vec<KeyValue> = r.tags.into_iter().map(convert::tag).collect();
         store
-            .on_run(&r.run_id, Need::Update)
+            .adopting(&tags)
+            .and_then(|s| s.on_run(&r.run_id, Need::Update))
             .map_err(status)?
             .log_batch(
                 r.run_id,
                 r.metrics.into_iter().map(convert::metric_point).collect(),
                 r.params.into_iter().map(convert::param).collect(),
-                r.tags.into_iter().map(convert::tag).collect(),
+                tags,
                 vec![],
             )
             .await

@@ -50,10 +50,6 @@ fn end_status(end: SessionEnd) -> Status {
     }
 }
 
-fn start(from_seq: Option<u64>) -> Start {
-    from_seq.map_or(Start::Now, Start::From)
-}
-
 fn spawn<T: Send + 'static>(
     store: Store,
     start: Start,
@@ -87,6 +83,7 @@ impl WatchService for WatchApi {
                 ));
             }
         };
+        let start = session::start_at(store, r.from_seq).map_err(status)?;
         let mut scope = Scope::new(store.clone(), spec, r.keys, visibility).map_err(status)?;
         let position = |seq| {
             Some(pb::WatchMetricsResponse {
@@ -96,7 +93,7 @@ impl WatchService for WatchApi {
         };
         Ok(Response::new(spawn(
             store.clone(),
-            start(r.from_seq),
+            start,
             position,
             move |ev| scope.metrics(ev),
         )))
@@ -114,10 +111,11 @@ impl WatchService for WatchApi {
         } else {
             ScopeSpec::Experiment(r.experiment_id)
         };
+        let start = session::start_at(store, r.from_seq).map_err(status)?;
         let mut scope = Scope::new(store.clone(), spec, vec![], visibility).map_err(status)?;
         Ok(Response::new(spawn(
             store.clone(),
-            start(r.from_seq),
+            start,
             |_| None,
             move |ev| scope.event(ev),
         )))

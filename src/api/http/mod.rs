@@ -125,6 +125,16 @@ pub(crate) fn mlflow_error(e: Error) -> (StatusCode, &'static str, String) {
             "TEMPORARILY_UNAVAILABLE",
             "the server is shutting down".to_string(),
         ),
+        Error::OutOfRange(m) => (StatusCode::BAD_REQUEST, "INVALID_PARAMETER_VALUE", m),
+        Error::RequestTimeout(m) => (StatusCode::REQUEST_TIMEOUT, "DEADLINE_EXCEEDED", m),
+        Error::Internal(m) => {
+            tracing::error!(error = %m, "internal error");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "INTERNAL_ERROR",
+                "internal error; see the server log".to_string(),
+            )
+        }
         Error::Storage(e) => {
             tracing::error!(error = %e, "storage error");
             (

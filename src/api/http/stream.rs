@@ -29,7 +29,7 @@ use crate::api::mlflow::response::TrueDouble;
 use crate::domain::Error;
 use crate::pb;
 use crate::stream::scope::{Scope, ScopeSpec, Watched};
-use crate::stream::session::{self, SessionEnd, Start};
+use crate::stream::session::{self, SessionEnd};
 
 /// Messages buffered per browser; see `WATCH_BUFFER` in the gRPC watch service.
 const SSE_BUFFER: usize = 16;
@@ -146,13 +146,16 @@ pub(super) async fn stream(
                 .into_response();
         }
     };
-    let start = match (last_event_id, q.from_seq) {
-        (Some(last), _) => Start::From(last + 1),
-        (None, Some(n)) => Start::From(n),
-        (None, None) => Start::Now,
+    let from_seq = match last_event_id {
+        Some(last) => Some(last.saturating_add(1)),
+        None => q.from_seq,
     };
     let (store, visibility) = access.watch();
     let store = store.clone();
+    let start = match session::start_at(&store, from_seq) {
+        Ok(start) => start,
+        Err(e) => return error_response(e),
+    };
     let mut scope = match Scope::new(store.clone(), spec, keys, visibility) {
         Ok(s) => s,
         Err(e) => return error_response(e),

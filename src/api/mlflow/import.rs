@@ -82,8 +82,10 @@ struct ImportedRun<'a> {
 async fn run(state: Shared, Mlflow(r): Mlflow<RunRequest>) -> Result<Response, Error> {
     let run_id = required("run_id", r.run_id)?;
     let experiment_id = required("experiment_id", r.experiment_id)?;
+    let tags = key_values("tags", r.tags.unwrap_or_default())?;
     let (run, created) = state
         .store
+        .adopting(&tags)?
         .on_experiment(&experiment_id, Need::Update)?
         .import_run(
             run_id,
@@ -92,10 +94,17 @@ async fn run(state: Shared, Mlflow(r): Mlflow<RunRequest>) -> Result<Response, E
                 user_id: r.user_id.unwrap_or_default(),
                 run_name: r.run_name.unwrap_or_default(),
                 start_time: r.start_time,
-                tags: key_values("tags", r.tags.unwrap_or_default())?,
+                tags,
             },
         )
         .await?;
+    if !state.store.can_read(run.experiment_id) {
+        // Whose run it is, and where, is not this caller's to learn.
+        return Err(Error::NotFound(format!(
+            "Run with id={} not found",
+            run.run_id
+        )));
+    }
     if run.experiment_id.to_string() != experiment_id {
         return Err(Error::invalid(format!(
             "run {} is in experiment {}, not {experiment_id}",

@@ -90,6 +90,7 @@ async fn tree(state: Shared, Mlflow(r): Mlflow<RunRequest>) -> Result<Response, 
         &id,
         max_depth,
         r.run_view_type.unwrap_or_default(),
+        &|run| state.store.sees(run),
     )?;
     #[derive(Serialize)]
     struct Tree<'a> {
@@ -105,6 +106,7 @@ async fn children(state: Shared, Mlflow(r): Mlflow<RunRequest>) -> Result<Respon
     let (runs, next) = state.store.on_run(&id, Need::Read)?.children(
         &id,
         r.run_view_type.unwrap_or_default(),
+        &|run| state.store.sees(run),
         r.max_results,
         &r.page_token.unwrap_or_default(),
     )?;
@@ -122,7 +124,10 @@ async fn children(state: Shared, Mlflow(r): Mlflow<RunRequest>) -> Result<Respon
 
 async fn ancestors(state: Shared, Mlflow(r): Mlflow<RunRequest>) -> Result<Response, Error> {
     let id = run_id(r.run_id, r.run_uuid)?;
-    let ancestors = state.store.on_run(&id, Need::Read)?.ancestors(&id)?;
+    let ancestors = state
+        .store
+        .on_run(&id, Need::Read)?
+        .ancestors(&id, &|run| state.store.sees(run))?;
     #[derive(Serialize)]
     struct Ancestors<'a> {
         ancestors: Vec<RunInfo<'a>>,

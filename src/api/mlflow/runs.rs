@@ -80,15 +80,17 @@ async fn create(state: Shared, Mlflow(r): Mlflow<CreateRequest>) -> Result<Respo
     } else {
         &experiment_id
     };
+    let tags = key_values("tags", r.tags.unwrap_or_default())?;
     let run = state
         .store
+        .adopting(&tags)?
         .on_experiment(target, Need::Update)?
         .create_run(NewRun {
             experiment_id: experiment_id.clone(),
             user_id: r.user_id.unwrap_or_default(),
             run_name: r.run_name.unwrap_or_default(),
             start_time: r.start_time,
-            tags: key_values("tags", r.tags.unwrap_or_default())?,
+            tags,
         })
         .await?;
     json(&OneRun {
@@ -302,6 +304,7 @@ async fn set_tag(state: Shared, Mlflow(r): Mlflow<KeyValueRequest>) -> Result<Js
     let (run_id, tag) = r.into_parts()?;
     state
         .store
+        .adopting([&tag])?
         .on_run(&run_id, Need::Update)?
         .set_tag(run_id, tag)
         .await?;
@@ -361,6 +364,7 @@ async fn log_batch(
     validation::batch_limits(totals.0, totals.1, totals.2)?;
     state
         .store
+        .adopting(&tags)?
         .on_run(&run_id, Need::Update)?
         .log_batch(run_id, metrics, params, tags, model_metrics)
         .await?;

@@ -2,6 +2,8 @@
 
 use std::collections::HashMap;
 
+use crate::db::keys;
+use crate::db::kv::Kv;
 use crate::db::kv::Pending;
 use crate::domain::{
     BatchOrigin, Error, KeyValue, MetricPoint, ModelMetric, TAG_PARENT_RUN_ID, TAG_ROOT_RUN_ID,
@@ -9,7 +11,8 @@ use crate::domain::{
 };
 use crate::hierarchy::{check_parent, check_root_tag};
 use crate::pb::{self, event::Payload};
-use crate::projection::active_run;
+use crate::projection::history::{self, Point};
+use crate::projection::{RunRecord, active_run};
 
 use super::models::find_logged_model;
 
@@ -169,6 +172,10 @@ pub(super) fn log_batch(
                 .collect(),
         }));
     }
+    for s in &mut series {
+        drop_repeats(kv, &run, s)?;
+    }
+    series.retain(|s| !s.values.is_empty());
     if !series.is_empty() {
         events.push(Payload::MetricsLogged(pb::MetricsLogged {
             run_id: run.run_id.clone(),
@@ -177,6 +184,58 @@ pub(super) fn log_batch(
     }
     events.extend(for_models(kv, &run.run_id, model_metrics)?);
     Ok(events)
+}
+
+/// Takes out of `s` the points its history holds already, and repeats within `s`: a
+/// history keeps a point once (MLflow's primary key ignores a repeat), and the event
+/// records only what the history gains, so watchers receive exactly what a history
+/// read returns, even from a client that retries a batch. Training loops log past the
+/// history's last point, which the run record keeps, so the stored points are read
+/// only for a point at or before it.
+fn drop_repeats(kv: &Pending, run: &RunRecord, s: &mut pb::MetricSeries) -> Result<(), Error> {
+    let point = |i: usize| Point {
+        timestamp: s.timestamps[i],
+        step: s.steps[i],
+        value: s.values[i],
+    };
+    let last = run.latest_metrics.get(&s.key).map(|l| l.last());
+    let n = s.values.len();
+    // Strictly increasing and past the stored history: nothing can repeat.
+    let fresh = (0..n).all(|i| {
+        let after = if i == 0 { last } else { Some(point(i - 1)) };
+        after.is_none_or(|a| a.order(&point(i)).is_lt())
+    });
+    if fresh {
+        return Ok(());
+    }
+    let identity = |p: &Point| (p.timestamp, p.step, p.value.to_bits());
+    let mut seen = std::collections::HashSet::new();
+    if let Some(last) = last
+        && (0..n).any(|i| point(i).order(&last).is_le())
+    {
+        for p in stored_points(kv, &run.run_id, &s.key)? {
+            seen.insert(identity(&p));
+        }
+    }
+    let keep: Vec<bool> = (0..n).map(|i| seen.insert(identity(&point(i)))).collect();
+    let mut k = keep.iter();
+    s.timestamps.retain(|_| *k.next().unwrap_or(&false));
+    let mut k = keep.iter();
+    s.steps.retain(|_| *k.next().unwrap_or(&false));
+    let mut k = keep.iter();
+    s.values.retain(|_| *k.next().unwrap_or(&false));
+    Ok(())
+}
+
+/// The points a run's history of `key` holds, as stored (pending writes included).
+fn stored_points(kv: &Pending, run_id: &str, key: &str) -> Result<Vec<Point>, Error> {
+    let mut out = Vec::new();
+    for chunk_key in kv.keys_with_prefix(&keys::history(run_id, key))? {
+        if let Some(chunk) = kv.get(&chunk_key)? {
+            history::decode_into(&chunk, &mut out);
+        }
+    }
+    Ok(out)
 }
 
 /// The points logged for logged models, one event per model, in the order the models
