@@ -888,6 +888,10 @@ impl crate::stream::EventSource for Store {
         &self.inner.hub
     }
 
+    fn head(&self) -> Result<u64, Error> {
+        crate::log::last_seq(&self.tree()?)
+    }
+
     fn read_log(&self, from: u64, upto: u64, max: usize) -> Result<Vec<pb::Event>, Error> {
         let tree = self.tree()?;
         crate::log::replay(&tree, from)

@@ -21,6 +21,9 @@ use crate::pb;
 /// `Store` implements it; sessions and scopes never see the rest of the store.
 pub(crate) trait EventSource: Send + Sync + 'static {
     fn hub(&self) -> &Hub;
+    /// The last event in the log, durable or about to be: a read of the projections
+    /// can already see it while the hub's committed mark has not reached it.
+    fn head(&self) -> Result<u64, Error>;
     /// Up to `max` events from `from` to `upto` (inclusive), in order.
     fn read_log(&self, from: u64, upto: u64, max: usize) -> Result<Vec<pb::Event>, Error>;
     /// The experiment of a run; `NotFound` if there is no such run.

@@ -37,7 +37,9 @@ pub(crate) fn start_at(store: &impl EventSource, from_seq: Option<u64>) -> Resul
     let Some(n) = from_seq else {
         return Ok(Start::Now);
     };
-    let head = store.hub().committed();
+    // The committed mark moves after the flush, the log's head before it: a number
+    // read from the projections (a history "as of") may be past the mark already.
+    let head = store.hub().committed().max(store.head()?);
     if n > head.saturating_add(1) {
         return Err(Error::OutOfRange(format!(
             "from_seq {n} is beyond the log, whose last event is {head}: resume with a sequence number from this store (at most {})",

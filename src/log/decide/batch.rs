@@ -1,6 +1,6 @@
 //! `LogBatch`, which the single metric, param and tag writes also go through.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::db::keys;
 use crate::db::kv::Kv;
@@ -186,12 +186,21 @@ pub(super) fn log_batch(
     Ok(events)
 }
 
+/// Most stored points `drop_repeats` reads for one key of one batch. The check runs on
+/// the single writer, so it is bounded: a write's cost must not grow with the history
+/// it lands in.
+const MAX_POINTS_CHECKED: usize = 1 << 18;
+
 /// Takes out of `s` the points its history holds already, and repeats within `s`: a
 /// history keeps a point once (MLflow's primary key ignores a repeat), and the event
 /// records only what the history gains, so watchers receive exactly what a history
-/// read returns, even from a client that retries a batch. Training loops log past the
-/// history's last point, which the run record keeps, so the stored points are read
-/// only for a point at or before it.
+/// read returns, even from a client that retries a batch.
+///
+/// Training loops log past the history's last point, which the run record keeps: then
+/// nothing is read. A point at or before it is looked for in the stored chunks, newest
+/// first (a retried batch repeats recent points, found at once), reading at most
+/// `MAX_POINTS_CHECKED` points; one not found by then is taken as new (the history still
+/// reads it once; only a watcher could see it twice).
 fn drop_repeats(kv: &Pending, run: &RunRecord, s: &mut pb::MetricSeries) -> Result<(), Error> {
     let point = |i: usize| Point {
         timestamp: s.timestamps[i],
@@ -209,15 +218,46 @@ fn drop_repeats(kv: &Pending, run: &RunRecord, s: &mut pb::MetricSeries) -> Resu
         return Ok(());
     }
     let identity = |p: &Point| (p.timestamp, p.step, p.value.to_bits());
-    let mut seen = std::collections::HashSet::new();
-    if let Some(last) = last
-        && (0..n).any(|i| point(i).order(&last).is_le())
-    {
-        for p in stored_points(kv, &run.run_id, &s.key)? {
-            seen.insert(identity(&p));
+    let mut unsure: HashSet<_> = match last {
+        Some(last) => (0..n)
+            .map(point)
+            .filter(|p| p.order(&last).is_le())
+            .map(|p| identity(&p))
+            .collect(),
+        None => HashSet::new(),
+    };
+    let mut stored = HashSet::new();
+    if !unsure.is_empty() {
+        let mut read = 0;
+        let mut chunk_points = Vec::new();
+        for chunk_key in kv
+            .keys_with_prefix(&keys::history(&run.run_id, &s.key))?
+            .iter()
+            .rev()
+        {
+            let Some(chunk) = kv.get(chunk_key)? else {
+                continue;
+            };
+            chunk_points.clear();
+            history::decode_into(&chunk, &mut chunk_points);
+            read += chunk_points.len();
+            for p in &chunk_points {
+                if unsure.remove(&identity(p)) {
+                    stored.insert(identity(p));
+                }
+            }
+            if unsure.is_empty() || read >= MAX_POINTS_CHECKED {
+                break;
+            }
         }
     }
-    let keep: Vec<bool> = (0..n).map(|i| seen.insert(identity(&point(i)))).collect();
+    let mut seen = HashSet::new();
+    let keep: Vec<bool> = (0..n)
+        .map(|i| {
+            let id = identity(&point(i));
+            !stored.contains(&id) && seen.insert(id)
+        })
+        .collect();
     let mut k = keep.iter();
     s.timestamps.retain(|_| *k.next().unwrap_or(&false));
     let mut k = keep.iter();
@@ -225,17 +265,6 @@ fn drop_repeats(kv: &Pending, run: &RunRecord, s: &mut pb::MetricSeries) -> Resu
     let mut k = keep.iter();
     s.values.retain(|_| *k.next().unwrap_or(&false));
     Ok(())
-}
-
-/// The points a run's history of `key` holds, as stored (pending writes included).
-fn stored_points(kv: &Pending, run_id: &str, key: &str) -> Result<Vec<Point>, Error> {
-    let mut out = Vec::new();
-    for chunk_key in kv.keys_with_prefix(&keys::history(run_id, key))? {
-        if let Some(chunk) = kv.get(&chunk_key)? {
-            history::decode_into(&chunk, &mut out);
-        }
-    }
-    Ok(out)
 }
 
 /// The points logged for logged models, one event per model, in the order the models
@@ -283,4 +312,91 @@ fn params_unique(params: &[KeyValue]) -> Result<(), Error> {
         "Duplicate parameter keys have been submitted: [{}]. Please ensure the request contains only one param value per param key.",
         repeats.join(", ")
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::projection::LatestMetric;
+
+    fn series(points: &[(i64, i64, f64)]) -> pb::MetricSeries {
+        pb::MetricSeries {
+            key: "loss".into(),
+            timestamps: points.iter().map(|p| p.0).collect(),
+            steps: points.iter().map(|p| p.1).collect(),
+            values: points.iter().map(|p| p.2).collect(),
+        }
+    }
+
+    fn points(s: &pb::MetricSeries) -> Vec<(i64, i64, f64)> {
+        (0..s.values.len())
+            .map(|i| (s.timestamps[i], s.steps[i], s.values[i]))
+            .collect()
+    }
+
+    /// A run whose "loss" history is `stored`, in two chunks.
+    fn stored(tree: &sled::Tree, stored: &[(i64, i64, f64)]) -> RunRecord {
+        let mut run = RunRecord {
+            run_id: "r".into(),
+            ..Default::default()
+        };
+        let (a, b) = stored.split_at(stored.len() / 2);
+        for (seq, chunk) in [(1, a), (2, b)] {
+            let s = series(chunk);
+            tree.insert(
+                keys::history_chunk("r", "loss", seq),
+                history::encode(&s.timestamps, &s.steps, &s.values),
+            )
+            .expect("insert");
+        }
+        let last = stored
+            .iter()
+            .map(|&(timestamp, step, value)| Point {
+                timestamp,
+                step,
+                value,
+            })
+            .max_by(|a, b| a.order(b))
+            .expect("points");
+        run.latest_metrics.insert(
+            "loss".into(),
+            LatestMetric {
+                last_timestamp: last.timestamp,
+                last_step: last.step,
+                last_value: last.value,
+                ..Default::default()
+            },
+        );
+        run
+    }
+
+    /// What a batch adds to a history: new points, once; never a stored point again,
+    /// whether the batch is retried whole, repeats itself, or comes out of order.
+    #[test]
+    fn a_batch_keeps_only_what_the_history_gains() {
+        let db = sled::Config::new().temporary(true).open().expect("db");
+        let tree = db.open_tree("t").expect("tree");
+        let history: Vec<(i64, i64, f64)> = (0..10).map(|i| (100 + i, i, i as f64)).collect();
+        let run = stored(&tree, &history);
+        let kv = Pending::new(&tree);
+        let check = |batch: &[(i64, i64, f64)]| {
+            let mut s = series(batch);
+            drop_repeats(&kv, &run, &mut s).expect("decide");
+            points(&s)
+        };
+        // Past the history: all of it, unread.
+        let later = [(110, 10, 1.0), (111, 11, 2.0)];
+        assert_eq!(check(&later), later);
+        // A retried batch: nothing.
+        assert_eq!(check(&history[5..]), []);
+        assert_eq!(check(&history), []);
+        // Repeats within a batch, and a stored point among new ones.
+        assert_eq!(
+            check(&[(110, 10, 1.0), (110, 10, 1.0), (103, 3, 3.0), (103, 3, 0.5)]),
+            [(110, 10, 1.0), (103, 3, 0.5)]
+        );
+        // NaN is a value like any other: the same NaN is a repeat.
+        let nan = [(120, 20, f64::NAN), (120, 20, f64::NAN)];
+        assert_eq!(check(&nan).len(), 1);
+    }
 }
