@@ -266,3 +266,19 @@ def test_a_metric_for_an_unknown_logged_model_is_refused_whole(tracking):
     assert error_code(err.value) == "RESOURCE_DOES_NOT_EXIST"
     assert "m-" + "0" * 32 in err.value.message
     assert tracking.get_run(run).data.metrics == {}
+
+
+def test_traced_code_runs_on_although_traces_are_not_served(tracking):
+    """With the version it was built for, the client sends traces the way 3.17.2 does;
+    Arbor does not serve them yet and answers ENDPOINT_NOT_FOUND, which the client's
+    exporter logs: the traced code itself runs and returns as without tracing."""
+    mlflow.set_experiment("traced")
+
+    @mlflow.trace
+    def add(x):
+        return x + 1
+
+    assert add(1) == 2
+    with mlflow.start_span("outer") as span:
+        span.set_inputs({"a": 1})
+    mlflow.flush_trace_async_logging()

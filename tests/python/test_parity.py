@@ -254,3 +254,18 @@ def test_logged_models_are_ordered_as_asked(client):
     with pytest.raises(MlflowException) as err:
         names([{"field_name": "params.x"}])
     assert err.value.error_code == "INVALID_PARAMETER_VALUE"
+
+
+def test_the_client_sees_the_version_it_was_built_for(client):
+    """`/version` is the MLflow version whose API the server serves; the client gates its
+    code paths on it (spans over OTLP need 3.4 or later), so Arbor reports the one it
+    matches, as `mlflow server` reports its own."""
+    import mlflow
+    from mlflow.store.tracking.rest_store import RestStore
+    from mlflow.utils.rest_utils import MlflowHostCreds
+    from packaging.version import Version
+
+    RestStore._get_server_version.cache_clear()
+    seen = RestStore._get_server_version(MlflowHostCreds(client.url))
+    assert seen == Version(mlflow.__version__)
+    assert seen >= Version("3.4")

@@ -29,9 +29,11 @@ use axum::routing::{any, get};
 use crate::domain::{Error, KeyValue};
 use crate::store::Store;
 
-/// The version `/version` reports. MLflow's client gates features on it; 3.3 is before
-/// span logging (3.4), which Arbor does not serve, and after everything it does.
-pub const MLFLOW_COMPATIBLE_VERSION: &str = "3.3.2";
+/// The MLflow version whose API Arbor serves, which `/version` reports: the client takes
+/// its current code paths for it (it logs spans over OTLP only to a server of 3.4 or
+/// later, say). What that version has and Arbor does not serve (traces, the registry) is
+/// answered as `mlflow server` answers a feature it was not configured for.
+pub const MLFLOW_COMPATIBLE_VERSION: &str = "3.17.2";
 
 pub(crate) struct State {
     pub store: Store,
