@@ -39,7 +39,7 @@ pub(crate) struct Wrapped<S, A> {
     around: A,
 }
 
-type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+pub(crate) type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
 
 impl<S, B, A> tower::Service<http::Request<B>> for Wrapped<S, A>
 where
@@ -63,5 +63,61 @@ where
                 Box::pin(async move { Ok(A::after(carry, fut.await?)) })
             }
         }
+    }
+}
+
+/// A request as the server's layers see it.
+pub(crate) type Request = http::Request<tonic::body::Body>;
+
+/// The shape of the layers that must wait before a request goes in (read-your-writes,
+/// authentication, reading the body, taking a request slot): `step` gets the request
+/// and the inner service, ready to be called once, and answers for it.
+pub(crate) trait Step: Clone + Send + Sync + 'static {
+    fn step<S>(&self, req: Request, inner: S) -> BoxFuture<Result<Response, S::Error>>
+    where
+        S: tower::Service<Request, Response = Response> + Send + 'static,
+        S::Future: Send + 'static;
+}
+
+/// `step` as a tower layer.
+#[derive(Clone)]
+pub(crate) struct StepLayer<A>(pub(crate) A);
+
+impl<S, A: Clone> tower::Layer<S> for StepLayer<A> {
+    type Service = Stepped<S, A>;
+
+    fn layer(&self, inner: S) -> Stepped<S, A> {
+        Stepped {
+            inner,
+            step: self.0.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct Stepped<S, A> {
+    inner: S,
+    step: A,
+}
+
+impl<S, A> tower::Service<Request> for Stepped<S, A>
+where
+    A: Step,
+    S: tower::Service<Request, Response = Response> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        // The clone is not ready; the ready one goes with this request.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        self.step.step(req, inner)
     }
 }

@@ -3,14 +3,11 @@
 //! `Access`), or is answered 401 with a `WWW-Authenticate` challenge (UNAUTHENTICATED
 //! for gRPC) before it reaches a handler. With auth off every request is `Anyone`'s.
 
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
 use http::header;
 
 use crate::auth::{Authenticator, Caller};
 
-use super::around::Response;
+use super::around::{BoxFuture, Request, Response, Step};
 
 /// Paths served to anyone even with auth on: probes and service discovery.
 fn is_open(path: &str) -> bool {
@@ -21,55 +18,22 @@ fn is_open(path: &str) -> bool {
 }
 
 #[derive(Clone)]
-pub(crate) struct Layer {
+pub(crate) struct Authenticate {
     pub(crate) authenticator: Authenticator,
     /// `/metrics` has its own token (`--metrics-token`): it checks that itself.
     pub(crate) metrics_has_token: bool,
 }
 
-impl<S> tower::Layer<S> for Layer {
-    type Service = Authenticate<S>;
-
-    fn layer(&self, inner: S) -> Authenticate<S> {
-        Authenticate {
-            inner,
-            layer: self.clone(),
-        }
-    }
-}
-
-#[derive(Clone)]
-pub(crate) struct Authenticate<S> {
-    inner: S,
-    layer: Layer,
-}
-
-type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
-
-impl<S, B> tower::Service<http::Request<B>> for Authenticate<S>
-where
-    S: tower::Service<http::Request<B>, Response = Response> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    B: Send + 'static,
-{
-    type Response = Response;
-    type Error = S::Error;
-    type Future = BoxFuture<Result<Response, S::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
-        // The clone is not ready; the ready one goes with this request.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        let authenticator = self.layer.authenticator.clone();
+impl Step for Authenticate {
+    fn step<S>(&self, mut req: Request, mut inner: S) -> BoxFuture<Result<Response, S::Error>>
+    where
+        S: tower::Service<Request, Response = Response> + Send + 'static,
+        S::Future: Send + 'static,
+    {
+        let authenticator = self.authenticator.clone();
         let path = req.uri().path();
-        let open = !authenticator.policy().enabled
-            || is_open(path)
-            || (path == "/metrics" && self.layer.metrics_has_token);
         let enabled = authenticator.policy().enabled;
+        let open = !enabled || is_open(path) || (path == "/metrics" && self.metrics_has_token);
         Box::pin(async move {
             if open {
                 // With auth on, an open path gets no caller at all: a handler there that

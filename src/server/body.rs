@@ -21,7 +21,7 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
 use super::BoxError;
-use super::around::Response;
+use super::around::{BoxFuture, Request, Response, Step};
 
 /// The average rate a body must keep up once its grace (`--body-timeout-secs`) is over:
 /// slow enough for any real link (a 16 MiB body may take 17 minutes), fast enough that
@@ -259,72 +259,37 @@ where
     })
 }
 
-/// What the gate needs to know of the limits.
+/// Reads bodies before their requests go on: what it needs to know of the limits.
 #[derive(Clone, Copy)]
-pub(crate) struct Layer {
+pub(crate) struct Gate {
     pub(crate) timeout: Duration,
     pub(crate) max_json_body_bytes: usize,
     pub(crate) max_grpc_message_bytes: usize,
 }
 
-impl<S> tower::Layer<S> for Layer {
-    type Service = Gate<S>;
-
-    fn layer(&self, inner: S) -> Gate<S> {
-        Gate {
-            inner,
-            layer: *self,
-        }
-    }
-}
-
-#[derive(Clone)]
-pub(crate) struct Gate<S> {
-    inner: S,
-    layer: Layer,
-}
-
-type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
-
-impl<S, B> tower::Service<http::Request<B>> for Gate<S>
-where
-    S: tower::Service<http::Request<tonic::body::Body>, Response = Response>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    B: Body<Data = Bytes> + Unpin + Send + 'static,
-    B::Error: Into<BoxError>,
-{
-    type Response = Response;
-    type Error = S::Error;
-    type Future = BoxFuture<Result<Response, S::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        // The clone is not ready; the ready one goes with this request.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        let layer = self.layer;
+impl Step for Gate {
+    fn step<S>(&self, req: Request, mut inner: S) -> BoxFuture<Result<Response, S::Error>>
+    where
+        S: tower::Service<Request, Response = Response> + Send + 'static,
+        S::Future: Send + 'static,
+    {
         if streams_request(&req) {
-            return Box::pin(inner.call(req.map(tonic::body::Body::new)));
+            return Box::pin(inner.call(req));
         }
+        let timeout = self.timeout;
         if is_upload(&req) {
-            let req = req.map(|b| tonic::body::Body::new(Deadline::new(b, layer.timeout)));
+            let req = req.map(|b| tonic::body::Body::new(Deadline::new(b, timeout)));
             return Box::pin(inner.call(req));
         }
         let cap = if super::is_grpc(req.headers()) {
             // One message and its 5-byte frame header.
-            layer.max_grpc_message_bytes.saturating_add(5)
+            self.max_grpc_message_bytes.saturating_add(5)
         } else {
-            layer.max_json_body_bytes
+            self.max_json_body_bytes
         };
         Box::pin(async move {
             let (parts, body) = req.into_parts();
-            match read(Deadline::new(body, layer.timeout), cap).await {
+            match read(Deadline::new(body, timeout), cap).await {
                 Ok(body) => {
                     let req = http::Request::from_parts(parts, tonic::body::Body::new(body));
                     inner.call(req).await

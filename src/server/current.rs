@@ -4,12 +4,9 @@
 //! write. Probes, metrics and the page's static files go straight through; a replica on
 //! a store of its own is always current.
 
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
 use crate::store::Store;
 
-use super::around::Response;
+use super::around::{BoxFuture, Request, Response, Step};
 
 /// Paths that read nothing of the log.
 fn needs_nothing(path: &str) -> bool {
@@ -23,50 +20,19 @@ fn needs_nothing(path: &str) -> bool {
 }
 
 #[derive(Clone)]
-pub(crate) struct Layer {
+pub(crate) struct Current {
     pub(crate) store: Store,
 }
 
-impl<S> tower::Layer<S> for Layer {
-    type Service = Current<S>;
-
-    fn layer(&self, inner: S) -> Current<S> {
-        Current {
-            inner,
-            store: self.store.clone(),
-        }
-    }
-}
-
-#[derive(Clone)]
-pub(crate) struct Current<S> {
-    inner: S,
-    store: Store,
-}
-
-type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
-
-impl<S, B> tower::Service<http::Request<B>> for Current<S>
-where
-    S: tower::Service<http::Request<B>, Response = Response> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    B: Send + 'static,
-{
-    type Response = Response;
-    type Error = S::Error;
-    type Future = BoxFuture<Result<Response, S::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+impl Step for Current {
+    fn step<S>(&self, req: Request, mut inner: S) -> BoxFuture<Result<Response, S::Error>>
+    where
+        S: tower::Service<Request, Response = Response> + Send + 'static,
+        S::Future: Send + 'static,
+    {
         if !self.store.is_shared() || needs_nothing(req.uri().path()) {
-            return Box::pin(self.inner.call(req));
+            return Box::pin(inner.call(req));
         }
-        // The clone is not ready; the ready one goes with this request.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
         let store = self.store.clone();
         Box::pin(async move {
             match store.current().await {

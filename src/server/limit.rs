@@ -9,13 +9,11 @@
 //! connection).
 
 use std::collections::HashMap;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
-use std::task::{Context, Poll};
 
 use tokio::sync::Semaphore;
 
-use super::around::Response;
+use super::around::{BoxFuture, Request, Response, Step};
 use super::conn::ConnInfo;
 use crate::auth::Caller;
 
@@ -35,13 +33,13 @@ pub(crate) fn is_probe(path: &str) -> bool {
 }
 
 #[derive(Clone)]
-pub(crate) struct Layer {
+pub(crate) struct Limit {
     global: Arc<Semaphore>,
     share: usize,
     users: Arc<Mutex<HashMap<String, Weak<Semaphore>>>>,
 }
 
-impl Layer {
+impl Limit {
     pub(crate) fn new(limit: usize) -> Self {
         Self {
             global: Arc::new(Semaphore::new(limit.max(1))),
@@ -65,53 +63,21 @@ impl Layer {
     }
 }
 
-impl<S> tower::Layer<S> for Layer {
-    type Service = Limited<S>;
-
-    fn layer(&self, inner: S) -> Limited<S> {
-        Limited {
-            inner,
-            layer: self.clone(),
-        }
-    }
-}
-
-#[derive(Clone)]
-pub(crate) struct Limited<S> {
-    inner: S,
-    layer: Layer,
-}
-
-type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
-
-impl<S, B> tower::Service<http::Request<B>> for Limited<S>
-where
-    S: tower::Service<http::Request<B>, Response = Response> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    B: Send + 'static,
-{
-    type Response = Response;
-    type Error = S::Error;
-    type Future = BoxFuture<Result<Response, S::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        // The clone is not ready; the ready one goes with this request.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        let path = req.uri().path();
-        if is_probe(path) || super::body::streams_request(&req) {
+impl Step for Limit {
+    fn step<S>(&self, req: Request, mut inner: S) -> BoxFuture<Result<Response, S::Error>>
+    where
+        S: tower::Service<Request, Response = Response> + Send + 'static,
+        S::Future: Send + 'static,
+    {
+        if is_probe(req.uri().path()) || super::body::streams_request(&req) {
             return Box::pin(inner.call(req));
         }
         let connection = req.extensions().get::<ConnInfo>().map(|c| c.slots.clone());
         let user = match req.extensions().get::<Caller>() {
-            Some(Caller::User(u)) => Some(self.layer.user_slots(&u.name)),
+            Some(Caller::User(u)) => Some(self.user_slots(&u.name)),
             _ => None,
         };
-        let global = self.layer.global.clone();
+        let global = self.global.clone();
         Box::pin(async move {
             // Semaphores here are never closed, so acquiring cannot fail; a request
             // that could not get a permit would go through unlimited rather than hang.
@@ -146,7 +112,7 @@ mod tests {
     /// A user's slots are shared by their requests, and swept once nobody holds them.
     #[test]
     fn users_share_one_set_of_slots() {
-        let layer = Layer::new(8);
+        let layer = Limit::new(8);
         let a = layer.user_slots("alice");
         let again = layer.user_slots("alice");
         assert!(Arc::ptr_eq(&a, &again));

@@ -126,20 +126,22 @@ pub async fn serve(
         .layer(around::Layer(options.allowed_hosts.clone()))
         .layer(around::Layer(options.cors.clone()))
         // Current before authenticating: users are events too.
-        .layer(current::Layer {
+        .layer(around::StepLayer(current::Current {
             store: store.clone(),
-        })
-        .layer(auth::Layer {
+        }))
+        .layer(around::StepLayer(auth::Authenticate {
             authenticator: crate::auth::Authenticator::new(store.clone(), options.auth),
             metrics_has_token: options.metrics_token.is_some(),
-        })
+        }))
         // Bodies are read before a request takes a slot, so waiting for one holds none.
-        .layer(body::Layer {
+        .layer(around::StepLayer(body::Gate {
             timeout: options.limits.body_timeout,
             max_json_body_bytes: options.limits.max_json_body_bytes,
             max_grpc_message_bytes: options.limits.max_grpc_message_bytes,
-        })
-        .layer(limit::Layer::new(options.limits.max_concurrent_requests))
+        }))
+        .layer(around::StepLayer(limit::Limit::new(
+            options.limits.max_concurrent_requests,
+        )))
         .add_routes(routes)
         .serve_with_incoming_shutdown(
             conn::incoming(listener, options.limits, options.tls.clone()),

@@ -269,3 +269,67 @@ def test_the_client_sees_the_version_it_was_built_for(client):
     seen = RestStore._get_server_version(MlflowHostCreds(client.url))
     assert seen == Version(mlflow.__version__)
     assert seen >= Version("3.4")
+
+
+def test_values_of_the_wrong_type_are_refused_in_mlflows_words(mlflow_server, server):
+    """Each JSON type (string, integer, float, bool, list, object) in a field of each
+    kind (string, int64, double, enum, list of strings, list of objects): wherever
+    `mlflow server` refuses the value's type, Arbor refuses it with the same status and
+    message, and Arbor never answers a type error with a 5xx (MLflow does for some
+    lists and objects, and takes some values it cannot use; see README)."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    def post(base, path, body):
+        req = urllib.request.Request(
+            base + path,
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(req) as r:
+                return r.status, json.loads(r.read() or b"null")
+        except urllib.error.HTTPError as e:
+            text = e.read()
+            try:
+                return e.code, json.loads(text)
+            except ValueError:
+                return e.code, text.decode(errors="replace")
+
+    def run_in(base):
+        _, created = post(base, "/api/2.0/mlflow/experiments/create", {"name": f"types-{uuid.uuid4().hex[:8]}"})
+        _, run = post(base, "/api/2.0/mlflow/runs/create", {"experiment_id": created["experiment_id"]})
+        return run["run"]["info"]["run_id"]
+
+    bases = {"mlflow": mlflow_server, "arbor": f"http://{server.address}"}
+    runs = {name: run_in(base) for name, base in bases.items()}
+    values = {"string": "foo", "int": 9, "float": 9.0, "bool": True, "list": [1, "a"], "object": {"b": 1, "a": [2.5]}}
+    fields = [
+        ("/api/2.0/mlflow/experiments/create", "artifact_location", lambda run: {"name": f"t-{uuid.uuid4().hex[:8]}"}),
+        ("/api/2.0/mlflow/runs/set-tag", "value", lambda run: {"run_id": run, "key": "k"}),
+        ("/api/2.0/mlflow/runs/log-metric", "step", lambda run: {"run_id": run, "key": "k", "value": 1, "timestamp": 1}),
+        ("/api/2.0/mlflow/runs/search", "max_results", lambda run: {"experiment_ids": ["0"]}),
+        ("/api/2.0/mlflow/runs/log-metric", "value", lambda run: {"run_id": run, "key": "k", "timestamp": 1}),
+        ("/api/2.0/mlflow/runs/update", "status", lambda run: {"run_id": run}),
+        ("/api/2.0/mlflow/runs/search", "order_by", lambda run: {"experiment_ids": ["0"]}),
+        ("/api/2.0/mlflow/runs/log-batch", "metrics", lambda run: {"run_id": run}),
+        ("/api/2.0/mlflow/experiments/create", "tags", lambda run: {"name": f"t-{uuid.uuid4().hex[:8]}"}),
+    ]
+    compared = 0
+    for path, field, body in fields:
+        for kind, value in values.items():
+            answers = {}
+            for name, base in bases.items():
+                b = body(runs[name])
+                b[field] = value
+                answers[name] = post(base, path, b)
+            theirs, ours = answers["mlflow"], answers["arbor"]
+            assert ours[0] < 500, (path, field, kind, ours)
+            if theirs[0] == 400 and "Hint: Value was of type" in str(theirs[1]):
+                assert ours == (400, theirs[1] | {"error_code": "INVALID_PARAMETER_VALUE"}) or (
+                    ours[0] == 400 and ours[1]["message"] == theirs[1]["message"]
+                ), (path, field, kind, theirs, ours)
+                compared += 1
+    assert compared >= 30, compared

@@ -104,7 +104,19 @@ pub(crate) fn from_query<T: DeserializeOwned>(query: &str) -> Result<T, Error> {
             }
         }
     }
-    serde_path_to_error::deserialize(serde_json::Value::Object(map)).map_err(type_error)
+    let doc = serde_json::Value::Object(map);
+    // Set for this synchronous read only, on this thread.
+    FROM_QUERY.set(true);
+    let read = serde_path_to_error::deserialize(&doc);
+    FROM_QUERY.set(false);
+    read.map_err(|e| type_error(&e, &doc))
+}
+
+thread_local! {
+    /// Whether the request being read is a query string, where a list given once is one
+    /// string (`experiment_ids=1`); in a JSON body a list must be a list, as MLflow
+    /// checks. Readers are synchronous, so a flag of the thread says which is being read.
+    static FROM_QUERY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// `T` from a JSON body, or from a JSON string that holds the JSON object (MLflow accepts
@@ -123,7 +135,9 @@ pub(crate) fn from_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
     let mut de = serde_json::Deserializer::from_slice(body);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         if e.inner().is_data() {
-            type_error(e)
+            // Only now, for the message: the body as a document, to show the value.
+            let doc = serde_json::from_slice(body).unwrap_or_default();
+            type_error(&e, &doc)
         } else {
             malformed(e.into_inner())
         }
@@ -136,36 +150,173 @@ fn malformed(e: serde_json::Error) -> Error {
     Error::BadRequest(format!("Malformed JSON in the request body: {e}"))
 }
 
-/// Separates the offending value from the reason in messages our field readers make, so
-/// that the message can name the field by its path, which only the caller knows.
-const MARK: char = '\u{1f}';
-
-fn invalid<E: de::Error>(shown: impl std::fmt::Display, why: &str) -> E {
-    E::custom(format!("{MARK}{shown}{MARK}{why}"))
+/// A value of the wrong type, raised by the field readers below; `type_error` then says
+/// so in MLflow's words, with the value as the client sent it.
+fn invalid<E: de::Error>() -> E {
+    E::custom("a value of the wrong type")
 }
 
-/// MLflow's "Invalid value X for parameter 'path' supplied: why".
-fn type_error(e: serde_path_to_error::Error<serde_json::Error>) -> Error {
-    let path = e.path().to_string();
-    let text = e.inner().to_string();
-    // serde_json appends " at line L column C" to data errors from a body.
-    let text = match text.rfind(" at line ") {
-        Some(i) if text[i..].contains(" column ") => &text[..i],
-        _ => &text,
+/// Longest rendering of a client's value in a type error (the message is bounded again
+/// where it is answered).
+const SHOWN_VALUE_CHARS: usize = 1000;
+
+/// MLflow's message for a value of the wrong type, the one place it is written: its
+/// `invalid_value` (the value as Python's `json.dumps(v, sort_keys=True,
+/// separators=(",", ":"))` writes it) with the hint its server's schema check adds (the
+/// value's Python type). A bad element of a list of scalars is reported as the whole
+/// list, since MLflow checks the list. The field is named by its path
+/// (`metrics[3].timestamp`), looked up in `doc`, the request as a JSON document.
+fn type_error(e: &serde_path_to_error::Error<serde_json::Error>, doc: &serde_json::Value) -> Error {
+    use serde_path_to_error::Segment;
+    let mut path: Vec<&Segment> = e.path().iter().collect();
+    let at = |path: &[&Segment]| {
+        path.iter().try_fold(doc, |v, seg| match seg {
+            Segment::Seq { index } => v.get(*index),
+            Segment::Map { key } => v.get(key.as_str()),
+            Segment::Enum { .. } | Segment::Unknown => None,
+        })
     };
-    match text.strip_prefix(MARK).and_then(|t| t.split_once(MARK)) {
-        Some((shown, why)) => Error::invalid(format!(
-            "Invalid value {shown} for parameter '{path}' supplied: {why}"
-        )),
-        None => Error::invalid(format!(
-            "Invalid value for parameter '{path}' supplied: {text}"
-        )),
+    if matches!(path.last(), Some(Segment::Seq { .. })) && at(&path).is_some_and(|v| !v.is_object())
+    {
+        path.pop();
+    }
+    let name = path.iter().fold(String::new(), |mut name, seg| {
+        match seg {
+            Segment::Seq { index } => name.push_str(&format!("[{index}]")),
+            Segment::Map { key } if name.is_empty() => name.push_str(key),
+            Segment::Map { key } => name.push_str(&format!(".{key}")),
+            Segment::Enum { variant } => name.push_str(&format!(".{variant}")),
+            Segment::Unknown => name.push_str(".?"),
+        }
+        name
+    });
+    let Some(value) = at(&path) else {
+        return Error::invalid(format!(
+            "Invalid value for parameter '{name}' supplied: {}",
+            e.inner()
+        ));
+    };
+    let mut shown = String::new();
+    python_json(value, &mut shown);
+    Error::invalid(format!(
+        "Invalid value {} for parameter '{name}' supplied:  Hint: Value was of type '{}'. See the API docs for more information about request parameters.",
+        crate::domain::bounded(&shown, SHOWN_VALUE_CHARS),
+        python_type(value)
+    ))
+}
+
+/// Python's name for the type `json.loads` gives a JSON value.
+fn python_type(v: &serde_json::Value) -> &'static str {
+    use serde_json::Value;
+    match v {
+        Value::Null => "NoneType",
+        Value::Bool(_) => "bool",
+        Value::Number(n) if n.is_f64() => "float",
+        Value::Number(_) => "int",
+        Value::String(_) => "str",
+        Value::Array(_) => "list",
+        Value::Object(_) => "dict",
     }
 }
 
-/// Shows a client's value in a message, bounded.
-fn show(v: impl std::fmt::Debug) -> String {
-    crate::domain::bounded(&format!("{v:?}"), 100)
+/// `v` as Python's `json.dumps(v, sort_keys=True, separators=(",", ":"))` writes it:
+/// keys sorted, no spaces, non-ASCII escaped, floats as Python's `repr`.
+fn python_json(v: &serde_json::Value, out: &mut String) {
+    use serde_json::Value;
+    match v {
+        Value::Null => out.push_str("null"),
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Number(n) => match n.as_f64() {
+            Some(x) if n.is_f64() => out.push_str(&python_float(x)),
+            _ => out.push_str(&n.to_string()),
+        },
+        Value::String(s) => python_str(s, out),
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                python_json(item, out);
+                if out.len() > SHOWN_VALUE_CHARS {
+                    break;
+                }
+            }
+            out.push(']');
+        }
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, key) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                python_str(key, out);
+                out.push(':');
+                python_json(&map[key], out);
+                if out.len() > SHOWN_VALUE_CHARS {
+                    break;
+                }
+            }
+            out.push('}');
+        }
+    }
+}
+
+/// A JSON string as Python writes it (`ensure_ascii`: every non-ASCII character as
+/// `\uXXXX`, UTF-16 surrogate pairs beyond the BMP).
+fn python_str(s: &str, out: &mut String) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            c if c.is_ascii() && !c.is_ascii_control() => out.push(c),
+            c => {
+                let mut units = [0u16; 2];
+                for unit in c.encode_utf16(&mut units) {
+                    out.push_str(&format!("\\u{unit:04x}"));
+                }
+            }
+        }
+    }
+    out.push('"');
+}
+
+/// A float as Python's `repr` writes it: the shortest digits that read back the same,
+/// in fixed notation from 1e-4 up to 1e16 (with `.0` when whole), in scientific notation
+/// beyond (`1e+20`, `1.5e-07`).
+fn python_float(x: f64) -> String {
+    if !x.is_finite() {
+        return if x.is_nan() {
+            "NaN".into()
+        } else if x > 0.0 {
+            "Infinity".into()
+        } else {
+            "-Infinity".into()
+        };
+    }
+    // Rust's `{:e}` gives the same shortest digits: "1.5e-7", "9e0".
+    let sci = format!("{x:e}");
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    if (-4..16).contains(&exp) {
+        let fixed = format!("{x}");
+        if fixed.contains('.') {
+            fixed
+        } else {
+            format!("{fixed}.0")
+        }
+    } else {
+        let sign = if exp < 0 { '-' } else { '+' };
+        format!("{mantissa}e{sign}{:02}", exp.unsigned_abs())
+    }
 }
 
 /// What a client sent for a scalar field, before the field's reader decides whether it
@@ -179,21 +330,6 @@ enum Scalar {
     Text(String),
     List(Vec<Scalar>),
     Object,
-}
-
-impl std::fmt::Display for Scalar {
-    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        match self {
-            Scalar::Absent => f.write_str("null"),
-            Scalar::Bool(b) => write!(f, "{b}"),
-            Scalar::Int(n) => write!(f, "{n}"),
-            Scalar::UInt(n) => write!(f, "{n}"),
-            Scalar::Float(x) => write!(f, "{x}"),
-            Scalar::Text(t) => f.write_str(&show(t)),
-            Scalar::List(_) => f.write_str("[...]"),
-            Scalar::Object => f.write_str("{...}"),
-        }
-    }
 }
 
 impl<'de> Deserialize<'de> for Scalar {
@@ -253,13 +389,12 @@ pub(crate) fn string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, 
     match scalar(d)? {
         Scalar::Absent => Ok(None),
         Scalar::Text(s) => Ok(Some(s)),
-        other => Err(invalid(other, "expected a string")),
+        _ => Err(invalid()),
     }
 }
 
 /// A 64-bit integer, as a JSON number (a whole float too) or as text.
 pub(crate) fn int64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
-    const WHY: &str = "expected a 64-bit integer";
     let v = scalar(d)?;
     let n = match &v {
         Scalar::Absent => return Ok(None),
@@ -271,12 +406,11 @@ pub(crate) fn int64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::E
         Scalar::Text(t) => t.trim().parse().ok(),
         _ => None,
     };
-    n.map(Some).ok_or_else(|| invalid(v, WHY))
+    n.map(Some).ok_or_else(invalid)
 }
 
 /// A double, also as text: `"NaN"`, `"Infinity"`, `"-Infinity"` or a number.
 pub(crate) fn double<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
-    const WHY: &str = "Please specify value as a valid double (64-bit floating point)";
     let v = scalar(d)?;
     // JSON integers read as doubles, as MLflow's parser reads them (large ones round).
     #[allow(clippy::cast_precision_loss)]
@@ -293,7 +427,7 @@ pub(crate) fn double<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::
         },
         _ => None,
     };
-    x.map(Some).ok_or_else(|| invalid(v, WHY))
+    x.map(Some).ok_or_else(invalid)
 }
 
 /// A boolean, also as text (`true`, `True`, `false`, `False`).
@@ -303,24 +437,24 @@ pub(crate) fn boolean<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D
         Scalar::Bool(b) => Ok(Some(b)),
         Scalar::Text(t) if t == "true" || t == "True" => Ok(Some(true)),
         Scalar::Text(t) if t == "false" || t == "False" => Ok(Some(false)),
-        other => Err(invalid(other, "expected true or false")),
+        _ => Err(invalid()),
     }
 }
 
-/// A repeated string: a JSON array, repeated query keys, or one value.
+/// A repeated string: a JSON array, or repeated query keys (one key given once is one
+/// string; in a JSON body a string is not a list, as MLflow checks).
 pub(crate) fn strings<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    const WHY: &str = "expected a list of strings";
     match scalar(d)? {
         Scalar::Absent => Ok(vec![]),
-        Scalar::Text(s) => Ok(vec![s]),
+        Scalar::Text(s) if FROM_QUERY.get() => Ok(vec![s]),
         Scalar::List(items) => items
             .into_iter()
             .map(|item| match item {
                 Scalar::Text(s) => Ok(s),
-                other => Err(invalid(other, WHY)),
+                _ => Err(invalid()),
             })
             .collect(),
-        other => Err(invalid(other, WHY)),
+        _ => Err(invalid()),
     }
 }
 
@@ -438,10 +572,10 @@ pub(crate) fn enumeration<'de, D: Deserializer<'de>, T: WireEnum>(
         Scalar::UInt(n) => i32::try_from(*n).ok(),
         _ => None,
     };
-    number.and_then(T::from_number).map(Some).ok_or_else(|| {
-        let names: Vec<&str> = T::VALUES.iter().map(|(n, _)| *n).collect();
-        invalid(v, &format!("expected one of {}", names.join(", ")))
-    })
+    number
+        .and_then(T::from_number)
+        .map(Some)
+        .ok_or_else(invalid)
 }
 
 /// A required string field: absent or empty is MLflow's "Missing value" error.
@@ -509,27 +643,73 @@ mod tests {
         assert_eq!(r.run_uuid.as_deref(), Some("y"));
     }
 
-    /// A value of the wrong type is named by its path, with MLflow's wording.
+    /// A value of the wrong type is named by its path, with MLflow's wording: the value
+    /// as Python's `json.dumps` writes it, and Python's name of its type.
     #[test]
-    fn type_errors_name_the_field() {
-        let e = from_body::<Req>(br#"{"metrics":[{"timestamp":"foo"}]}"#)
-            .unwrap_err()
-            .to_string();
+    fn type_errors_name_the_field_in_mlflows_words() {
+        let message = |body: &[u8]| from_body::<Req>(body).unwrap_err().to_string();
+        let hint = |shown: &str, field: &str, ty: &str| {
+            format!(
+                "Invalid value {shown} for parameter '{field}' supplied:  Hint: Value was of type '{ty}'. See the API docs for more information about request parameters."
+            )
+        };
         assert_eq!(
-            e,
-            "Invalid value \"foo\" for parameter 'metrics[0].timestamp' supplied: expected a 64-bit integer"
+            message(br#"{"metrics":[{"timestamp":"foo"}]}"#),
+            hint("\"foo\"", "metrics[0].timestamp", "str")
         );
-        let e = from_body::<Req>(br#"{"run_uuid":["a"]}"#)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("'run_uuid'") && e.contains("expected a string"),
-            "{e}"
+        assert_eq!(
+            message(br#"{"run_uuid":9.0}"#),
+            hint("9.0", "run_uuid", "float")
         );
-        let e = from_body::<Req>(br#"{"status":"DONE"}"#)
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("expected one of RUNNING"), "{e}");
+        assert_eq!(message(br#"{"run_uuid":9}"#), hint("9", "run_uuid", "int"));
+        assert_eq!(
+            message(br#"{"run_uuid":1e20}"#),
+            hint("1e+20", "run_uuid", "float")
+        );
+        assert_eq!(
+            message(br#"{"run_uuid":true}"#),
+            hint("true", "run_uuid", "bool")
+        );
+        assert_eq!(
+            message(br#"{"run_uuid":{"b":[1, 2.5],"a":"\u00e9\n"}}"#),
+            hint(r#"{"a":"\u00e9\n","b":[1,2.5]}"#, "run_uuid", "dict")
+        );
+        // A bad element of a list of scalars: the list, as MLflow checks it.
+        assert_eq!(
+            message(br#"{"experiment_ids":["1", 2]}"#),
+            hint(r#"["1",2]"#, "experiment_ids", "list")
+        );
+        assert_eq!(
+            message(br#"{"metrics":"foo"}"#),
+            hint("\"foo\"", "metrics", "str")
+        );
+        assert_eq!(
+            message(br#"{"status":"DONE"}"#),
+            hint("\"DONE\"", "status", "str")
+        );
+        assert_eq!(
+            from_query::<Req>("max_results=x").unwrap_err().to_string(),
+            hint("\"x\"", "max_results", "str")
+        );
+    }
+
+    /// Floats as Python's `repr` writes them.
+    #[test]
+    fn floats_read_as_python_writes_them() {
+        for (x, python) in [
+            (9.0, "9.0"),
+            (9.5, "9.5"),
+            (-0.0, "-0.0"),
+            (1e16, "1e+16"),
+            (1e15, "1000000000000000.0"),
+            (0.0001, "0.0001"),
+            (0.00001, "1e-05"),
+            (1.5e-7, "1.5e-07"),
+            (1.7976931348623157e308, "1.7976931348623157e+308"),
+            (0.1, "0.1"),
+        ] {
+            assert_eq!(python_float(x), python, "{x}");
+        }
     }
 
     /// Lists past their cap keep the cap and count the rest without building them.
