@@ -887,6 +887,39 @@ async fn revoked_tokens_and_deleted_users_end_their_open_streams() {
         }
     };
     assert_eq!(end.code(), Code::Unauthenticated, "{end:?}");
+    // An admin's stream shows everything: taking the admin right away ends it.
+    create_user(&server, "dave", "dave-pass-1").await;
+    let set_admin = |on: bool| {
+        call_as(
+            &server,
+            &admin,
+            "PATCH",
+            "/api/2.0/mlflow/users/update-admin",
+            Some("application/json"),
+            serde_json::json!({"username": "dave", "is_admin": on})
+                .to_string()
+                .into_bytes(),
+        )
+    };
+    assert_eq!(set_admin(true).await.0, 200);
+    let mut daves = w
+        .watch_events(with(
+            &basic("dave", "dave-pass-1"),
+            pb::WatchEventsRequest::default(),
+        ))
+        .await
+        .expect("watch")
+        .into_inner();
+    assert_eq!(set_admin(false).await.0, 200);
+    let end = loop {
+        match daves.message().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the stream ended without a status"),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(end.code(), Code::Unauthenticated, "{end:?}");
+    assert!(end.message().contains("no longer an admin"), "{end:?}");
     // carol's stream goes on: it delivers her own next change.
     let (c_exp, _) = experiment_and_run(&mut c, &carol, "c").await;
     loop {

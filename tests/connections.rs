@@ -410,7 +410,7 @@ async fn stalled_request_bodies_take_no_slots_and_are_ended() {
             "--max-concurrent-requests",
             "8",
             "--body-timeout-secs",
-            "10",
+            "15",
             "--idle-timeout-secs",
             "3",
         ],

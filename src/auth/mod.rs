@@ -278,14 +278,18 @@ impl Authenticator {
     }
 }
 
-/// `Ok` while what `user` signed in with still holds: the user exists, and their
-/// token is neither revoked nor expired, or their password unchanged. Streams ask it
-/// as users and tokens change, so that a revocation ends the streams it opened.
+/// `Ok` while what `user` signed in with still holds: the user exists (an admin still
+/// an admin, since an admin's stream shows everything), and their token is neither
+/// revoked nor expired, or their password unchanged. Streams ask it as users and tokens
+/// change, so that a revocation ends the streams it opened.
 pub fn still_valid(store: &Store, user: &User) -> Result<(), Error> {
     let ended = |why: String| Err(Error::Unauthenticated(format!("{why}: this stream ends")));
     let Some(record) = store.user(&user.name)? else {
         return ended(format!("user {} was deleted", user.name));
     };
+    if user.admin && !record.is_admin {
+        return ended(format!("{} is no longer an admin", user.name));
+    }
     match &user.credential {
         Credential::Trusted => Ok(()),
         Credential::Password { seq } if *seq != record.password_seq => {

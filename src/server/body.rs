@@ -273,7 +273,9 @@ impl Step for Gate {
         S: tower::Service<Request, Response = Response> + Send + 'static,
         S::Future: Send + 'static,
     {
-        if streams_request(&req) {
+        // Client streams pause freely; a body already at its end (a GET) has nothing to
+        // wait for.
+        if streams_request(&req) || req.body().is_end_stream() {
             return Box::pin(inner.call(req));
         }
         let timeout = self.timeout;

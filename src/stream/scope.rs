@@ -45,6 +45,7 @@ impl Visibility {
             Some(
                 Payload::UserDeleted(_)
                 | Payload::UserPasswordChanged(_)
+                | Payload::UserAdminSet(_)
                 | Payload::TokenRevoked(_),
             ) => (self.still_valid)(),
             _ => Ok(()),

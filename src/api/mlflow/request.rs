@@ -105,10 +105,17 @@ pub(crate) fn from_query<T: DeserializeOwned>(query: &str) -> Result<T, Error> {
         }
     }
     let doc = serde_json::Value::Object(map);
-    // Set for this synchronous read only, on this thread.
+    // Set for this synchronous read only, on this thread, and unset however it ends.
+    struct Reading;
+    impl Drop for Reading {
+        fn drop(&mut self) {
+            FROM_QUERY.set(false);
+        }
+    }
     FROM_QUERY.set(true);
+    let reading = Reading;
     let read = serde_path_to_error::deserialize(&doc);
-    FROM_QUERY.set(false);
+    drop(reading);
     read.map_err(|e| type_error(&e, &doc))
 }
 
@@ -277,7 +284,8 @@ fn python_str(s: &str, out: &mut String) {
             '\t' => out.push_str("\\t"),
             '\u{8}' => out.push_str("\\b"),
             '\u{c}' => out.push_str("\\f"),
-            c if c.is_ascii() && !c.is_ascii_control() => out.push(c),
+            // Python escapes the C0 controls, not DEL.
+            c if c.is_ascii() && c >= ' ' => out.push(c),
             c => {
                 let mut units = [0u16; 2];
                 for unit in c.encode_utf16(&mut units) {
@@ -669,6 +677,11 @@ mod tests {
         assert_eq!(
             message(br#"{"run_uuid":true}"#),
             hint("true", "run_uuid", "bool")
+        );
+        // Python escapes the C0 controls and leaves DEL as it is.
+        assert_eq!(
+            message(br#"{"run_uuid":["\u0001\u007f"]}"#),
+            hint("[\"\\u0001\u{7f}\"]", "run_uuid", "list")
         );
         assert_eq!(
             message(br#"{"run_uuid":{"b":[1, 2.5],"a":"\u00e9\n"}}"#),
