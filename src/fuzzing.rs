@@ -1,5 +1,5 @@
 //! Entry points for the coverage-guided fuzz targets in `fuzz/` and for their regression
-//! tests (`tests/fuzz_regressions.rs`). Each takes arbitrary bytes and must not panic,
+//! tests (`tests/it/fuzz_regressions.rs`). Each takes arbitrary bytes and must not panic,
 //! hang or abort; refusing the input with an error is the expected outcome. Where there
 //! is more to hold than "no panic", it is asserted here, so a fuzzer finds it too.
 
@@ -8,8 +8,8 @@ use std::sync::OnceLock;
 use prost::Message;
 
 use crate::db::kv::Pending;
+use crate::paging as page;
 use crate::pb;
-use crate::search::page;
 
 /// A page token: decoding never panics, and a token that decodes re-encodes to one that
 /// decodes to the same position.

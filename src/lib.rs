@@ -13,10 +13,6 @@ pub mod artifacts;
 pub mod auth;
 /// Backups of the log (and artifacts) in a documented format, and restore from them.
 pub mod backup;
-/// `arbor watch` and `arbor tree`: terminal clients of the public gRPC API.
-pub mod cli;
-/// Flags and their `ARBOR_*` environment variables.
-pub mod config;
 /// The sled database: the keyspace, reads, group writes, open and release.
 pub(crate) mod db;
 /// Experiments, runs, metrics, commands, errors and MLflow's rules; no wire types.
@@ -30,9 +26,11 @@ pub mod hierarchy;
 pub(crate) mod log;
 /// Prometheus metrics: what `/metrics` serves.
 pub mod metrics;
+/// Opaque page tokens, shared by search, history and hierarchy paging.
+pub(crate) mod paging;
 /// State derived from the log in the same atomic step: records, history, indexes.
 pub mod projection;
-/// MLflow's filter and order_by language, the planner onto the indexes, page tokens.
+/// MLflow's filter and order_by language, and the planner onto the indexes.
 pub mod search;
 /// One port for gRPC and HTTP, and graceful shutdown.
 pub mod server;

@@ -13,8 +13,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::store::Store;
-
 type Labels3 = [(&'static str, String); 3];
 type Labels2 = [(&'static str, String); 2];
 type FloatGauge = Gauge<f64, AtomicU64>;
@@ -227,16 +225,16 @@ impl Metrics {
         Self { registry, ..m }
     }
 
-    /// The text a scrape returns, with the gauges read now from `store` and the process.
-    pub fn render(&self, store: &Store) -> String {
+    /// The text a scrape returns, with the store's gauges as the caller read them now
+    /// and the process's read here.
+    pub fn render(&self, store: StoreGauges) -> String {
         let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-        self.watch_sessions
-            .set(as_i64(store.watch_sessions() as u64));
-        self.watch_lag.set(as_i64(store.watch_lag()));
-        self.log_head_seq.set(as_i64(store.committed_seq()));
-        self.store_bytes.set(as_i64(store.disk_usage()));
-        self.disk_free_bytes.set(as_i64(store.disk_free()));
-        self.healthy.set(i64::from(store.health().is_ok()));
+        self.watch_sessions.set(as_i64(store.watch_sessions as u64));
+        self.watch_lag.set(as_i64(store.watch_lag));
+        self.log_head_seq.set(as_i64(store.committed_seq));
+        self.store_bytes.set(as_i64(store.disk_bytes));
+        self.disk_free_bytes.set(as_i64(store.disk_free_bytes));
+        self.healthy.set(i64::from(store.healthy));
         if let Some(rss) = resident_bytes() {
             self.resident_memory_bytes.set(as_i64(rss));
         }
@@ -251,6 +249,18 @@ impl Metrics {
         }
         out
     }
+}
+
+/// What a scrape reports of the store, read by the caller (metrics sits below the store
+/// and knows nothing of it).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StoreGauges {
+    pub watch_sessions: usize,
+    pub watch_lag: u64,
+    pub committed_seq: u64,
+    pub disk_bytes: u64,
+    pub disk_free_bytes: u64,
+    pub healthy: bool,
 }
 
 /// `VmRSS` of this process, in bytes.

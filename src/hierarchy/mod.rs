@@ -6,8 +6,8 @@
 
 use crate::db::kv::Kv;
 use crate::domain::{Error, TAG_ROOT_RUN_ID, ViewType};
+use crate::paging as page;
 use crate::projection::{RunRecord, children as children_ids, find_run, load_run};
-use crate::search::page;
 
 /// Deepest level `run_tree` expands: protobuf decoders (prost among them) refuse
 /// messages nested deeper than about 100, and a tree is one nested message.

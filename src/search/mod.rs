@@ -9,7 +9,6 @@
 mod experiments;
 mod lexer;
 mod like;
-pub(crate) mod page;
 mod parser;
 mod runs;
 
@@ -19,8 +18,8 @@ use std::ops::Bound;
 use crate::db::keys;
 use crate::db::kv::Kv;
 use crate::domain::{Error, ViewType};
+use crate::paging::{self as page, Position};
 use crate::projection::{self, ExperimentRecord, LoggedModelRecord, RunRecord};
-use page::Position;
 
 /// Checks a filter and order without running them (the property tests call this).
 pub fn validate_run_search(filter: &str, order_by: &[String]) -> Result<(), Error> {

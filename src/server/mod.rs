@@ -227,7 +227,7 @@ fn is_grpc(headers: &http::HeaderMap) -> bool {
 /// MLflow's error JSON with its HTTP status otherwise.
 fn error_answer<B>(req: &http::Request<B>, e: crate::domain::Error) -> around::Response {
     if is_grpc(req.headers()) {
-        return crate::api::grpc::status(e).into_http::<tonic::body::Body>();
+        return tonic::Status::from(e).into_http::<tonic::body::Body>();
     }
     let response = crate::api::http::error_response(e);
     let (parts, body) = response.into_parts();

@@ -17,8 +17,8 @@ use std::cmp::Ordering;
 
 use crate::db::keys;
 use crate::domain::Error;
+use crate::paging::{self as page, Position};
 use crate::projection::{self, history, history::Point};
-use crate::search::page::{self, Position};
 
 /// One page of a history, and the token of the next page if there is one.
 pub(crate) type HistoryPage = (Vec<Point>, Option<String>);

@@ -352,6 +352,18 @@ impl Store {
     }
 
     /// Watch streams open now.
+    /// The gauges `/metrics` reports of this store, read now.
+    pub fn gauges(&self) -> crate::metrics::StoreGauges {
+        crate::metrics::StoreGauges {
+            watch_sessions: self.watch_sessions(),
+            watch_lag: self.watch_lag(),
+            committed_seq: self.committed_seq(),
+            disk_bytes: self.disk_usage(),
+            disk_free_bytes: self.disk_free(),
+            healthy: self.health().is_ok(),
+        }
+    }
+
     pub fn watch_sessions(&self) -> usize {
         self.inner.hub.sessions()
     }
@@ -734,6 +746,11 @@ fn open_cache(
 /// through [`Store`]); then flushes, closes, and waits until sled has let go of the
 /// database's lock, so that the store opens at once afterwards, in this process or
 /// another.
+/// Whether `dir` holds a store (its database), without opening it.
+pub fn exists(dir: &Path) -> bool {
+    crate::db::db_path(dir).exists()
+}
+
 pub fn with_database<T>(dir: &Path, f: impl FnOnce(&sled::Tree) -> T) -> Result<T, Error> {
     let db = crate::db::config(&crate::db::db_path(dir)).open()?;
     let out = f(&db.open_tree(crate::db::TREE)?);

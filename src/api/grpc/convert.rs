@@ -10,7 +10,16 @@ use crate::domain::{
 use crate::pb;
 use crate::projection::{ExperimentRecord, RunRecord};
 
-pub(crate) fn status(e: Error) -> Status {
+/// The one mapping from the domain's errors to gRPC statuses, so a handler's `?` turns
+/// any `domain::Error` into the right code. Internal failures are logged here and
+/// answered without their details.
+impl From<Error> for Status {
+    fn from(e: Error) -> Status {
+        status(e)
+    }
+}
+
+fn status(e: Error) -> Status {
     let b = |m: String| bounded(&m, MAX_ERROR_MESSAGE_CHARS);
     match e {
         Error::NotFound(m) => Status::not_found(b(m)),

@@ -3,7 +3,7 @@
 use tonic::{Request, Response, Status};
 
 use super::Guarded;
-use super::convert::{self, status};
+use super::convert;
 use crate::auth::Need;
 use crate::hierarchy::TreeNode;
 use crate::pb::{self, hierarchy_service_server::HierarchyService};
@@ -40,11 +40,12 @@ impl HierarchyService for HierarchyApi {
         let store = self.store.of(&req)?;
         let r = req.into_inner();
         let view = convert::view_type(r.view_type, "view_type")?;
-        let tree = store
-            .on_run(&r.run_id, Need::Read)
-            .map_err(status)?
-            .run_tree(&r.run_id, r.max_depth, view, &|run| store.sees(run))
-            .map_err(status)?;
+        let tree = store.on_run(&r.run_id, Need::Read)?.run_tree(
+            &r.run_id,
+            r.max_depth,
+            view,
+            &|run| store.sees(run),
+        )?;
         Ok(Response::new(pb::GetRunTreeResponse {
             root: Some(node(tree)),
         }))
@@ -57,17 +58,13 @@ impl HierarchyService for HierarchyApi {
         let store = self.store.of(&req)?;
         let r = req.into_inner();
         let view = convert::view_type(r.view_type, "view_type")?;
-        let (runs, next) = store
-            .on_run(&r.run_id, Need::Read)
-            .map_err(status)?
-            .children(
-                &r.run_id,
-                view,
-                &|run| store.sees(run),
-                r.max_results.map(i64::from),
-                &r.page_token,
-            )
-            .map_err(status)?;
+        let (runs, next) = store.on_run(&r.run_id, Need::Read)?.children(
+            &r.run_id,
+            view,
+            &|run| store.sees(run),
+            r.max_results.map(i64::from),
+            &r.page_token,
+        )?;
         Ok(Response::new(pb::ListChildrenResponse {
             runs: runs.into_iter().map(convert::run).collect(),
             next_page_token: next.unwrap_or_default(),
@@ -81,10 +78,8 @@ impl HierarchyService for HierarchyApi {
         let store = self.store.of(&req)?;
         let run_id = req.into_inner().run_id;
         let ancestors = store
-            .on_run(&run_id, Need::Read)
-            .map_err(status)?
-            .ancestors(&run_id, &|run| store.sees(run))
-            .map_err(status)?;
+            .on_run(&run_id, Need::Read)?
+            .ancestors(&run_id, &|run| store.sees(run))?;
         Ok(Response::new(pb::GetAncestorsResponse {
             ancestors: ancestors.iter().map(convert::run_info).collect(),
         }))
@@ -104,11 +99,9 @@ impl HierarchyService for HierarchyApi {
             ..NewRun::default()
         };
         let (run, created) = store
-            .on_run(&r.parent_run_id, Need::Update)
-            .map_err(status)?
+            .on_run(&r.parent_run_id, Need::Update)?
             .get_or_create_child_run(r.parent_run_id, new)
-            .await
-            .map_err(status)?;
+            .await?;
         Ok(Response::new(pb::GetOrCreateChildRunResponse {
             run: Some(convert::run(run)),
             created,

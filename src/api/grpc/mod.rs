@@ -7,7 +7,6 @@ mod hierarchy;
 mod tracking;
 mod watch;
 
-pub(crate) use convert::status;
 pub use hierarchy::HierarchyApi;
 pub use tracking::TrackingApi;
 pub use watch::WatchApi;

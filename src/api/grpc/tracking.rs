@@ -3,7 +3,7 @@
 use tonic::{Request, Response, Status};
 
 use super::Guarded;
-use super::convert::{self, status};
+use super::convert;
 use crate::auth::Need;
 use crate::domain::{KeyValue, MetricPoint};
 use crate::pb::{self, tracking_service_server::TrackingService};
@@ -51,7 +51,7 @@ async fn settle(
         }
         Err(e) => {
             if failure.as_ref().is_none_or(|(i, _)| index < *i) {
-                *failure = Some((index, status(e)));
+                *failure = Some((index, Status::from(e)));
             }
         }
     }
@@ -77,8 +77,7 @@ impl TrackingService for TrackingApi {
         let experiment_id = store
             .any()
             .create_experiment(r.name, r.artifact_location, tags)
-            .await
-            .map_err(status)?;
+            .await?;
         ok(pb::CreateExperimentResponse { experiment_id })
     }
 
@@ -89,10 +88,8 @@ impl TrackingService for TrackingApi {
         let store = self.store.of(&req)?;
         let experiment_id = req.into_inner().experiment_id;
         let e = store
-            .on_experiment(&experiment_id, Need::Read)
-            .map_err(status)?
-            .get_experiment(&experiment_id)
-            .map_err(status)?;
+            .on_experiment(&experiment_id, Need::Read)?
+            .get_experiment(&experiment_id)?;
         ok(pb::GetExperimentResponse {
             experiment: Some(convert::experiment(e)),
         })
@@ -105,10 +102,8 @@ impl TrackingService for TrackingApi {
         let store = self.store.of(&req)?;
         let name = req.into_inner().experiment_name;
         let e = store
-            .on_experiment_named(&name, Need::Read)
-            .map_err(status)?
-            .get_experiment_by_name(&name)
-            .map_err(status)?;
+            .on_experiment_named(&name, Need::Read)?
+            .get_experiment_by_name(&name)?;
         ok(pb::GetExperimentByNameResponse {
             experiment: Some(convert::experiment(e)),
         })
@@ -121,9 +116,8 @@ impl TrackingService for TrackingApi {
         let store = self.store.of(&req)?;
         let r = req.into_inner();
         let view = convert::view_type(r.view_type, "view_type")?;
-        let (experiments, next) = store
-            .search_experiments(view, &r.filter, &r.order_by, r.max_results, &r.page_token)
-            .map_err(status)?;
+        let (experiments, next) =
+            store.search_experiments(view, &r.filter, &r.order_by, r.max_results, &r.page_token)?;
         ok(pb::SearchExperimentsResponse {
             experiments: experiments.into_iter().map(convert::experiment).collect(),
             next_page_token: next.unwrap_or_default(),
@@ -137,11 +131,9 @@ impl TrackingService for TrackingApi {
         let store = self.store.of(&req)?;
         let r = req.into_inner();
         store
-            .on_experiment(&r.experiment_id, Need::Update)
-            .map_err(status)?
+            .on_experiment(&r.experiment_id, Need::Update)?
             .rename_experiment(r.experiment_id, r.new_name)
-            .await
-            .map_err(status)?;
+            .await?;
         ok(pb::UpdateExperimentResponse {})
     }
 
@@ -152,11 +144,9 @@ impl TrackingService for TrackingApi {
         let store = self.store.of(&req)?;
         let experiment_id = req.into_inner().experiment_id;
         store
-            .on_experiment(&experiment_id, Need::Delete)
-            .map_err(status)?
+            .on_experiment(&experiment_id, Need::Delete)?
             .delete_experiment(experiment_id)
-            .await
-            .map_err(status)?;
+            .await?;
         ok(pb::DeleteExperimentResponse {})
     }
 
@@ -167,11 +157,9 @@ impl TrackingService for TrackingApi {
         let store = self.store.of(&req)?;
         let experiment_id = req.into_inner().experiment_id;
         store
-            .on_experiment(&experiment_id, Need::Delete)
-            .map_err(status)?
+            .on_experiment(&experiment_id, Need::Delete)?
             .restore_experiment(experiment_id)
-            .await
-            .map_err(status)?;
+            .await?;
         ok(pb::RestoreExperimentResponse {})
     }
 
@@ -182,11 +170,9 @@ impl TrackingService for TrackingApi {
         let store = self.store.of(&req)?;
         let r = req.into_inner();
         store
-            .on_experiment(&r.experiment_id, Need::Update)
-            .map_err(status)?
+            .on_experiment(&r.experiment_id, Need::Update)?
             .set_experiment_tag(r.experiment_id, r.key, r.value)
-            .await
-            .map_err(status)?;
+            .await?;
         ok(pb::SetExperimentTagResponse {})
     }
 
@@ -197,11 +183,9 @@ impl TrackingService for TrackingApi {
         let store = self.store.of(&req)?;
         let r = req.into_inner();
         store
-            .on_experiment(&r.experiment_id, Need::Update)
-            .map_err(status)?
+            .on_experiment(&r.experiment_id, Need::Update)?
             .delete_experiment_tag(r.experiment_id, r.key)
-            .await
-            .map_err(status)?;
+            .await?;
         ok(pb::DeleteExperimentTagResponse {})
     }
 
@@ -214,8 +198,7 @@ impl TrackingService for TrackingApi {
         let tags: Vec<KeyValue> = r.tags.into_iter().map(convert::tag).collect();
         let run = store
             .adopting(&tags)
-            .and_then(|s| s.on_experiment(&r.experiment_id, Need::Update))
-            .map_err(status)?
+            .and_then(|s| s.on_experiment(&r.experiment_id, Need::Update))?
             .create_run(NewRun {
                 experiment_id: r.experiment_id,
                 user_id: r.user_id,
@@ -223,8 +206,7 @@ impl TrackingService for TrackingApi {
                 start_time: r.start_time,
                 tags,
             })
-            .await
-            .map_err(status)?;
+            .await?;
         ok(pb::CreateRunResponse {
             run: Some(convert::run(run)),
         })
@@ -236,11 +218,7 @@ impl TrackingService for TrackingApi {
     ) -> Result<Response<pb::GetRunResponse>, Status> {
         let store = self.store.of(&req)?;
         let run_id = req.into_inner().run_id;
-        let run = store
-            .on_run(&run_id, Need::Read)
-            .map_err(status)?
-            .get_run(&run_id)
-            .map_err(status)?;
+        let run = store.on_run(&run_id, Need::Read)?.get_run(&run_id)?;
         ok(pb::GetRunResponse {
             run: Some(convert::run(run)),
         })
@@ -254,11 +232,9 @@ impl TrackingService for TrackingApi {
         let r = req.into_inner();
         let status_value = r.status.map(convert::run_status).transpose()?;
         let run = store
-            .on_run(&r.run_id, Need::Update)
-            .map_err(status)?
+            .on_run(&r.run_id, Need::Update)?
             .update_run(r.run_id, status_value, r.end_time, r.run_name)
-            .await
-            .map_err(status)?;
+            .await?;
         ok(pb::UpdateRunResponse {
             run_info: Some(convert::run_info(&run)),
         })
@@ -271,11 +247,9 @@ impl TrackingService for TrackingApi {
         let store = self.store.of(&req)?;
         let r = req.into_inner();
         store
-            .on_run(&r.run_id, Need::Delete)
-            .map_err(status)?
+            .on_run(&r.run_id, Need::Delete)?
             .delete_run(r.run_id, r.cascade)
-            .await
-            .map_err(status)?;
+            .await?;
         ok(pb::DeleteRunResponse {})
     }
 
@@ -286,11 +260,9 @@ impl TrackingService for TrackingApi {
         let store = self.store.of(&req)?;
         let r = req.into_inner();
         store
-            .on_run(&r.run_id, Need::Delete)
-            .map_err(status)?
+            .on_run(&r.run_id, Need::Delete)?
             .restore_run(r.run_id, r.cascade)
-            .await
-            .map_err(status)?;
+            .await?;
         ok(pb::RestoreRunResponse {})
     }
 
@@ -302,8 +274,7 @@ impl TrackingService for TrackingApi {
         let r = req.into_inner();
         let view = convert::view_type(r.run_view_type, "run_view_type")?;
         let (runs, next) = store
-            .on_experiments(&r.experiment_ids, Need::Read)
-            .map_err(status)?
+            .on_experiments(&r.experiment_ids, Need::Read)?
             .search_runs(
                 &r.experiment_ids,
                 view,
@@ -311,8 +282,7 @@ impl TrackingService for TrackingApi {
                 &r.order_by,
                 r.max_results.map(i64::from),
                 &r.page_token,
-            )
-            .map_err(status)?;
+            )?;
         ok(pb::SearchRunsResponse {
             runs: runs.into_iter().map(convert::run).collect(),
             next_page_token: next.unwrap_or_default(),
@@ -332,11 +302,9 @@ impl TrackingService for TrackingApi {
             step: r.step,
         };
         store
-            .on_run(&r.run_id, Need::Update)
-            .map_err(status)?
+            .on_run(&r.run_id, Need::Update)?
             .log_metric(r.run_id, point, None)
-            .await
-            .map_err(status)?;
+            .await?;
         ok(pb::LogMetricResponse {})
     }
 
@@ -347,11 +315,9 @@ impl TrackingService for TrackingApi {
         let store = self.store.of(&req)?;
         let r = req.into_inner();
         store
-            .on_run(&r.run_id, Need::Update)
-            .map_err(status)?
+            .on_run(&r.run_id, Need::Update)?
             .log_param(r.run_id, KeyValue::new(r.key, r.value))
-            .await
-            .map_err(status)?;
+            .await?;
         ok(pb::LogParamResponse {})
     }
 
@@ -364,11 +330,9 @@ impl TrackingService for TrackingApi {
         let tag = KeyValue::new(r.key, r.value);
         store
             .adopting([&tag])
-            .and_then(|s| s.on_run(&r.run_id, Need::Update))
-            .map_err(status)?
+            .and_then(|s| s.on_run(&r.run_id, Need::Update))?
             .set_tag(r.run_id, tag)
-            .await
-            .map_err(status)?;
+            .await?;
         ok(pb::SetTagResponse {})
     }
 
@@ -379,11 +343,9 @@ impl TrackingService for TrackingApi {
         let store = self.store.of(&req)?;
         let r = req.into_inner();
         store
-            .on_run(&r.run_id, Need::Update)
-            .map_err(status)?
+            .on_run(&r.run_id, Need::Update)?
             .delete_tag(r.run_id, r.key)
-            .await
-            .map_err(status)?;
+            .await?;
         ok(pb::DeleteTagResponse {})
     }
 
@@ -396,8 +358,7 @@ impl TrackingService for TrackingApi {
         let tags: Vec<KeyValue> = r.tags.into_iter().map(convert::tag).collect();
         store
             .adopting(&tags)
-            .and_then(|s| s.on_run(&r.run_id, Need::Update))
-            .map_err(status)?
+            .and_then(|s| s.on_run(&r.run_id, Need::Update))?
             .log_batch(
                 r.run_id,
                 r.metrics.into_iter().map(convert::metric_point).collect(),
@@ -405,8 +366,7 @@ impl TrackingService for TrackingApi {
                 tags,
                 vec![],
             )
-            .await
-            .map_err(status)?;
+            .await?;
         ok(pb::LogBatchResponse {})
     }
 
@@ -446,7 +406,7 @@ impl TrackingService for TrackingApi {
             match queued {
                 Ok(outcome) => pending.push_back((index, points, Box::pin(outcome))),
                 Err(e) => {
-                    failure = Some((index, status(e)));
+                    failure = Some((index, Status::from(e)));
                     break;
                 }
             }
@@ -482,11 +442,12 @@ impl TrackingService for TrackingApi {
         let store = self.store.of(&req)?;
         let r = req.into_inner();
         let max = r.max_results.map_or(HISTORY_PAGE_DEFAULT, i64::from);
-        let (points, next) = store
-            .on_run(&r.run_id, Need::Read)
-            .map_err(status)?
-            .metric_history(&r.run_id, &r.metric_key, Some(max), &r.page_token)
-            .map_err(status)?;
+        let (points, next) = store.on_run(&r.run_id, Need::Read)?.metric_history(
+            &r.run_id,
+            &r.metric_key,
+            Some(max),
+            &r.page_token,
+        )?;
         ok(pb::GetMetricHistoryResponse {
             metrics: points.into_iter().map(convert::metric).collect(),
             next_page_token: next.unwrap_or_default(),

@@ -7,7 +7,6 @@ use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status};
 
 use super::Guarded;
-use super::convert::status;
 use crate::pb::{
     self, watch_metrics_request::Scope as WireScope, watch_service_server::WatchService,
 };
@@ -46,7 +45,7 @@ fn end_status(end: SessionEnd) -> Status {
             }
             s
         }
-        SessionEnd::Failed(e) => status(e),
+        SessionEnd::Failed(e) => Status::from(e),
     }
 }
 
@@ -83,8 +82,8 @@ impl WatchService for WatchApi {
                 ));
             }
         };
-        let start = session::start_at(store, r.from_seq).map_err(status)?;
-        let mut scope = Scope::new(store.clone(), spec, r.keys, visibility).map_err(status)?;
+        let start = session::start_at(store, r.from_seq)?;
+        let mut scope = Scope::new(store.clone(), spec, r.keys, visibility)?;
         let position = |seq| {
             Some(pb::WatchMetricsResponse {
                 seq,
@@ -111,8 +110,8 @@ impl WatchService for WatchApi {
         } else {
             ScopeSpec::Experiment(r.experiment_id)
         };
-        let start = session::start_at(store, r.from_seq).map_err(status)?;
-        let mut scope = Scope::new(store.clone(), spec, vec![], visibility).map_err(status)?;
+        let start = session::start_at(store, r.from_seq)?;
+        let mut scope = Scope::new(store.clone(), spec, vec![], visibility)?;
         Ok(Response::new(spawn(
             store.clone(),
             start,

@@ -68,7 +68,7 @@ async fn metrics(
             axum::http::header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        crate::metrics::global().render(&store),
+        crate::metrics::global().render(store.gauges()),
     )
         .into_response()
 }

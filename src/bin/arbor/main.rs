@@ -13,11 +13,11 @@ mod check;
 mod config;
 mod disk_usage;
 mod http;
-mod import;
 mod migrate_store;
 mod rebuild;
 mod restore;
 mod serve;
+mod transfer;
 mod tree;
 mod watch;
 
@@ -36,8 +36,8 @@ fn main() -> std::process::ExitCode {
         CliCommand::Watch(args) => watch::main(args),
         CliCommand::Tree(args) => tree::main(args),
         CliCommand::Admin(args) => admin::main(args),
-        CliCommand::Import(args) => import::import(args),
-        CliCommand::Export(args) => import::export(args),
+        CliCommand::Import(args) => transfer::import(args),
+        CliCommand::Export(args) => transfer::export(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
