@@ -2,8 +2,8 @@
 //! `domain::Error` to its own error shape in one place; nothing below this module knows
 //! about tonic or HTTP.
 
+pub mod arbor;
 pub mod grpc;
-pub mod http;
 pub mod mlflow;
 
 use axum::extract::{FromRef, FromRequestParts};

@@ -95,14 +95,14 @@ pub async fn serve(
     let tracking = TrackingServiceServer::new(TrackingApi::new(store.clone()))
         .max_decoding_message_size(options.limits.max_grpc_message_bytes);
 
-    let http = crate::api::http::router(store.clone())
+    let http = crate::api::arbor::router(store.clone())
         .merge(crate::api::mlflow::router(store.clone()))
-        .merge(crate::api::http::page::router(options.mlflow_ui.is_none()))
+        .merge(crate::api::arbor::page::router(options.mlflow_ui.is_none()))
         .merge(crate::api::mlflow::ui::router(options.mlflow_ui))
         .layer(axum::Extension(crate::api::mlflow::JsonBodyLimit(
             options.limits.max_json_body_bytes,
         )))
-        .layer(axum::Extension(crate::api::http::MetricsToken(
+        .layer(axum::Extension(crate::api::arbor::MetricsToken(
             options.metrics_token.clone(),
         )))
         .fallback(fallback);
@@ -229,7 +229,7 @@ fn error_answer<B>(req: &http::Request<B>, e: crate::domain::Error) -> around::R
     if is_grpc(req.headers()) {
         return tonic::Status::from(e).into_http::<tonic::body::Body>();
     }
-    let response = crate::api::http::error_response(e);
+    let response = crate::api::mlflow::error_response(e);
     let (parts, body) = response.into_parts();
     http::Response::from_parts(parts, tonic::body::Body::new(body))
 }

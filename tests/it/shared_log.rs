@@ -507,6 +507,9 @@ impl Proxy {
         let (up2, open2) = (up.clone(), open.clone());
         let task = tokio::spawn(async move {
             while let Ok((mut client, _)) = listener.accept().await {
+                // Checked and recorded under the lock `cut` takes, so no pipe opened as
+                // the cut comes can outlive it.
+                let mut open = open2.lock().unwrap();
                 if !up2.load(Ordering::Acquire) {
                     drop(client);
                     continue;
@@ -516,7 +519,7 @@ impl Proxy {
                         let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
                     }
                 });
-                open2.lock().unwrap().push(pipe.abort_handle());
+                open.push(pipe.abort_handle());
             }
         });
         Proxy {
@@ -528,8 +531,9 @@ impl Proxy {
     }
 
     fn cut(&self) {
+        let mut open = self.open.lock().unwrap();
         self.up.store(false, Ordering::Release);
-        for pipe in self.open.lock().unwrap().drain(..) {
+        for pipe in open.drain(..) {
             pipe.abort();
         }
     }

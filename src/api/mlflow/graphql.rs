@@ -127,7 +127,7 @@ fn answer(state: &Shared, r: Request) -> Response {
         Ok(_) => Json(json!({ "data": { field: null } })).into_response(),
         // As MLflow's server: the field is null and `errors` lists the messages.
         Err(e) => {
-            let (_, _, message) = crate::api::http::mlflow_error(e);
+            let (_, _, message) = crate::api::mlflow::mlflow_error(e);
             Json(json!({ "data": { field: null }, "errors": [message] })).into_response()
         }
     }

@@ -6,18 +6,19 @@
 
 mod artifacts;
 mod datasets;
+mod error;
 mod experiments;
 mod graphql;
-mod import;
-mod live;
 mod metrics;
-mod models;
-mod request;
+pub(crate) mod models;
+pub(crate) mod request;
 pub use request::{JSON_BODY_LIMIT, JsonBodyLimit};
 pub(crate) mod response;
-mod runs;
+pub(crate) mod runs;
 pub mod ui;
-mod users;
+pub(crate) mod users;
+
+pub(crate) use error::{error_response, mlflow_error};
 
 use std::sync::Arc;
 
@@ -50,12 +51,16 @@ pub(crate) struct Ctx {
     pub store: crate::auth::Access,
 }
 
-impl axum::extract::FromRequestParts<Arc<State>> for Ctx {
+impl<S> axum::extract::FromRequestParts<S> for Ctx
+where
+    Store: axum::extract::FromRef<S>,
+    S: Send + Sync,
+{
     type Rejection = Error;
 
     async fn from_request_parts(
         parts: &mut axum::http::request::Parts,
-        state: &Arc<State>,
+        state: &S,
     ) -> Result<Self, Error> {
         let crate::api::Authorized(store) =
             <crate::api::Authorized as axum::extract::FromRequestParts<_>>::from_request_parts(
@@ -66,7 +71,7 @@ impl axum::extract::FromRequestParts<Arc<State>> for Ctx {
     }
 }
 
-type Shared = Ctx;
+pub(crate) type Shared = Ctx;
 type Routes = Router<Arc<State>>;
 
 pub fn router(store: Store) -> axum::Router {
@@ -92,12 +97,6 @@ pub fn router(store: Store) -> axum::Router {
         .method_not_allowed_fallback(endpoint_not_found);
     let mut router = Router::new()
         .route("/version", get(|| async { MLFLOW_COMPATIBLE_VERSION }))
-        .nest(
-            "/api/arbor/v1",
-            users::token_routes()
-                .merge(import::routes())
-                .merge(live::routes()),
-        )
         .merge(artifacts::viewer_routes())
         .merge(graphql::routes());
     for prefix in ["/api/3.0", "/ajax-api/3.0"] {
@@ -120,7 +119,7 @@ async fn endpoint_not_found(method: Method, uri: Uri) -> Error {
 /// A response written straight to bytes (no JSON tree in between), so that a page of
 /// 50,000 runs or 100,000 points costs its text and little more; borrowed records are
 /// written before they go away.
-fn json<T: serde::Serialize>(v: &T) -> Result<Response, Error> {
+pub(crate) fn json<T: serde::Serialize>(v: &T) -> Result<Response, Error> {
     let body = serde_json::to_vec(v)
         .map_err(|e| Error::Corrupt(format!("cannot write a response: {e}")))?;
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
@@ -130,14 +129,14 @@ fn json<T: serde::Serialize>(v: &T) -> Result<Response, Error> {
 #[derive(serde::Deserialize, Debug)]
 pub(crate) struct KeyValueIn {
     #[serde(default, deserialize_with = "request::string")]
-    key: Option<String>,
+    pub key: Option<String>,
     #[serde(default, deserialize_with = "request::string")]
-    value: Option<String>,
+    pub value: Option<String>,
 }
 
 /// The `{key, value}` list `field` as domain pairs; a missing key is MLflow's "Missing
 /// value" error naming it (`tags[2].key`).
-fn key_values(field: &str, items: Vec<KeyValueIn>) -> Result<Vec<KeyValue>, Error> {
+pub(crate) fn key_values(field: &str, items: Vec<KeyValueIn>) -> Result<Vec<KeyValue>, Error> {
     items
         .into_iter()
         .enumerate()

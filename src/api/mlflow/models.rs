@@ -39,7 +39,7 @@ struct OneModel<'a> {
     model: LoggedModel<'a>,
 }
 
-pub(super) fn one(m: &crate::projection::LoggedModelRecord) -> Result<Response, Error> {
+pub(crate) fn one(m: &crate::projection::LoggedModelRecord) -> Result<Response, Error> {
     json(&OneModel {
         model: LoggedModel::from(m),
     })

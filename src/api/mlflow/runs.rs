@@ -37,7 +37,7 @@ pub(super) fn routes() -> Routes {
 /// The run id, from `run_id` or the legacy `run_uuid` (serde flattening would lose the
 /// field paths in messages, so each request names both fields itself); absent or empty
 /// is MLflow's "Missing value" error for `run_id`.
-pub(super) fn run_id(run_id: Option<String>, run_uuid: Option<String>) -> Result<String, Error> {
+pub(crate) fn run_id(run_id: Option<String>, run_uuid: Option<String>) -> Result<String, Error> {
     match (run_id, run_uuid) {
         (Some(id), _) if !id.is_empty() => Ok(id),
         (_, Some(id)) if !id.is_empty() => Ok(id),
@@ -213,9 +213,9 @@ async fn search(state: Shared, Mlflow(r): Mlflow<SearchRequest>) -> Result<Respo
 /// A metric point as MLflow sends it (a `log-metric` request is one too, with the run),
 /// optionally for a logged model and a dataset.
 #[derive(Deserialize, Debug)]
-pub(super) struct MetricIn {
+pub(crate) struct MetricIn {
     #[serde(default, deserialize_with = "request::string", alias = "runId")]
-    pub(super) run_id: Option<String>,
+    pub(crate) run_id: Option<String>,
     #[serde(default, deserialize_with = "request::string", alias = "runUuid")]
     run_uuid: Option<String>,
     #[serde(default, deserialize_with = "request::string")]
@@ -227,7 +227,7 @@ pub(super) struct MetricIn {
     #[serde(default, deserialize_with = "request::int64")]
     step: Option<i64>,
     #[serde(default, deserialize_with = "request::string", alias = "modelId")]
-    pub(super) model_id: Option<String>,
+    pub(crate) model_id: Option<String>,
     #[serde(default, deserialize_with = "request::string", alias = "datasetName")]
     dataset_name: Option<String>,
     #[serde(default, deserialize_with = "request::string", alias = "datasetDigest")]
@@ -237,7 +237,7 @@ pub(super) struct MetricIn {
 impl MetricIn {
     /// The point, and the logged model it is also for; a missing field is named with
     /// `prefix` (`metrics[3].`).
-    pub(super) fn point(self, prefix: &str) -> Result<(MetricPoint, Option<ModelRef>), Error> {
+    pub(crate) fn point(self, prefix: &str) -> Result<(MetricPoint, Option<ModelRef>), Error> {
         let point = MetricPoint {
             key: required(&format!("{prefix}key"), self.key)?,
             value: present(&format!("{prefix}value"), self.value)?,

@@ -97,7 +97,7 @@ pub(crate) fn router(ui: Option<MlflowUi>) -> axum::Router {
                 .route("/static-files/{*path}", get(static_file))
                 .with_state(std::sync::Arc::new(ui)),
         ),
-        // Without a UI, `/` is Arbor's own page (`api::http::page`).
+        // Without a UI, `/` is Arbor's own page (`api::arbor::page`).
         None => router,
     }
 }

@@ -20,10 +20,11 @@ use axum::response::Response;
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
 
-use super::request::{self, Mlflow, required};
-use super::response::{Run, RunInfo, TrueDouble};
-use super::runs::run_id;
-use super::{Routes, Shared, json};
+use super::Routes;
+use crate::api::mlflow::request::{self, Mlflow, required};
+use crate::api::mlflow::response::{Run, RunInfo, TrueDouble};
+use crate::api::mlflow::runs::run_id;
+use crate::api::mlflow::{Shared, json};
 use crate::auth::Need;
 use crate::domain::{Error, ViewType};
 use crate::hierarchy::TreeNode;

@@ -23,8 +23,8 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_stream::{StreamExt, wrappers::ReceiverStream};
 
-use super::error_response;
 use crate::api::Authorized;
+use crate::api::mlflow::error_response;
 use crate::api::mlflow::response::TrueDouble;
 use crate::domain::Error;
 use crate::pb;

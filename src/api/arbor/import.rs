@@ -8,9 +8,10 @@ use axum::response::Response;
 use axum::routing::post;
 use serde::Deserialize;
 
-use super::request::{self, Mlflow, required};
-use super::response::Run;
-use super::{KeyValueIn, Routes, Shared, json, key_values};
+use super::Routes;
+use crate::api::mlflow::request::{self, Mlflow, required};
+use crate::api::mlflow::response::Run;
+use crate::api::mlflow::{KeyValueIn, Shared, json, key_values};
 use crate::auth::Need;
 use crate::domain::{Error, ModelMetric};
 use crate::store::{NewLoggedModel, NewRun};
@@ -135,7 +136,7 @@ struct ModelRequest {
     tags: Option<Vec<KeyValueIn>>,
     /// MLflow's `LoggedModel.data.metrics`: points with their run and dataset.
     #[serde(default)]
-    metrics: Option<Vec<super::runs::MetricIn>>,
+    metrics: Option<Vec<crate::api::mlflow::runs::MetricIn>>,
 }
 
 /// `{"model"}`: the logged model of that id, created in the experiment if missing.
@@ -173,5 +174,5 @@ async fn logged_model(state: Shared, Mlflow(r): Mlflow<ModelRequest>) -> Result<
             metrics,
         )
         .await?;
-    super::models::one(&model)
+    crate::api::mlflow::models::one(&model)
 }
