@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Plots `arbor-bench --workloads scaling --json FILE` on log-log axes (PNG) and prints
-the figures as Markdown tables for the README.
+the figures as Markdown tables for BENCHMARKS.md.
 
     bench/scaling_plot.py FILE [--out docs/scaling.png]
 

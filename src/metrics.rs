@@ -2,7 +2,7 @@
 //! text format. Counters and histograms are process-wide and updated where things
 //! happen (requests in `server::observe`, commits in the committer, connections in
 //! `server::conn`); gauges (store size, free disk, health, sessions, memory, file
-//! descriptors) are read when scraped. README "Operations" lists every metric.
+//! descriptors) are read when scraped. docs/operating/metrics.md lists every metric.
 
 use std::sync::OnceLock;
 use std::sync::atomic::AtomicU64;

@@ -276,7 +276,7 @@ def test_values_of_the_wrong_type_are_refused_in_mlflows_words(mlflow_server, se
     kind (string, int64, double, enum, list of strings, list of objects): wherever
     `mlflow server` refuses the value's type, Arbor refuses it with the same status and
     message, and Arbor never answers a type error with a 5xx (MLflow does for some
-    lists and objects, and takes some values it cannot use; see README)."""
+    lists and objects, and takes some values it cannot use; see docs/reference/mlflow-compatibility.md)."""
     import json
     import urllib.error
     import urllib.request

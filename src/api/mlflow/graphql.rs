@@ -8,7 +8,7 @@
 //! fixed strings in its bundle, each asks for one root field, and every object is
 //! answered whole (a superset of any selection), which Apollo's cache takes as it is.
 //! A query for any other root field is refused with a GraphQL error, so nothing is
-//! answered wrongly; see README, "MLflow's web UI".
+//! answered wrongly; see docs/guides/mlflow-users.md, "MLflow's web UI".
 
 use axum::Json;
 use axum::extract::Query;

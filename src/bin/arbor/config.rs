@@ -435,3 +435,85 @@ pub struct TreeArgs {
     #[arg(long, env = "ARBOR_SERVER", default_value = "http://127.0.0.1:5000")]
     pub server: String,
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Whether `doc` names `word` whole (`--data-dir` does not count for `--data`).
+    fn mentions(doc: &str, word: &str) -> bool {
+        doc.match_indices(word).any(|(at, _)| {
+            let next = doc[at + word.len()..].chars().next();
+            !next.is_some_and(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        })
+    }
+
+    fn walk(cmd: &clap::Command, path: &str, doc: &str, missing: &mut Vec<String>) {
+        if !path.is_empty() && !doc.contains(&format!("`arbor {path}`")) {
+            missing.push(format!("the subcommand `arbor {path}`"));
+        }
+        for arg in cmd.get_arguments() {
+            if let Some(long) = arg.get_long()
+                && !mentions(doc, &format!("--{long}"))
+            {
+                missing.push(format!("`--{long}` of `arbor {path}`"));
+            }
+            if let Some(var) = arg.get_env().and_then(|v| v.to_str())
+                && !mentions(doc, var)
+            {
+                missing.push(format!("`{var}` (of `--{}`)", arg.get_id()));
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            let name = sub.get_name();
+            let path = if path.is_empty() {
+                name.to_string()
+            } else {
+                format!("{path} {name}")
+            };
+            walk(sub, &path, doc, missing);
+        }
+    }
+
+    /// Every `"ARBOR_..."` string in the sources: variables read without clap too.
+    fn variables_read(dir: &std::path::Path, found: &mut std::collections::BTreeSet<String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                variables_read(&path, found);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                for (at, _) in text.match_indices("\"ARBOR_") {
+                    let name: String = text[at + 1..]
+                        .chars()
+                        .take_while(|c| c.is_ascii_uppercase() || *c == '_')
+                        .collect();
+                    found.insert(name);
+                }
+            }
+        }
+    }
+
+    /// docs/reference/cli.md names every subcommand, every flag and every `ARBOR_*`
+    /// variable, so the reference cannot drift from the binary again.
+    #[test]
+    fn the_cli_reference_names_every_subcommand_flag_and_variable() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let doc = std::fs::read_to_string(root.join("docs/reference/cli.md")).unwrap();
+        let mut missing = Vec::new();
+        walk(&super::Cli::command(), "", &doc, &mut missing);
+        let mut vars = std::collections::BTreeSet::new();
+        variables_read(&root.join("src"), &mut vars);
+        assert!(vars.len() > 20, "the scan found {vars:?}");
+        for var in vars {
+            if !mentions(&doc, &var) {
+                missing.push(format!("the variable `{var}`"));
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "docs/reference/cli.md does not mention:\n{}",
+            missing.join("\n")
+        );
+    }
+}
