@@ -8,6 +8,7 @@ use std::sync::OnceLock;
 use prost::Message;
 
 use crate::db::kv::Pending;
+use crate::domain::commands::CreateRun;
 use crate::paging as page;
 use crate::pb;
 
@@ -127,7 +128,7 @@ pub fn rest(data: &[u8]) {
             .build()
             .expect("a runtime");
         let run_id = runtime
-            .block_on(store.create_run(crate::store::NewRun {
+            .block_on(store.submit(CreateRun {
                 experiment_id: "0".into(),
                 ..Default::default()
             }))

@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 
 use crate::domain::Error;
 use crate::domain::access::Permission;
+use crate::domain::commands::CreateUser;
 use crate::store::Store;
 
 pub use access::{Access, Need};
@@ -421,7 +422,14 @@ pub async fn bootstrap(store: &Store, name: &str, password: Option<String>) -> R
     };
     crate::domain::access::username(name)?;
     let hash = hash_password_async(password).await?;
-    match store.create_user(name.to_string(), hash, true).await {
+    match store
+        .submit(CreateUser {
+            username: name.to_string(),
+            password_hash: hash,
+            is_admin: true,
+        })
+        .await
+    {
         Ok(_) => tracing::info!(admin = name, "created the first admin"),
         // Another replica of a shared store, starting at the same time, made it first.
         Err(Error::AlreadyExists(_)) if store.is_shared() => {

@@ -4,6 +4,7 @@
 //! wire types into these and the store speaks only these.
 
 pub mod access;
+pub mod commands;
 mod error;
 mod names;
 pub mod validation;
@@ -188,204 +189,13 @@ pub struct DatasetInput {
 }
 
 /// Where a `LogBatch` came from, which decides the wording of MLflow's errors.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BatchOrigin {
     /// `LogBatch` itself.
+    #[default]
     Batch,
     /// A single `LogMetric`, `LogParam` or `SetTag`.
     Single,
-}
-
-/// A change a client asks for. The committer validates it against the current state
-/// (including the changes committed before it in the same group) and turns it into
-/// events.
-#[derive(Debug, Clone)]
-pub enum Command {
-    CreateExperiment {
-        name: String,
-        artifact_location: String,
-        tags: Vec<KeyValue>,
-    },
-    RenameExperiment {
-        experiment_id: String,
-        new_name: String,
-    },
-    DeleteExperiment {
-        experiment_id: String,
-    },
-    RestoreExperiment {
-        experiment_id: String,
-    },
-    SetExperimentTag {
-        experiment_id: String,
-        key: String,
-        value: String,
-    },
-    DeleteExperimentTag {
-        experiment_id: String,
-        key: String,
-    },
-    CreateRun {
-        experiment_id: String,
-        user_id: String,
-        run_name: String,
-        start_time: Option<i64>,
-        tags: Vec<KeyValue>,
-    },
-    UpdateRun {
-        run_id: String,
-        status: Option<RunStatus>,
-        end_time: Option<i64>,
-        run_name: Option<String>,
-    },
-    DeleteRun {
-        run_id: String,
-        /// Also every run below it.
-        cascade: bool,
-    },
-    RestoreRun {
-        run_id: String,
-        cascade: bool,
-    },
-    /// The parent's active child with this name, created if there is none.
-    GetOrCreateChildRun {
-        parent_run_id: String,
-        run_name: String,
-        user_id: String,
-        start_time: Option<i64>,
-        tags: Vec<KeyValue>,
-    },
-    LogBatch {
-        run_id: String,
-        metrics: Vec<MetricPoint>,
-        params: Vec<KeyValue>,
-        tags: Vec<KeyValue>,
-        origin: BatchOrigin,
-        /// Points of `metrics` that were logged for a logged model too.
-        model_metrics: Vec<ModelMetric>,
-    },
-    DeleteTag {
-        run_id: String,
-        key: String,
-    },
-    /// MLflow's `LogInputs`: datasets (with their input tags) and models a run used.
-    LogInputs {
-        run_id: String,
-        datasets: Vec<DatasetInput>,
-        models: Vec<String>,
-    },
-    /// MLflow's `LogOutputs`: models a run produced.
-    LogOutputs {
-        run_id: String,
-        models: Vec<(String, i64)>,
-    },
-    /// MLflow's legacy `LogModel`: appends to the run's `mlflow.log-model.history` tag.
-    AppendModelHistory {
-        run_id: String,
-        model_json: String,
-    },
-    /// A file was stored (or removed) through the artifact proxy.
-    RecordArtifact {
-        path: String,
-        size: u64,
-        deleted: bool,
-    },
-    CreateLoggedModel {
-        experiment_id: String,
-        name: String,
-        model_type: String,
-        source_run_id: String,
-        params: Vec<KeyValue>,
-        tags: Vec<KeyValue>,
-    },
-    FinalizeLoggedModel {
-        model_id: String,
-        status: i32,
-        status_message: String,
-    },
-    SetLoggedModelTags {
-        model_id: String,
-        tags: Vec<KeyValue>,
-    },
-    DeleteLoggedModelTag {
-        model_id: String,
-        key: String,
-    },
-    LogLoggedModelParams {
-        model_id: String,
-        params: Vec<KeyValue>,
-    },
-    DeleteLoggedModel {
-        model_id: String,
-    },
-    /// `password_hash`: an Argon2id PHC string, made before the command is sent (the
-    /// committer does no slow work).
-    CreateUser {
-        username: String,
-        password_hash: String,
-        is_admin: bool,
-    },
-    ChangePassword {
-        username: String,
-        password_hash: String,
-    },
-    SetAdmin {
-        username: String,
-        is_admin: bool,
-    },
-    DeleteUser {
-        username: String,
-    },
-    IssueToken {
-        token_id: String,
-        username: String,
-        secret_hash: String,
-        expires_at: i64,
-        description: String,
-    },
-    RevokeToken {
-        token_id: String,
-    },
-    SetExperimentPermission {
-        experiment_id: String,
-        username: String,
-        permission: access::Permission,
-        mode: access::GrantMode,
-    },
-    DeleteExperimentPermission {
-        experiment_id: String,
-        username: String,
-    },
-    /// An import's experiment: the one of that name, or a new one with these times.
-    ImportExperiment {
-        name: String,
-        tags: Vec<KeyValue>,
-        creation_time: i64,
-        last_update_time: i64,
-    },
-    /// An import's run, with its original id and start time; an existing run of that id
-    /// is left as it is (the importer then sends what differs through the usual writes).
-    ImportRun {
-        run_id: String,
-        experiment_id: String,
-        user_id: String,
-        run_name: String,
-        start_time: Option<i64>,
-        tags: Vec<KeyValue>,
-    },
-    /// An import's logged model, with its original id, and the points its runs
-    /// logged for it (run id, point): recorded for the model only, as the runs'
-    /// histories come over with the runs.
-    ImportLoggedModel {
-        model_id: String,
-        experiment_id: String,
-        name: String,
-        model_type: String,
-        source_run_id: String,
-        params: Vec<KeyValue>,
-        tags: Vec<KeyValue>,
-        metrics: Vec<(String, ModelMetric)>,
-    },
 }
 
 /// Tag on a run holding its legacy `LogModel` history, a JSON list.

@@ -13,12 +13,12 @@ use tokio::sync::{mpsc, oneshot};
 use crate::db::health::{Remote, StoreState};
 use crate::db::kv::Pending;
 use crate::db::{Handles, keys};
-use crate::domain::{Command, Error};
+use crate::domain::Error;
 use crate::pb;
-use crate::projection::{self, RunRecord};
+use crate::projection;
 use crate::stream::Publisher;
 
-use super::decide::{Answer, decide};
+use super::command::{At, Job};
 use super::postgres::{FETCH_CHUNK, Stored, Writer};
 
 /// Most requests committed as one group. Bounds the size of one sled batch (a group of
@@ -26,24 +26,12 @@ use super::postgres::{FETCH_CHUNK, Stored, Writer};
 /// request in a group; the channel holds the rest.
 const MAX_GROUP: usize = 256;
 
-/// What a successful write returns.
-#[derive(Debug)]
-pub enum Outcome {
-    ExperimentCreated(String),
-    Run(Box<RunRecord>),
-    /// `GetOrCreateChildRun`: the child, and whether this call created it.
-    ChildRun(Box<RunRecord>, bool),
-    LoggedModel(Box<crate::projection::LoggedModelRecord>),
-    Done,
-}
-
 pub(crate) enum Request {
     Write {
-        /// Boxed: commands differ much in size, and the channel holds 1,024 requests.
-        command: Box<Command>,
+        /// The command, with the channel its writer waits on.
+        job: Box<dyn Job>,
         /// Who asked; recorded on every event the command makes.
         actor: Option<Arc<str>>,
-        reply: oneshot::Sender<Result<Outcome, Error>>,
     },
     /// With a shared log: take in what other replicas appended (up to the head at the
     /// time this is handled), then answer, if anyone waits.
@@ -63,11 +51,9 @@ pub(crate) struct Committer {
     shared: Option<Writer>,
 }
 
-type Reply = oneshot::Sender<Result<Outcome, Error>>;
-
 /// A command and who asked for it.
 pub(crate) struct Signed {
-    pub(crate) command: Command,
+    pub(crate) job: Box<dyn Job>,
     pub(crate) actor: Option<Arc<str>>,
 }
 
@@ -99,17 +85,7 @@ impl Committer {
             let mut next = Some(first);
             while let Some(msg) = next.take() {
                 match msg {
-                    Request::Write {
-                        command,
-                        actor,
-                        reply,
-                    } => group.push((
-                        Signed {
-                            command: *command,
-                            actor,
-                        },
-                        reply,
-                    )),
+                    Request::Write { job, actor } => group.push(Signed { job, actor }),
                     Request::CatchUp(waiter) => {
                         woken = true;
                         waiters.extend(waiter);
@@ -151,7 +127,7 @@ impl Committer {
     /// which is why the reserve keeps the disk from filling under it).
     /// Returns whether the group was committed (whatever each command's answer), or why
     /// not.
-    pub(crate) fn commit_group(&mut self, group: Vec<(Signed, Reply)>) -> Result<(), String> {
+    pub(crate) fn commit_group(&mut self, group: Vec<Signed>) -> Result<(), String> {
         if group.is_empty() {
             return Ok(());
         }
@@ -171,7 +147,8 @@ impl Committer {
         let now = chrono::Utc::now().timestamp_millis();
         let first_seq = self.next_seq;
         let mut pending = Pending::new(&own.tree);
-        let mut answers: Vec<(Reply, Result<Outcome, Error>)> = Vec::with_capacity(group.len());
+        // Every job, decided (its answer kept in it) or refused.
+        let mut answers: Vec<Box<dyn Job>> = Vec::with_capacity(group.len());
         let mut events = Vec::new();
         // With a shared log: lock it, and take in what other replicas appended, so that
         // the group is decided on the whole log and appended at its head.
@@ -185,11 +162,18 @@ impl Committer {
                 return Err(self.remote_failed(e, group));
             }
         }
-        for (signed, reply) in group {
-            let result =
-                self.decide_and_project(&signed, &mut pending, now, &mut events, ours.as_mut());
+        for Signed { mut job, actor } in group {
+            let actor = actor.as_deref().unwrap_or_default();
+            let result = self.decide_and_project(
+                job.as_mut(),
+                actor,
+                &mut pending,
+                now,
+                &mut events,
+                ours.as_mut(),
+            );
             match result {
-                Ok(outcome) => answers.push((reply, Ok(outcome))),
+                Ok(()) => answers.push(job),
                 Err(e @ (Error::Storage(_) | Error::Corrupt(_))) => {
                     // The group's pending state may be half-applied: drop all of it.
                     tracing::error!(error = %e, "projection failed; the group is abandoned");
@@ -198,13 +182,16 @@ impl Committer {
                     }
                     self.next_seq = first_seq;
                     let why = e.to_string();
-                    let _ = reply.send(Err(e));
-                    for (reply, _) in answers {
-                        let _ = reply.send(Err(Error::Unavailable(why.clone())));
+                    job.fail(e);
+                    for job in answers {
+                        job.fail(Error::Unavailable(why.clone()));
                     }
                     return Err(why);
                 }
-                Err(e) => answers.push((reply, Err(e))),
+                Err(e) => {
+                    job.refuse(e);
+                    answers.push(job);
+                }
             }
         }
         if let (Some(writer), Some(ours)) = (self.shared.as_mut(), ours) {
@@ -218,8 +205,7 @@ impl Committer {
                 // Whether PostgreSQL committed is unknown: the next group reads the log
                 // again from here and takes in whatever it holds.
                 self.next_seq = first_seq;
-                let answers = answers.into_iter().map(|(reply, _)| reply);
-                return Err(self.remote_failed_replies(e, answers));
+                return Err(self.remote_failed_jobs(e, answers));
             }
             self.state.set_remote(Remote::Writer, None);
         }
@@ -254,14 +240,14 @@ impl Committer {
                 if shared {
                     // The shared log has the group: its answers stand; this replica
                     // stops, and its cache catches up after the restart.
-                    for (reply, result) in answers {
-                        let _ = reply.send(result);
+                    for job in answers {
+                        job.answer();
                     }
                     return Err(why);
                 }
                 self.next_seq = first_seq;
-                for (reply, _) in answers {
-                    let _ = reply.send(Err(Error::Unavailable(why.clone())));
+                for job in answers {
+                    job.fail(Error::Unavailable(why.clone()));
                 }
                 return Err(why);
             }
@@ -279,8 +265,8 @@ impl Committer {
         metrics.points_committed.inc_by(points as u64);
         // Watchers hear of the events before the writers: both after the flush.
         self.publisher.publish(events);
-        for (reply, result) in answers {
-            let _ = reply.send(result);
+        for job in answers {
+            job.answer();
         }
         Ok(())
     }
@@ -330,33 +316,39 @@ impl Committer {
 
     /// PostgreSQL failed the group before anything was committed: every request hears
     /// so (UNAVAILABLE), and health says PostgreSQL is out of reach until it answers.
-    fn remote_failed(&mut self, e: Error, group: Vec<(Signed, Reply)>) -> String {
-        self.remote_failed_replies(e, group.into_iter().map(|(_, reply)| reply))
+    fn remote_failed(&mut self, e: Error, group: Vec<Signed>) -> String {
+        self.remote_failed_jobs(e, group.into_iter().map(|s| s.job).collect())
     }
 
-    fn remote_failed_replies(&mut self, e: Error, replies: impl Iterator<Item = Reply>) -> String {
+    fn remote_failed_jobs(&mut self, e: Error, jobs: Vec<Box<dyn Job>>) -> String {
         let why = e.to_string();
         tracing::warn!(error = %why, "the shared log refused a commit group");
         self.state.set_remote(Remote::Writer, Some(why.clone()));
         let mut refused = 0;
-        for reply in replies {
+        for job in jobs {
             refused += 1;
-            let _ = reply.send(Err(Error::Unavailable(why.clone())));
+            job.fail(Error::Unavailable(why.clone()));
         }
         crate::metrics::global().writes_refused.inc_by(refused);
         why
     }
 
+    /// Decides one command, projects its events into `pending`, and lets the job read
+    /// its answer from the result.
     fn decide_and_project(
         &mut self,
-        signed: &Signed,
+        job: &mut dyn Job,
+        actor: &str,
         pending: &mut Pending,
         now: i64,
         events: &mut Vec<pb::Event>,
         mut ours: Option<&mut Vec<Stored>>,
-    ) -> Result<Outcome, Error> {
-        let actor = signed.actor.as_deref().unwrap_or_default();
-        let (payloads, answer) = decide(&signed.command, pending, now, actor)?;
+    ) -> Result<(), Error> {
+        let payloads = job.decide(&At {
+            kv: pending,
+            now,
+            actor,
+        })?;
         for payload in payloads {
             let ev = pb::Event {
                 seq: self.next_seq,
@@ -373,25 +365,7 @@ impl Committer {
             pending.put(keys::log(ev.seq), body);
             events.push(ev);
         }
-        Ok(match answer {
-            Answer::Experiment(id) => Outcome::ExperimentCreated(id.to_string()),
-            Answer::Run(id) => Outcome::Run(Box::new(
-                projection::load_run(pending, &id)?
-                    .ok_or_else(|| Error::Corrupt(format!("run {id} vanished")))?,
-            )),
-            Answer::ChildRun(id, created) => Outcome::ChildRun(
-                Box::new(
-                    projection::load_run(pending, &id)?
-                        .ok_or_else(|| Error::Corrupt(format!("run {id} vanished")))?,
-                ),
-                created,
-            ),
-            Answer::LoggedModel(id) => Outcome::LoggedModel(Box::new(
-                projection::load_logged_model(pending, &id)?
-                    .ok_or_else(|| Error::Corrupt(format!("logged model {id} vanished")))?,
-            )),
-            Answer::Done => Outcome::Done,
-        })
+        job.settle(pending)
     }
 }
 
@@ -474,8 +448,8 @@ fn again(e: &Error) -> Error {
 }
 
 /// Answers every request of a group with 503 and `why`.
-fn refuse(group: Vec<(Signed, Reply)>, why: &str) {
-    for (_, reply) in group {
-        let _ = reply.send(Err(Error::Unavailable(why.to_string())));
+fn refuse(group: Vec<Signed>, why: &str) {
+    for signed in group {
+        signed.job.fail(Error::Unavailable(why.to_string()));
     }
 }

@@ -3,6 +3,7 @@
 //! rewritten. This module reads it; `committer` writes it, with what `decide` makes of each
 //! command.
 
+pub(crate) mod command;
 pub(crate) mod committer;
 mod decide;
 pub(crate) mod postgres;

@@ -6,7 +6,6 @@
 
 mod history;
 pub mod migrate;
-mod writes;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -16,9 +15,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::db::health::StoreState;
 use crate::db::{Handles, keys};
-use crate::domain::{Command, DEFAULT_EXPERIMENT_NAME, Error, MetricPoint, ViewType, validation};
+use crate::domain::commands::CreateExperiment;
+use crate::domain::{DEFAULT_EXPERIMENT_NAME, Error, MetricPoint, ViewType, validation};
 use crate::hierarchy::{self, TreeNode};
-pub use crate::log::committer::Outcome;
+pub use crate::log::command::Command;
 use crate::log::committer::{Committer, Request};
 use crate::log::postgres::Postgres;
 pub use crate::log::postgres::is_postgres_url;
@@ -26,7 +26,6 @@ pub use crate::log::rebuild::CheckReport;
 use crate::pb;
 use crate::projection::{self, ExperimentRecord, LoggedModelRecord, RunRecord};
 use crate::stream::Hub;
-pub use writes::{NewLoggedModel, NewRun};
 
 /// Requests waiting for the committer. When full, writers wait: back-pressure on the
 /// clients instead of memory growth.
@@ -151,17 +150,13 @@ impl Store {
         let state = Arc::new(StoreState::new(dir.to_path_buf(), config.min_free_bytes));
         let mut committer = Committer::new(handles.clone(), state.clone(), publisher, writer)?;
         if crate::log::last_seq(&handles.tree)? == 0 {
-            let (reply, mut answer) = oneshot::channel();
-            let default = Command::CreateExperiment {
+            let (job, mut answer) = crate::log::command::job(CreateExperiment {
                 name: DEFAULT_EXPERIMENT_NAME.into(),
                 artifact_location: String::new(),
                 tags: vec![],
-            };
-            let signed = crate::log::committer::Signed {
-                command: default,
-                actor: None,
-            };
-            let _ = committer.commit_group(vec![(signed, reply)]);
+            });
+            let signed = crate::log::committer::Signed { job, actor: None };
+            let _ = committer.commit_group(vec![signed]);
             match answer.try_recv().map_err(|_| Error::Closed)? {
                 Ok(_) => {}
                 // Another replica of the shared log made it first.
@@ -250,25 +245,25 @@ impl Store {
         }
     }
 
-    /// Applies a command; returns once its events are durable.
-    pub async fn submit(&self, command: Command) -> Result<Outcome, Error> {
+    /// Applies a write (one of `domain::commands`); returns its answer once its events
+    /// are durable. Every surface writes through here.
+    pub async fn submit<C: Command>(&self, command: C) -> Result<C::Output, Error> {
         self.enqueue(command).await?.await
     }
 
-    /// Queues a command for the committer and returns at once with a future of its
-    /// outcome, so that a caller can keep several commands in flight (in order).
-    pub async fn enqueue(
+    /// Queues a write for the committer and returns at once with a future of its
+    /// answer, so that a caller can keep several writes in flight (in order).
+    pub async fn enqueue<C: Command>(
         &self,
-        command: Command,
-    ) -> Result<impl std::future::Future<Output = Result<Outcome, Error>> + Send + use<>, Error>
+        command: C,
+    ) -> Result<impl std::future::Future<Output = Result<C::Output, Error>> + Send + use<C>, Error>
     {
-        let (reply, answer) = oneshot::channel();
+        let (job, answer) = crate::log::command::job(command);
         self.inner
             .tx
             .send(Request::Write {
-                command: Box::new(command),
+                job,
                 actor: self.actor.clone(),
-                reply,
             })
             .await
             .map_err(|_| Error::Closed)?;

@@ -4,8 +4,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use arbor::domain::{BatchOrigin, Command, Error, KeyValue, MetricPoint, RunStatus, ViewType};
-use arbor::store::{Outcome, Store, StoreConfig};
+use arbor::domain::commands as c;
+use arbor::domain::{BatchOrigin, Error, KeyValue, MetricPoint, RunStatus, ViewType};
+use arbor::projection::RunRecord;
+use arbor::store::{Store, StoreConfig};
 use common::Choices;
 use proptest::prelude::*;
 
@@ -20,6 +22,55 @@ struct ModelRun {
 }
 
 const OPERATIONS: usize = 1500;
+
+/// One of the writes the sequence is made of.
+enum Op {
+    CreateExperiment(c::CreateExperiment),
+    RenameExperiment(c::RenameExperiment),
+    DeleteExperiment(c::DeleteExperiment),
+    RestoreExperiment(c::RestoreExperiment),
+    SetExperimentTag(c::SetExperimentTag),
+    CreateRun(c::CreateRun),
+    UpdateRun(c::UpdateRun),
+    DeleteRun(c::DeleteRun),
+    RestoreRun(c::RestoreRun),
+    GetOrCreateChildRun(c::GetOrCreateChildRun),
+    LogBatch(c::LogBatch),
+    DeleteTag(c::DeleteTag),
+}
+
+/// What an accepted write made that later writes may name.
+enum Made {
+    Experiment(String),
+    Run(Box<RunRecord>),
+    Nothing,
+}
+
+impl Op {
+    async fn apply(self, store: &Store) -> Result<Made, Error> {
+        let nothing = |()| Made::Nothing;
+        match self {
+            Op::CreateExperiment(w) => store.submit(w).await.map(Made::Experiment),
+            Op::RenameExperiment(w) => store.submit(w).await.map(nothing),
+            Op::DeleteExperiment(w) => store.submit(w).await.map(nothing),
+            Op::RestoreExperiment(w) => store.submit(w).await.map(nothing),
+            Op::SetExperimentTag(w) => store.submit(w).await.map(nothing),
+            Op::CreateRun(w) => store.submit(w).await.map(|r| Made::Run(Box::new(r))),
+            Op::UpdateRun(w) => store.submit(w).await.map(|_| Made::Nothing),
+            Op::DeleteRun(w) => store.submit(w).await.map(nothing),
+            Op::RestoreRun(w) => store.submit(w).await.map(nothing),
+            Op::GetOrCreateChildRun(w) => store.submit(w).await.map(|(r, created)| {
+                if created {
+                    Made::Run(Box::new(r))
+                } else {
+                    Made::Nothing
+                }
+            }),
+            Op::LogBatch(w) => store.submit(w).await.map(nothing),
+            Op::DeleteTag(w) => store.submit(w).await.map(nothing),
+        }
+    }
+}
 
 proptest! {
     #![proptest_config(common::proptest_config(2))]
@@ -51,26 +102,26 @@ async fn random_operations(mut rng: Choices) {
         let run = rng.pick(&runs).cloned();
         let exp = rng.pick(&experiments).cloned().unwrap();
         let command = match rng.below(15) {
-            0 => Command::CreateExperiment {
+            0 => Op::CreateExperiment(c::CreateExperiment {
                 name: format!("e{}", rng.below(40)),
                 artifact_location: String::new(),
                 tags: vec![],
-            },
-            1 => Command::RenameExperiment {
+            }),
+            1 => Op::RenameExperiment(c::RenameExperiment {
                 experiment_id: exp.clone(),
                 new_name: format!("e{}", rng.below(40)),
-            },
-            2 => Command::DeleteExperiment {
+            }),
+            2 => Op::DeleteExperiment(c::DeleteExperiment {
                 experiment_id: exp.clone(),
-            },
-            3 => Command::RestoreExperiment {
+            }),
+            3 => Op::RestoreExperiment(c::RestoreExperiment {
                 experiment_id: exp.clone(),
-            },
-            4 => Command::SetExperimentTag {
+            }),
+            4 => Op::SetExperimentTag(c::SetExperimentTag {
                 experiment_id: exp.clone(),
                 key: format!("t{}", rng.below(3)),
                 value: i.to_string(),
-            },
+            }),
             5 | 6 => {
                 // A root, or a child of a random run (trees may span experiments, as in MLflow).
                 let mut tags = vec![];
@@ -83,35 +134,35 @@ async fn random_operations(mut rng: Choices) {
                     (Some(r), 0) => model[r].experiment.clone(),
                     _ => exp.clone(),
                 };
-                Command::CreateRun {
+                Op::CreateRun(c::CreateRun {
                     experiment_id: exp,
                     user_id: "u".into(),
                     run_name: String::new(),
                     start_time: Some(i as i64),
                     tags,
-                }
+                })
             }
-            7 => Command::UpdateRun {
+            7 => Op::UpdateRun(c::UpdateRun {
                 run_id: run.clone().unwrap_or_default(),
                 status: Some(RunStatus::Finished),
                 end_time: Some(i as i64),
                 run_name: Some(format!("n{i}")),
-            },
-            8 => Command::DeleteRun {
+            }),
+            8 => Op::DeleteRun(c::DeleteRun {
                 run_id: run.clone().unwrap_or_default(),
                 cascade: rng.below(2) == 0,
-            },
-            9 => Command::RestoreRun {
+            }),
+            9 => Op::RestoreRun(c::RestoreRun {
                 run_id: run.clone().unwrap_or_default(),
                 cascade: rng.below(2) == 0,
-            },
-            14 => Command::GetOrCreateChildRun {
+            }),
+            14 => Op::GetOrCreateChildRun(c::GetOrCreateChildRun {
                 parent_run_id: run.clone().unwrap_or_default(),
                 run_name: format!("child-{}", rng.below(3)),
                 user_id: "u".into(),
                 start_time: Some(i as i64),
                 tags: vec![],
-            },
+            }),
             10 | 11 => {
                 let n = rng.below(20);
                 let metrics = (0..n)
@@ -130,14 +181,14 @@ async fn random_operations(mut rng: Choices) {
                 let tags = (0..rng.below(3))
                     .map(|_| KeyValue::new(format!("t{}", rng.below(5)), i.to_string()))
                     .collect();
-                Command::LogBatch {
+                Op::LogBatch(c::LogBatch {
                     run_id: run.clone().unwrap_or_default(),
                     metrics,
                     params,
                     tags,
                     origin: BatchOrigin::Batch,
                     model_metrics: vec![],
-                }
+                })
             }
             12 => {
                 // Re-parent to a random run or to nothing; cycles are refused.
@@ -146,41 +197,39 @@ async fn random_operations(mut rng: Choices) {
                 } else {
                     rng.pick(&runs).cloned().unwrap_or_default()
                 };
-                Command::LogBatch {
+                Op::LogBatch(c::LogBatch {
                     run_id: run.clone().unwrap_or_default(),
                     metrics: vec![],
                     params: vec![],
                     tags: vec![KeyValue::new("mlflow.parentRunId", parent)],
                     origin: BatchOrigin::Single,
                     model_metrics: vec![],
-                }
+                })
             }
-            _ => Command::DeleteTag {
+            _ => Op::DeleteTag(c::DeleteTag {
                 run_id: run.clone().unwrap_or_default(),
                 key: format!("t{}", rng.below(5)),
-            },
+            }),
         };
-        let expected_params = if let Command::LogBatch { params, run_id, .. } = &command {
+        let expected_params = if let Op::LogBatch(c::LogBatch { params, run_id, .. }) = &command {
             Some((run_id.clone(), params.clone()))
         } else {
             None
         };
-        let metrics = if let Command::LogBatch {
+        let metrics = if let Op::LogBatch(c::LogBatch {
             metrics, run_id, ..
-        } = &command
+        }) = &command
         {
             Some((run_id.clone(), metrics.clone()))
         } else {
             None
         };
-        match store.submit(command).await {
-            Ok(outcome) => {
+        match command.apply(&store).await {
+            Ok(made) => {
                 accepted += 1;
-                match outcome {
-                    Outcome::ExperimentCreated(id) => experiments.push(id),
-                    Outcome::Run(r) | Outcome::ChildRun(r, true)
-                        if !model.contains_key(&r.run_id) =>
-                    {
+                match made {
+                    Made::Experiment(id) => experiments.push(id),
+                    Made::Run(r) if !model.contains_key(&r.run_id) => {
                         model.insert(
                             r.run_id.clone(),
                             ModelRun {

@@ -13,8 +13,8 @@ use crate::api::mlflow::request::{self, Mlflow, required};
 use crate::api::mlflow::response::Run;
 use crate::api::mlflow::{KeyValueIn, Shared, json, key_values};
 use crate::auth::Need;
+use crate::domain::commands::{ImportExperiment, ImportLoggedModel, ImportRun};
 use crate::domain::{Error, ModelMetric};
-use crate::store::{NewLoggedModel, NewRun};
 
 pub(super) fn routes() -> Routes {
     Routes::new()
@@ -47,12 +47,12 @@ async fn experiment(
         Err(e) => return Err(e),
     };
     let id = store
-        .import_experiment(
+        .submit(ImportExperiment {
             name,
-            key_values("tags", r.tags.unwrap_or_default())?,
-            r.creation_time.unwrap_or(0),
-            r.last_update_time.unwrap_or(0),
-        )
+            tags: key_values("tags", r.tags.unwrap_or_default())?,
+            creation_time: r.creation_time.unwrap_or(0),
+            last_update_time: r.last_update_time.unwrap_or(0),
+        })
         .await?;
     json(&serde_json::json!({ "experiment_id": id }))
 }
@@ -88,16 +88,14 @@ async fn run(state: Shared, Mlflow(r): Mlflow<RunRequest>) -> Result<Response, E
         .store
         .adopting(&tags)?
         .on_experiment(&experiment_id, Need::Update)?
-        .import_run(
+        .submit(ImportRun {
             run_id,
-            NewRun {
-                experiment_id: experiment_id.clone(),
-                user_id: r.user_id.unwrap_or_default(),
-                run_name: r.run_name.unwrap_or_default(),
-                start_time: r.start_time,
-                tags,
-            },
-        )
+            experiment_id: experiment_id.clone(),
+            user_id: r.user_id.unwrap_or_default(),
+            run_name: r.run_name.unwrap_or_default(),
+            start_time: r.start_time,
+            tags,
+        })
         .await?;
     if !state.store.can_read(run.experiment_id) {
         // Whose run it is, and where, is not this caller's to learn.
@@ -161,18 +159,16 @@ async fn logged_model(state: Shared, Mlflow(r): Mlflow<ModelRequest>) -> Result<
     let model = state
         .store
         .on_experiment(&experiment_id, Need::Update)?
-        .import_logged_model(
+        .submit(ImportLoggedModel {
             model_id,
-            NewLoggedModel {
-                experiment_id,
-                name: r.name.unwrap_or_default(),
-                model_type: r.model_type.unwrap_or_default(),
-                source_run_id: r.source_run_id.unwrap_or_default(),
-                params: key_values("params", r.params.unwrap_or_default())?,
-                tags: key_values("tags", r.tags.unwrap_or_default())?,
-            },
+            experiment_id,
+            name: r.name.unwrap_or_default(),
+            model_type: r.model_type.unwrap_or_default(),
+            source_run_id: r.source_run_id.unwrap_or_default(),
+            params: key_values("params", r.params.unwrap_or_default())?,
+            tags: key_values("tags", r.tags.unwrap_or_default())?,
             metrics,
-        )
+        })
         .await?;
     crate::api::mlflow::models::one(&model)
 }

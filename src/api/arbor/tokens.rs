@@ -13,6 +13,7 @@ use crate::api::mlflow::users::is_self;
 use crate::api::mlflow::{Shared, json};
 use crate::auth;
 use crate::domain::Error;
+use crate::domain::commands::{IssueToken, RevokeToken};
 
 use super::Routes;
 
@@ -63,13 +64,13 @@ async fn create_token(state: Shared, Mlflow(r): Mlflow<TokenRequest>) -> Result<
     state
         .store
         .any()
-        .issue_token(
-            token.id.clone(),
-            name.clone(),
-            token.secret_hash(),
+        .submit(IssueToken {
+            token_id: token.id.clone(),
+            username: name.clone(),
+            secret_hash: token.secret_hash(),
             expires_at,
-            r.description.unwrap_or_default(),
-        )
+            description: r.description.unwrap_or_default(),
+        })
         .await?;
     json(&serde_json::json!({
         "token": token.text(),
@@ -116,6 +117,6 @@ async fn revoke_token(
     } else {
         state.store.admin()?
     };
-    store.revoke_token(id).await?;
+    store.submit(RevokeToken { token_id: id }).await?;
     Ok(Json(Empty {}))
 }

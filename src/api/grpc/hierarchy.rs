@@ -5,9 +5,10 @@ use tonic::{Request, Response, Status};
 use super::Guarded;
 use super::convert;
 use crate::auth::Need;
+use crate::domain::commands::GetOrCreateChildRun;
 use crate::hierarchy::TreeNode;
 use crate::pb::{self, hierarchy_service_server::HierarchyService};
-use crate::store::{NewRun, Store};
+use crate::store::Store;
 
 pub struct HierarchyApi {
     store: Guarded,
@@ -91,16 +92,15 @@ impl HierarchyService for HierarchyApi {
     ) -> Result<Response<pb::GetOrCreateChildRunResponse>, Status> {
         let store = self.store.of(&req)?;
         let r = req.into_inner();
-        let new = NewRun {
-            run_name: r.run_name,
-            user_id: r.user_id,
-            start_time: r.start_time,
-            tags: r.tags.into_iter().map(convert::tag).collect(),
-            ..NewRun::default()
-        };
         let (run, created) = store
             .on_run(&r.parent_run_id, Need::Update)?
-            .get_or_create_child_run(r.parent_run_id, new)
+            .submit(GetOrCreateChildRun {
+                parent_run_id: r.parent_run_id,
+                run_name: r.run_name,
+                user_id: r.user_id,
+                start_time: r.start_time,
+                tags: r.tags.into_iter().map(convert::tag).collect(),
+            })
             .await?;
         Ok(Response::new(pb::GetOrCreateChildRunResponse {
             run: Some(convert::run(run)),

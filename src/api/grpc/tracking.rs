@@ -5,9 +5,13 @@ use tonic::{Request, Response, Status};
 use super::Guarded;
 use super::convert;
 use crate::auth::Need;
+use crate::domain::commands::{
+    CreateExperiment, CreateRun, DeleteExperiment, DeleteExperimentTag, DeleteRun, DeleteTag,
+    LogBatch, RenameExperiment, RestoreExperiment, RestoreRun, SetExperimentTag, UpdateRun,
+};
 use crate::domain::{KeyValue, MetricPoint};
 use crate::pb::{self, tracking_service_server::TrackingService};
-use crate::store::{NewRun, Store};
+use crate::store::Store;
 
 /// `GetMetricHistory`'s page when the request names none: MLflow's client page, and
 /// about 1 MB of response, well under gRPC's common 4 MiB message limit.
@@ -76,7 +80,11 @@ impl TrackingService for TrackingApi {
             .collect();
         let experiment_id = store
             .any()
-            .create_experiment(r.name, r.artifact_location, tags)
+            .submit(CreateExperiment {
+                name: r.name,
+                artifact_location: r.artifact_location,
+                tags,
+            })
             .await?;
         ok(pb::CreateExperimentResponse { experiment_id })
     }
@@ -132,7 +140,10 @@ impl TrackingService for TrackingApi {
         let r = req.into_inner();
         store
             .on_experiment(&r.experiment_id, Need::Update)?
-            .rename_experiment(r.experiment_id, r.new_name)
+            .submit(RenameExperiment {
+                experiment_id: r.experiment_id,
+                new_name: r.new_name,
+            })
             .await?;
         ok(pb::UpdateExperimentResponse {})
     }
@@ -145,7 +156,7 @@ impl TrackingService for TrackingApi {
         let experiment_id = req.into_inner().experiment_id;
         store
             .on_experiment(&experiment_id, Need::Delete)?
-            .delete_experiment(experiment_id)
+            .submit(DeleteExperiment { experiment_id })
             .await?;
         ok(pb::DeleteExperimentResponse {})
     }
@@ -158,7 +169,7 @@ impl TrackingService for TrackingApi {
         let experiment_id = req.into_inner().experiment_id;
         store
             .on_experiment(&experiment_id, Need::Delete)?
-            .restore_experiment(experiment_id)
+            .submit(RestoreExperiment { experiment_id })
             .await?;
         ok(pb::RestoreExperimentResponse {})
     }
@@ -171,7 +182,11 @@ impl TrackingService for TrackingApi {
         let r = req.into_inner();
         store
             .on_experiment(&r.experiment_id, Need::Update)?
-            .set_experiment_tag(r.experiment_id, r.key, r.value)
+            .submit(SetExperimentTag {
+                experiment_id: r.experiment_id,
+                key: r.key,
+                value: r.value,
+            })
             .await?;
         ok(pb::SetExperimentTagResponse {})
     }
@@ -184,7 +199,10 @@ impl TrackingService for TrackingApi {
         let r = req.into_inner();
         store
             .on_experiment(&r.experiment_id, Need::Update)?
-            .delete_experiment_tag(r.experiment_id, r.key)
+            .submit(DeleteExperimentTag {
+                experiment_id: r.experiment_id,
+                key: r.key,
+            })
             .await?;
         ok(pb::DeleteExperimentTagResponse {})
     }
@@ -199,7 +217,7 @@ impl TrackingService for TrackingApi {
         let run = store
             .adopting(&tags)
             .and_then(|s| s.on_experiment(&r.experiment_id, Need::Update))?
-            .create_run(NewRun {
+            .submit(CreateRun {
                 experiment_id: r.experiment_id,
                 user_id: r.user_id,
                 run_name: r.run_name,
@@ -233,7 +251,12 @@ impl TrackingService for TrackingApi {
         let status_value = r.status.map(convert::run_status).transpose()?;
         let run = store
             .on_run(&r.run_id, Need::Update)?
-            .update_run(r.run_id, status_value, r.end_time, r.run_name)
+            .submit(UpdateRun {
+                run_id: r.run_id,
+                status: status_value,
+                end_time: r.end_time,
+                run_name: r.run_name,
+            })
             .await?;
         ok(pb::UpdateRunResponse {
             run_info: Some(convert::run_info(&run)),
@@ -248,7 +271,10 @@ impl TrackingService for TrackingApi {
         let r = req.into_inner();
         store
             .on_run(&r.run_id, Need::Delete)?
-            .delete_run(r.run_id, r.cascade)
+            .submit(DeleteRun {
+                run_id: r.run_id,
+                cascade: r.cascade,
+            })
             .await?;
         ok(pb::DeleteRunResponse {})
     }
@@ -261,7 +287,10 @@ impl TrackingService for TrackingApi {
         let r = req.into_inner();
         store
             .on_run(&r.run_id, Need::Delete)?
-            .restore_run(r.run_id, r.cascade)
+            .submit(RestoreRun {
+                run_id: r.run_id,
+                cascade: r.cascade,
+            })
             .await?;
         ok(pb::RestoreRunResponse {})
     }
@@ -303,7 +332,7 @@ impl TrackingService for TrackingApi {
         };
         store
             .on_run(&r.run_id, Need::Update)?
-            .log_metric(r.run_id, point, None)
+            .submit(LogBatch::metric(r.run_id, point, None))
             .await?;
         ok(pb::LogMetricResponse {})
     }
@@ -316,7 +345,7 @@ impl TrackingService for TrackingApi {
         let r = req.into_inner();
         store
             .on_run(&r.run_id, Need::Update)?
-            .log_param(r.run_id, KeyValue::new(r.key, r.value))
+            .submit(LogBatch::param(r.run_id, KeyValue::new(r.key, r.value)))
             .await?;
         ok(pb::LogParamResponse {})
     }
@@ -331,7 +360,7 @@ impl TrackingService for TrackingApi {
         store
             .adopting([&tag])
             .and_then(|s| s.on_run(&r.run_id, Need::Update))?
-            .set_tag(r.run_id, tag)
+            .submit(LogBatch::tag(r.run_id, tag))
             .await?;
         ok(pb::SetTagResponse {})
     }
@@ -344,7 +373,10 @@ impl TrackingService for TrackingApi {
         let r = req.into_inner();
         store
             .on_run(&r.run_id, Need::Update)?
-            .delete_tag(r.run_id, r.key)
+            .submit(DeleteTag {
+                run_id: r.run_id,
+                key: r.key,
+            })
             .await?;
         ok(pb::DeleteTagResponse {})
     }
@@ -359,13 +391,14 @@ impl TrackingService for TrackingApi {
         store
             .adopting(&tags)
             .and_then(|s| s.on_run(&r.run_id, Need::Update))?
-            .log_batch(
-                r.run_id,
-                r.metrics.into_iter().map(convert::metric_point).collect(),
-                r.params.into_iter().map(convert::param).collect(),
+            .submit(LogBatch {
+                run_id: r.run_id,
+                metrics: r.metrics.into_iter().map(convert::metric_point).collect(),
+                params: r.params.into_iter().map(convert::param).collect(),
                 tags,
-                vec![],
-            )
+                model_metrics: vec![],
+                ..LogBatch::default()
+            })
             .await?;
         ok(pb::LogBatchResponse {})
     }
@@ -400,7 +433,14 @@ impl TrackingService for TrackingApi {
             let metrics = msg.metrics.into_iter().map(convert::metric_point).collect();
             let allowed = store.on_run(&msg.run_id, Need::Update);
             let queued = match allowed {
-                Ok(s) => s.enqueue_metrics(msg.run_id, metrics).await,
+                Ok(s) => {
+                    s.enqueue(LogBatch {
+                        run_id: msg.run_id,
+                        metrics,
+                        ..LogBatch::default()
+                    })
+                    .await
+                }
                 Err(e) => Err(e),
             };
             match queued {

@@ -18,6 +18,7 @@ use super::runs::run_id;
 use super::{Routes, Shared, json};
 use crate::auth::Need;
 use crate::domain::Error;
+use crate::domain::commands::RecordArtifact;
 
 /// Read-ahead of a download: large enough that a big file streams in few reads.
 const DOWNLOAD_CHUNK_BYTES: usize = 1 << 20;
@@ -150,7 +151,13 @@ async fn upload(state: Shared, Path(path): Path<String>, body: Body) -> Result<J
         .artifacts()
         .write(&path, body.into_data_stream())
         .await?;
-    store.record_artifact(path, size, false).await?;
+    store
+        .submit(RecordArtifact {
+            path,
+            size,
+            deleted: false,
+        })
+        .await?;
     Ok(Json(Empty {}))
 }
 
@@ -159,7 +166,13 @@ async fn upload(state: Shared, Path(path): Path<String>, body: Body) -> Result<J
 async fn delete(state: Shared, Path(path): Path<String>) -> Result<Json<Empty>, Error> {
     let store = state.store.on_artifact_path(&path, Need::Delete)?;
     store.artifacts().delete(&path).await?;
-    store.record_artifact(path, 0, true).await?;
+    store
+        .submit(RecordArtifact {
+            path,
+            size: 0,
+            deleted: true,
+        })
+        .await?;
     Ok(Json(Empty {}))
 }
 
@@ -257,7 +270,13 @@ async fn upload_artifact(
         .artifacts()
         .write(&rel, tokio_stream::iter([chunk]))
         .await?;
-    store.record_artifact(rel, size, false).await?;
+    store
+        .submit(RecordArtifact {
+            path: rel,
+            size,
+            deleted: false,
+        })
+        .await?;
     Ok(Json(Empty {}))
 }
 

@@ -10,6 +10,10 @@ use super::request::{self, Mlflow, required};
 use super::response::{Empty, Experiment, Page, page};
 use super::{KeyValueIn, Routes, Shared, json, key_values};
 use crate::auth::Need;
+use crate::domain::commands::{
+    CreateExperiment, DeleteExperiment, DeleteExperimentTag, RenameExperiment, RestoreExperiment,
+    SetExperimentTag,
+};
 use crate::domain::{Error, ViewType};
 
 pub(super) fn routes() -> Routes {
@@ -74,7 +78,11 @@ async fn create(
     let experiment_id = state
         .store
         .any()
-        .create_experiment(name, r.artifact_location.unwrap_or_default(), tags)
+        .submit(CreateExperiment {
+            name,
+            artifact_location: r.artifact_location.unwrap_or_default(),
+            tags,
+        })
         .await?;
     Ok(Json(Created { experiment_id }))
 }
@@ -140,7 +148,10 @@ async fn update(state: Shared, Mlflow(r): Mlflow<ExperimentRequest>) -> Result<J
     state
         .store
         .on_experiment(&id, Need::Update)?
-        .rename_experiment(id, new_name)
+        .submit(RenameExperiment {
+            experiment_id: id,
+            new_name,
+        })
         .await?;
     Ok(Json(Empty {}))
 }
@@ -150,7 +161,7 @@ async fn delete(state: Shared, Mlflow(r): Mlflow<ExperimentRequest>) -> Result<J
     state
         .store
         .on_experiment(&id, Need::Delete)?
-        .delete_experiment(id)
+        .submit(DeleteExperiment { experiment_id: id })
         .await?;
     Ok(Json(Empty {}))
 }
@@ -163,7 +174,7 @@ async fn restore(
     state
         .store
         .on_experiment(&id, Need::Delete)?
-        .restore_experiment(id)
+        .submit(RestoreExperiment { experiment_id: id })
         .await?;
     Ok(Json(Empty {}))
 }
@@ -177,7 +188,11 @@ async fn set_tag(
     state
         .store
         .on_experiment(&id, Need::Update)?
-        .set_experiment_tag(id, key, r.value.unwrap_or_default())
+        .submit(SetExperimentTag {
+            experiment_id: id,
+            key,
+            value: r.value.unwrap_or_default(),
+        })
         .await?;
     Ok(Json(Empty {}))
 }
@@ -191,7 +206,10 @@ async fn delete_tag(
     state
         .store
         .on_experiment(&id, Need::Update)?
-        .delete_experiment_tag(id, key)
+        .submit(DeleteExperimentTag {
+            experiment_id: id,
+            key,
+        })
         .await?;
     Ok(Json(Empty {}))
 }

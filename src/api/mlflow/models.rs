@@ -13,9 +13,12 @@ use super::request::{self, Mlflow, present, required};
 use super::response::{Empty, LoggedModel, Page, page};
 use super::{KeyValueIn, Routes, Shared, json, key_values};
 use crate::auth::Need;
+use crate::domain::commands::{
+    CreateLoggedModel, DeleteLoggedModel, DeleteLoggedModelTag, FinalizeLoggedModel,
+    LogLoggedModelParams, SetLoggedModelTags,
+};
 use crate::domain::{Error, LoggedModelStatus};
 use crate::search::{DatasetFilter, ModelOrder};
-use crate::store::NewLoggedModel;
 
 pub(super) fn routes() -> Routes {
     Routes::new()
@@ -64,7 +67,7 @@ struct CreateRequest {
 async fn create(state: Shared, Mlflow(r): Mlflow<CreateRequest>) -> Result<Response, Error> {
     let experiment_id = required("experiment_id", r.experiment_id)?;
     let store = state.store.on_experiment(&experiment_id, Need::Update)?;
-    let new = NewLoggedModel {
+    let new = CreateLoggedModel {
         experiment_id,
         name: r.name.unwrap_or_default(),
         model_type: r.model_type.unwrap_or_default(),
@@ -72,7 +75,7 @@ async fn create(state: Shared, Mlflow(r): Mlflow<CreateRequest>) -> Result<Respo
         params: key_values("params", r.params.unwrap_or_default())?,
         tags: key_values("tags", r.tags.unwrap_or_default())?,
     };
-    one(&store.create_logged_model(new).await?)
+    one(&store.submit(new).await?)
 }
 
 #[derive(Deserialize, Debug)]
@@ -195,7 +198,11 @@ async fn finalize(
     one(&state
         .store
         .on_logged_model(&id, Need::Update)?
-        .finalize_logged_model(id, status as i32, r.status_message.unwrap_or_default())
+        .submit(FinalizeLoggedModel {
+            model_id: id,
+            status: status as i32,
+            status_message: r.status_message.unwrap_or_default(),
+        })
         .await?)
 }
 
@@ -203,7 +210,7 @@ async fn delete_model(state: Shared, Path(id): Path<String>) -> Result<Json<Empt
     state
         .store
         .on_logged_model(&id, Need::Delete)?
-        .delete_logged_model(id)
+        .submit(DeleteLoggedModel { model_id: id })
         .await?;
     Ok(Json(Empty {}))
 }
@@ -223,7 +230,7 @@ async fn set_tags(
     one(&state
         .store
         .on_logged_model(&id, Need::Update)?
-        .set_logged_model_tags(id, tags)
+        .submit(SetLoggedModelTags { model_id: id, tags })
         .await?)
 }
 
@@ -234,7 +241,7 @@ async fn delete_tag(
     state
         .store
         .on_logged_model(&id, Need::Update)?
-        .delete_logged_model_tag(id, key)
+        .submit(DeleteLoggedModelTag { model_id: id, key })
         .await?;
     Ok(Json(Empty {}))
 }
@@ -254,7 +261,10 @@ async fn log_params(
     state
         .store
         .on_logged_model(&id, Need::Update)?
-        .log_logged_model_params(id, params)
+        .submit(LogLoggedModelParams {
+            model_id: id,
+            params,
+        })
         .await?;
     Ok(Json(Empty {}))
 }

@@ -10,11 +10,14 @@ use super::request::{self, Capped, Mlflow, present, required};
 use super::response::{Empty, Page, Run, RunInfo, page};
 use super::{KeyValueIn, Routes, Shared, json, key_values};
 use crate::auth::Need;
+use crate::domain::commands::{
+    AppendModelHistory, CreateRun, DeleteRun, DeleteTag, LogBatch, LogInputs, LogOutputs,
+    RestoreRun, UpdateRun,
+};
 use crate::domain::{
     Dataset, DatasetInput, Error, KeyValue, MetricPoint, ModelMetric, ModelRef, RunStatus,
     ViewType, validation,
 };
-use crate::store::NewRun;
 
 pub(super) fn routes() -> Routes {
     Routes::new()
@@ -85,7 +88,7 @@ async fn create(state: Shared, Mlflow(r): Mlflow<CreateRequest>) -> Result<Respo
         .store
         .adopting(&tags)?
         .on_experiment(target, Need::Update)?
-        .create_run(NewRun {
+        .submit(CreateRun {
             experiment_id: experiment_id.clone(),
             user_id: r.user_id.unwrap_or_default(),
             run_name: r.run_name.unwrap_or_default(),
@@ -130,7 +133,12 @@ async fn update(state: Shared, Mlflow(r): Mlflow<UpdateRequest>) -> Result<Respo
     let run = state
         .store
         .on_run(&id, Need::Update)?
-        .update_run(id, r.status, r.end_time, r.run_name)
+        .submit(UpdateRun {
+            run_id: id,
+            status: r.status,
+            end_time: r.end_time,
+            run_name: r.run_name,
+        })
         .await?;
     json(&Updated {
         run_info: RunInfo::from(&run),
@@ -154,7 +162,10 @@ async fn delete(state: Shared, Mlflow(r): Mlflow<LifecycleRequest>) -> Result<Js
     state
         .store
         .on_run(&id, Need::Delete)?
-        .delete_run(id, cascade)
+        .submit(DeleteRun {
+            run_id: id,
+            cascade,
+        })
         .await?;
     Ok(Json(Empty {}))
 }
@@ -165,7 +176,10 @@ async fn restore(state: Shared, Mlflow(r): Mlflow<LifecycleRequest>) -> Result<J
     state
         .store
         .on_run(&id, Need::Delete)?
-        .restore_run(id, cascade)
+        .submit(RestoreRun {
+            run_id: id,
+            cascade,
+        })
         .await?;
     Ok(Json(Empty {}))
 }
@@ -262,7 +276,7 @@ async fn log_metric(state: Shared, Mlflow(mut r): Mlflow<MetricIn>) -> Result<Js
     state
         .store
         .on_run(&run_id, Need::Update)?
-        .log_metric(run_id, point, model)
+        .submit(LogBatch::metric(run_id, point, model))
         .await?;
     Ok(Json(Empty {}))
 }
@@ -295,7 +309,7 @@ async fn log_param(
     state
         .store
         .on_run(&run_id, Need::Update)?
-        .log_param(run_id, param)
+        .submit(LogBatch::param(run_id, param))
         .await?;
     Ok(Json(Empty {}))
 }
@@ -306,7 +320,7 @@ async fn set_tag(state: Shared, Mlflow(r): Mlflow<KeyValueRequest>) -> Result<Js
         .store
         .adopting([&tag])?
         .on_run(&run_id, Need::Update)?
-        .set_tag(run_id, tag)
+        .submit(LogBatch::tag(run_id, tag))
         .await?;
     Ok(Json(Empty {}))
 }
@@ -320,7 +334,7 @@ async fn delete_tag(
     state
         .store
         .on_run(&run_id, Need::Update)?
-        .delete_tag(run_id, key)
+        .submit(DeleteTag { run_id, key })
         .await?;
     Ok(Json(Empty {}))
 }
@@ -366,7 +380,14 @@ async fn log_batch(
         .store
         .adopting(&tags)?
         .on_run(&run_id, Need::Update)?
-        .log_batch(run_id, metrics, params, tags, model_metrics)
+        .submit(LogBatch {
+            run_id,
+            metrics,
+            params,
+            tags,
+            model_metrics,
+            ..LogBatch::default()
+        })
         .await?;
     Ok(Json(Empty {}))
 }
@@ -448,7 +469,11 @@ async fn log_inputs(
     state
         .store
         .on_run(&id, Need::Update)?
-        .log_inputs(id, datasets, models)
+        .submit(LogInputs {
+            run_id: id,
+            datasets,
+            models,
+        })
         .await?;
     Ok(Json(Empty {}))
 }
@@ -483,7 +508,7 @@ async fn log_outputs(
     state
         .store
         .on_run(&id, Need::Update)?
-        .log_outputs(id, models)
+        .submit(LogOutputs { run_id: id, models })
         .await?;
     Ok(Json(Empty {}))
 }
@@ -507,7 +532,7 @@ async fn log_model(
     state
         .store
         .on_run(&run_id, Need::Update)?
-        .append_model_history(run_id, model_json)
+        .submit(AppendModelHistory { run_id, model_json })
         .await?;
     Ok(Json(Empty {}))
 }

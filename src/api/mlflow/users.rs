@@ -16,6 +16,10 @@ use super::{Routes, Shared, json};
 use crate::auth::{self, Caller, Need};
 use crate::domain::Error;
 use crate::domain::access::{GrantMode, Permission};
+use crate::domain::commands::{
+    ChangePassword, CreateUser, DeleteExperimentPermission, DeleteUser, SetAdmin,
+    SetExperimentPermission,
+};
 
 /// API 2.0: users, and permissions per experiment.
 pub(super) fn routes() -> Routes {
@@ -93,7 +97,13 @@ async fn create_user(state: Shared, Mlflow(r): Mlflow<UserRequest>) -> Result<Re
     let password = required("password", r.password)?;
     crate::domain::access::username(&name)?;
     let hash = auth::hash_password_async(password).await?;
-    store.create_user(name.clone(), hash, false).await?;
+    store
+        .submit(CreateUser {
+            username: name.clone(),
+            password_hash: hash,
+            is_admin: false,
+        })
+        .await?;
     let user = store.user(&name)?.ok_or_else(|| user_not_found(&name))?;
     json(&OneUser { user: user.into() })
 }
@@ -163,7 +173,12 @@ async fn update_password(
         state.store.admin()?
     };
     let hash = auth::hash_password_async(password).await?;
-    store.change_password(name, hash).await?;
+    store
+        .submit(ChangePassword {
+            username: name,
+            password_hash: hash,
+        })
+        .await?;
     Ok(Json(Empty {}))
 }
 
@@ -171,7 +186,12 @@ async fn update_admin(state: Shared, Mlflow(r): Mlflow<UserRequest>) -> Result<J
     let store = state.store.admin()?;
     let name = required("username", r.username)?;
     let is_admin = request::present("is_admin", r.is_admin)?;
-    store.set_admin(name, is_admin).await?;
+    store
+        .submit(SetAdmin {
+            username: name,
+            is_admin,
+        })
+        .await?;
     Ok(Json(Empty {}))
 }
 
@@ -184,7 +204,7 @@ async fn delete_user(state: Shared, Mlflow(r): Mlflow<UserRequest>) -> Result<Js
                 .into(),
         ));
     }
-    store.delete_user(name).await?;
+    store.submit(DeleteUser { username: name }).await?;
     Ok(Json(Empty {}))
 }
 
@@ -226,7 +246,12 @@ async fn set_permission(
     state
         .store
         .on_experiment(&experiment_id, Need::Manage)?
-        .set_experiment_permission(experiment_id, username, permission, mode)
+        .submit(SetExperimentPermission {
+            experiment_id,
+            username,
+            permission,
+            mode,
+        })
         .await
 }
 
@@ -266,7 +291,10 @@ async fn delete_permission(
     state
         .store
         .on_experiment(&id, Need::Manage)?
-        .delete_experiment_permission(id, name)
+        .submit(DeleteExperimentPermission {
+            experiment_id: id,
+            username: name,
+        })
         .await?;
     Ok(Json(Empty {}))
 }
@@ -318,7 +346,10 @@ async fn revoke(
     state
         .store
         .on_experiment(&id, Need::Manage)?
-        .delete_experiment_permission(id, name)
+        .submit(DeleteExperimentPermission {
+            experiment_id: id,
+            username: name,
+        })
         .await?;
     Ok(Json(Empty {}))
 }

@@ -5,6 +5,7 @@
 
 use std::path::PathBuf;
 
+use arbor::domain::commands::{ChangePassword, CreateUser, IssueToken, RevokeToken, SetAdmin};
 use arbor::server::BoxError;
 use arbor::store::{Store, StoreConfig};
 
@@ -67,7 +68,13 @@ async fn offline(store: &Store, action: AdminAction) -> Result<String, BoxError>
             admin,
         } => {
             let hash = arbor::auth::hash_password_async(password).await?;
-            store.create_user(username.clone(), hash, admin).await?;
+            store
+                .submit(CreateUser {
+                    username: username.clone(),
+                    password_hash: hash,
+                    is_admin: admin,
+                })
+                .await?;
             format!(
                 "created user {username}{}",
                 if admin { " (admin)" } else { "" }
@@ -75,11 +82,21 @@ async fn offline(store: &Store, action: AdminAction) -> Result<String, BoxError>
         }
         AdminAction::ResetPassword { username, password } => {
             let hash = arbor::auth::hash_password_async(password).await?;
-            store.change_password(username.clone(), hash).await?;
+            store
+                .submit(ChangePassword {
+                    username: username.clone(),
+                    password_hash: hash,
+                })
+                .await?;
             format!("set the password of {username}")
         }
         AdminAction::SetAdmin { username, admin } => {
-            store.set_admin(username.clone(), admin).await?;
+            store
+                .submit(SetAdmin {
+                    username: username.clone(),
+                    is_admin: admin,
+                })
+                .await?;
             format!("{username} is {}an admin", if admin { "" } else { "not " })
         }
         AdminAction::IssueToken {
@@ -95,18 +112,22 @@ async fn offline(store: &Store, action: AdminAction) -> Result<String, BoxError>
                 _ => 0,
             };
             store
-                .issue_token(
-                    token.id.clone(),
+                .submit(IssueToken {
+                    token_id: token.id.clone(),
                     username,
-                    token.secret_hash(),
+                    secret_hash: token.secret_hash(),
                     expires_at,
                     description,
-                )
+                })
                 .await?;
             token.text()
         }
         AdminAction::RevokeToken { token_id } => {
-            store.revoke_token(token_id.clone()).await?;
+            store
+                .submit(RevokeToken {
+                    token_id: token_id.clone(),
+                })
+                .await?;
             format!("revoked token {token_id}")
         }
         AdminAction::ListUsers => store

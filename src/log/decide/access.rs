@@ -9,6 +9,7 @@ use crate::projection::access::{load_token, load_user};
 use crate::projection::find_experiment;
 
 use super::{Decision, done};
+use crate::domain::commands as c;
 
 fn user_not_found(name: &str) -> Error {
     Error::NotFound(format!("User with username={name} not found"))
@@ -161,3 +162,42 @@ pub(super) fn creator_grant(experiment_id: u64, actor: &str) -> Payload {
         permission: Permission::Manage.name().to_string(),
     })
 }
+
+decide_done!(c::CreateUser, |c, at| create_user(
+    at.kv,
+    &c.username,
+    &c.password_hash,
+    c.is_admin
+));
+decide_done!(c::ChangePassword, |c, at| change_password(
+    at.kv,
+    &c.username,
+    &c.password_hash
+));
+decide_done!(c::SetAdmin, |c, at| set_admin(
+    at.kv,
+    &c.username,
+    c.is_admin
+));
+decide_done!(c::DeleteUser, |c, at| delete_user(at.kv, &c.username));
+decide_done!(c::IssueToken, |c, at| issue_token(
+    at.kv,
+    &c.token_id,
+    &c.username,
+    &c.secret_hash,
+    c.expires_at,
+    &c.description,
+));
+decide_done!(c::RevokeToken, |c, at| revoke_token(at.kv, &c.token_id));
+decide_done!(c::SetExperimentPermission, |c, at| set_permission(
+    at.kv,
+    &c.experiment_id,
+    &c.username,
+    c.permission,
+    c.mode,
+));
+decide_done!(c::DeleteExperimentPermission, |c, at| delete_permission(
+    at.kv,
+    &c.experiment_id,
+    &c.username
+));

@@ -5,6 +5,7 @@ use crate::pb::{self, event::Payload};
 use crate::projection;
 
 use super::{Decision, done};
+use crate::domain::commands as c;
 
 /// A file stored or removed through the artifact proxy; tied to its run when the path names one.
 pub(super) fn record(kv: &Pending, path: &str, size: &u64, deleted: &bool) -> Decision {
@@ -27,3 +28,7 @@ pub(super) fn record(kv: &Pending, path: &str, size: &u64, deleted: &bool) -> De
         })
     }])
 }
+
+decide_done!(c::RecordArtifact, |c, at| record(
+    at.kv, &c.path, &c.size, &c.deleted
+));

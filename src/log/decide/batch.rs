@@ -15,6 +15,7 @@ use crate::projection::history::{self, Point};
 use crate::projection::{RunRecord, active_run};
 
 use super::models::find_logged_model;
+use crate::domain::commands as c;
 
 /// `LogBatch` (and the single `LogMetric`, `LogParam`, `SetTag`): MLflow's limits and
 /// messages, params that never change, tags that may re-parent the run, and the metrics
@@ -400,3 +401,16 @@ mod tests {
         assert_eq!(check(&nan).len(), 1);
     }
 }
+
+decide_done!(c::LogBatch, |c, at| Ok((
+    log_batch(
+        at.kv,
+        &c.run_id,
+        &c.metrics,
+        &c.params,
+        &c.tags,
+        c.origin,
+        &c.model_metrics,
+    )?,
+    (),
+)));

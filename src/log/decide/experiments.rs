@@ -5,7 +5,9 @@ use crate::domain::{Error, KeyValue, validation};
 use crate::pb::{self, event::Payload};
 use crate::projection::{self, active_experiment, experiment_not_found, find_experiment};
 
-use super::{Answer, Decision, done};
+use super::{Decision, done};
+use crate::domain::commands as c;
+use crate::log::command::{At, sealed::Decide};
 
 /// `CreateExperiment`: a unique name, MLflow's limits, the next id.
 pub(super) fn create(
@@ -13,7 +15,7 @@ pub(super) fn create(
     name: &str,
     artifact_location: &str,
     tags: &[KeyValue],
-) -> Decision {
+) -> Decision<u64> {
     validation::experiment_name(name)?;
     validation::artifact_location(artifact_location)?;
     for t in tags {
@@ -45,7 +47,7 @@ pub(super) fn create(
             creation_time: 0,
             last_update_time: 0,
         })],
-        Answer::Experiment(id),
+        id,
     ))
 }
 
@@ -57,9 +59,9 @@ pub(super) fn import(
     tags: &[KeyValue],
     creation_time: i64,
     last_update_time: i64,
-) -> Decision {
+) -> Decision<u64> {
     if let Some(id) = projection::experiment_id_by_name(kv, name)? {
-        return Ok((vec![], Answer::Experiment(id)));
+        return Ok((vec![], id));
     }
     let (mut events, answer) = create(kv, name, "", tags)?;
     if let Some(Payload::ExperimentCreated(e)) = events.first_mut() {
@@ -142,3 +144,86 @@ pub(super) fn delete_tag(kv: &Pending, experiment_id: &str, key: &str) -> Decisi
         },
     )])
 }
+
+/// An artifact location as MLflow's server stores it: a relative local path (no scheme,
+/// or `file:`) becomes absolute against the server's working directory; anything else,
+/// absolute paths and remote URIs, stays as given.
+fn resolve_local(location: &str) -> String {
+    let (scheme, path) = match location.strip_prefix("file:") {
+        Some(rest) => ("file://", rest),
+        None if location.contains("://") || location.is_empty() => return location.to_string(),
+        None => ("", location),
+    };
+    let relative = std::path::Path::new(path);
+    if relative.is_absolute() {
+        return location.to_string();
+    }
+    let Ok(cwd) = std::env::current_dir() else {
+        return location.to_string();
+    };
+    // `components` drops `.` segments, as Python's pathlib does when MLflow joins them.
+    let absolute: std::path::PathBuf = cwd
+        .components()
+        .chain(relative.components())
+        .filter(|c| !matches!(c, std::path::Component::CurDir))
+        .collect();
+    format!("{scheme}{}", absolute.display())
+}
+
+impl Decide for c::CreateExperiment {
+    /// The new experiment's id.
+    type Output = String;
+    type Key = u64;
+    fn decide(&self, at: &At<'_>) -> Decision<u64> {
+        let location = resolve_local(&self.artifact_location);
+        let (mut events, id) = create(at.kv, &self.name, &location, &self.tags)?;
+        // The creator of an experiment manages it.
+        if !at.actor.is_empty() {
+            events.push(super::access::creator_grant(id, at.actor));
+        }
+        Ok((events, id))
+    }
+    fn output(id: u64, _: &Pending<'_>) -> Result<String, Error> {
+        Ok(id.to_string())
+    }
+}
+
+impl Decide for c::ImportExperiment {
+    /// The id of the experiment of that name, found or created.
+    type Output = String;
+    type Key = u64;
+    fn decide(&self, at: &At<'_>) -> Decision<u64> {
+        import(
+            at.kv,
+            &self.name,
+            &self.tags,
+            self.creation_time,
+            self.last_update_time,
+        )
+    }
+    fn output(id: u64, _: &Pending<'_>) -> Result<String, Error> {
+        Ok(id.to_string())
+    }
+}
+
+decide_done!(c::RenameExperiment, |c, at| rename(
+    at.kv,
+    &c.experiment_id,
+    &c.new_name
+));
+decide_done!(c::DeleteExperiment, |c, at| delete(at.kv, &c.experiment_id));
+decide_done!(c::RestoreExperiment, |c, at| restore(
+    at.kv,
+    &c.experiment_id
+));
+decide_done!(c::SetExperimentTag, |c, at| set_tag(
+    at.kv,
+    &c.experiment_id,
+    &c.key,
+    &c.value
+));
+decide_done!(c::DeleteExperimentTag, |c, at| delete_tag(
+    at.kv,
+    &c.experiment_id,
+    &c.key
+));

@@ -7,6 +7,7 @@ use crate::pb::{self, event::Payload};
 use crate::projection::{self, active_run};
 
 use super::{Decision, done};
+use crate::domain::commands as c;
 
 /// MLflow's dataset limits (`mlflow/utils/validation.py`).
 const MAX_DATASET_NAME_SIZE: usize = 500;
@@ -165,3 +166,18 @@ fn stored(d: &DatasetInput) -> pb::DatasetInput {
         }),
     }
 }
+
+decide_done!(c::LogInputs, |c, at| log_inputs(
+    at.kv,
+    &c.run_id,
+    &c.datasets,
+    &c.models
+));
+decide_done!(c::LogOutputs, |c, at| log_outputs(
+    at.kv, &c.run_id, &c.models
+));
+decide_done!(c::AppendModelHistory, |c, at| append_model_history(
+    at.kv,
+    &c.run_id,
+    &c.model_json
+));

@@ -5,7 +5,9 @@ use crate::domain::{Error, KeyValue, validation};
 use crate::pb::{self, event::Payload};
 use crate::projection::{self, LoggedModelRecord, find_experiment};
 
-use super::{Answer, Decision, done};
+use super::{Decision, done, projected_model};
+use crate::domain::commands as c;
+use crate::log::command::{At, sealed::Decide};
 
 fn pairs(pairs: &[KeyValue]) -> Vec<pb::KeyValuePair> {
     pairs
@@ -51,11 +53,11 @@ pub(super) fn create(
     source_run_id: &str,
     params: &[KeyValue],
     tags: &[KeyValue],
-) -> Decision {
+) -> Decision<String> {
     if let Some(id) = given_id
         && projection::load_logged_model(kv, id)?.is_some()
     {
-        return Ok((vec![], Answer::LoggedModel(id.to_string())));
+        return Ok((vec![], id.to_string()));
     }
     let exp = find_experiment(kv, experiment_id)?;
     if exp.deleted {
@@ -102,7 +104,7 @@ pub(super) fn create(
             artifact_uri,
             creator_id,
         })],
-        Answer::LoggedModel(model_id),
+        model_id,
     ))
 }
 
@@ -112,7 +114,7 @@ pub(super) fn finalize(
     model_id: &str,
     status: &i32,
     status_message: &str,
-) -> Decision {
+) -> Decision<String> {
     let m = find_logged_model(kv, model_id)?;
     if !(1..=3).contains(status) {
         return Err(Error::invalid(format!(
@@ -125,12 +127,12 @@ pub(super) fn finalize(
             status: *status,
             status_message: status_message.to_string(),
         })],
-        Answer::LoggedModel(m.model_id),
+        m.model_id,
     ))
 }
 
 /// `SetLoggedModelTags`.
-pub(super) fn set_tags(kv: &Pending, model_id: &str, tags: &[KeyValue]) -> Decision {
+pub(super) fn set_tags(kv: &Pending, model_id: &str, tags: &[KeyValue]) -> Decision<String> {
     let m = find_logged_model(kv, model_id)?;
     for t in tags {
         validation::validate_key("key", &t.key, validation::MAX_ENTITY_KEY_LENGTH)?;
@@ -140,7 +142,7 @@ pub(super) fn set_tags(kv: &Pending, model_id: &str, tags: &[KeyValue]) -> Decis
             model_id: m.model_id.clone(),
             tags: pairs(tags),
         })],
-        Answer::LoggedModel(m.model_id),
+        m.model_id,
     ))
 }
 
@@ -231,3 +233,86 @@ pub(super) fn logged_model_metric(m: &crate::domain::ModelMetric) -> pb::LoggedM
         dataset_digest: m.model.dataset_digest.clone(),
     }
 }
+
+impl Decide for c::CreateLoggedModel {
+    /// The model as created.
+    type Output = LoggedModelRecord;
+    type Key = String;
+    fn decide(&self, at: &At<'_>) -> Decision<String> {
+        create(
+            at.kv,
+            None,
+            &self.experiment_id,
+            &self.name,
+            &self.model_type,
+            &self.source_run_id,
+            &self.params,
+            &self.tags,
+        )
+    }
+    fn output(id: String, kv: &Pending<'_>) -> Result<LoggedModelRecord, Error> {
+        projected_model(kv, &id)
+    }
+}
+
+impl Decide for c::ImportLoggedModel {
+    /// The model of that id, found or created.
+    type Output = LoggedModelRecord;
+    type Key = String;
+    fn decide(&self, at: &At<'_>) -> Decision<String> {
+        let (mut events, id) = create(
+            at.kv,
+            Some(&self.model_id),
+            &self.experiment_id,
+            &self.name,
+            &self.model_type,
+            &self.source_run_id,
+            &self.params,
+            &self.tags,
+        )?;
+        // Only with the model's creation: an existing model has its points.
+        if !events.is_empty() {
+            events.extend(imported_metrics(&self.model_id, &self.metrics));
+        }
+        Ok((events, id))
+    }
+    fn output(id: String, kv: &Pending<'_>) -> Result<LoggedModelRecord, Error> {
+        projected_model(kv, &id)
+    }
+}
+
+impl Decide for c::FinalizeLoggedModel {
+    /// The model as finalized.
+    type Output = LoggedModelRecord;
+    type Key = String;
+    fn decide(&self, at: &At<'_>) -> Decision<String> {
+        finalize(at.kv, &self.model_id, &self.status, &self.status_message)
+    }
+    fn output(id: String, kv: &Pending<'_>) -> Result<LoggedModelRecord, Error> {
+        projected_model(kv, &id)
+    }
+}
+
+impl Decide for c::SetLoggedModelTags {
+    /// The model with its tags.
+    type Output = LoggedModelRecord;
+    type Key = String;
+    fn decide(&self, at: &At<'_>) -> Decision<String> {
+        set_tags(at.kv, &self.model_id, &self.tags)
+    }
+    fn output(id: String, kv: &Pending<'_>) -> Result<LoggedModelRecord, Error> {
+        projected_model(kv, &id)
+    }
+}
+
+decide_done!(c::DeleteLoggedModelTag, |c, at| delete_tag(
+    at.kv,
+    &c.model_id,
+    &c.key
+));
+decide_done!(c::LogLoggedModelParams, |c, at| log_params(
+    at.kv,
+    &c.model_id,
+    &c.params
+));
+decide_done!(c::DeleteLoggedModel, |c, at| delete(at.kv, &c.model_id));

@@ -10,7 +10,10 @@ use crate::hierarchy::{check_parent, check_root_tag};
 use crate::pb::{self, event::Payload};
 use crate::projection::{self, active_experiment, active_run, find_run};
 
-use super::{Answer, Decision, done};
+use super::{Decision, done, projected_run};
+use crate::domain::commands as c;
+use crate::log::command::{At, sealed::Decide};
+use crate::projection::RunRecord;
 
 /// `CreateRun`: an active experiment, MLflow's name rules, the parent from
 /// `mlflow.parentRunId`, and the root the server keeps. `given_id` keeps an imported
@@ -26,7 +29,7 @@ pub(super) fn create(
     start_time: Option<i64>,
     tags: &[KeyValue],
     now: i64,
-) -> Decision {
+) -> Decision<(String, bool)> {
     let experiment_id = if experiment_id.is_empty() {
         DEFAULT_EXPERIMENT_ID
     } else {
@@ -35,7 +38,7 @@ pub(super) fn create(
     if let Some(id) = given_id {
         validation::imported_run_id(id)?;
         if projection::load_run(kv, id)?.is_some() {
-            return Ok((vec![], Answer::ChildRun(id.to_string(), false)));
+            return Ok((vec![], (id.to_string(), false)));
         }
     }
     let exp = active_experiment(kv, experiment_id)?;
@@ -118,11 +121,7 @@ pub(super) fn create(
             }
         }
     }
-    let answer = if given_id.is_some() {
-        Answer::ChildRun(run_id.clone(), true)
-    } else {
-        Answer::Run(run_id.clone())
-    };
+    let answer = (run_id.clone(), true);
     let mut events = vec![Payload::RunCreated(pb::RunCreated {
         run_id: run_id.clone(),
         experiment_id: exp.id.to_string(),
@@ -150,7 +149,7 @@ pub(super) fn update(
     status: &Option<RunStatus>,
     end_time: &Option<i64>,
     run_name: &Option<String>,
-) -> Decision {
+) -> Decision<String> {
     let r = active_run(kv, run_id)?;
     if let Some(t) = end_time
         && *t < 0
@@ -171,7 +170,7 @@ pub(super) fn update(
             end_time: *end_time,
             run_name,
         })],
-        Answer::Run(r.run_id),
+        r.run_id,
     ))
 }
 
@@ -184,7 +183,7 @@ pub(super) fn get_or_create_child(
     start_time: &Option<i64>,
     tags: &[KeyValue],
     now: i64,
-) -> Decision {
+) -> Decision<(String, bool)> {
     validation::require("run_name", run_name)?;
     let parent = active_run(kv, parent_run_id)?;
     for child in projection::children(kv, &parent.run_id)? {
@@ -192,13 +191,13 @@ pub(super) fn get_or_create_child(
             && !c.deleted
             && c.run_name == *run_name
         {
-            return Ok((vec![], Answer::ChildRun(c.run_id, false)));
+            return Ok((vec![], (c.run_id, false)));
         }
     }
     let mut tags = tags.to_vec();
     tags.retain(|t| t.key != TAG_PARENT_RUN_ID);
     tags.push(KeyValue::new(TAG_PARENT_RUN_ID, &parent.run_id));
-    let (events, answer) = create(
+    let (events, (id, _)) = create(
         kv,
         None,
         &parent.experiment_id.to_string(),
@@ -208,10 +207,7 @@ pub(super) fn get_or_create_child(
         &tags,
         now,
     )?;
-    let Answer::Run(id) = answer else {
-        return Err(Error::Corrupt("create run answered no run".into()));
-    };
-    Ok((events, Answer::ChildRun(id, true)))
+    Ok((events, (id, true)))
 }
 
 /// `DeleteTag`; deleting `mlflow.parentRunId` makes the run a root.
@@ -269,3 +265,92 @@ pub(super) fn lifecycle_events(
         })
         .collect())
 }
+
+impl Decide for c::CreateRun {
+    /// The run as created.
+    type Output = RunRecord;
+    type Key = String;
+    fn decide(&self, at: &At<'_>) -> Decision<String> {
+        let (events, (id, _)) = create(
+            at.kv,
+            None,
+            &self.experiment_id,
+            &self.user_id,
+            &self.run_name,
+            self.start_time,
+            &self.tags,
+            at.now,
+        )?;
+        Ok((events, id))
+    }
+    fn output(id: String, kv: &Pending<'_>) -> Result<RunRecord, Error> {
+        projected_run(kv, &id)
+    }
+}
+
+impl Decide for c::ImportRun {
+    /// The run, and whether this import created it.
+    type Output = (RunRecord, bool);
+    type Key = (String, bool);
+    fn decide(&self, at: &At<'_>) -> Decision<(String, bool)> {
+        create(
+            at.kv,
+            Some(&self.run_id),
+            &self.experiment_id,
+            &self.user_id,
+            &self.run_name,
+            self.start_time,
+            &self.tags,
+            at.now,
+        )
+    }
+    fn output((id, created): (String, bool), kv: &Pending<'_>) -> Result<(RunRecord, bool), Error> {
+        Ok((projected_run(kv, &id)?, created))
+    }
+}
+
+impl Decide for c::GetOrCreateChildRun {
+    /// The child, and whether this call created it.
+    type Output = (RunRecord, bool);
+    type Key = (String, bool);
+    fn decide(&self, at: &At<'_>) -> Decision<(String, bool)> {
+        get_or_create_child(
+            at.kv,
+            &self.parent_run_id,
+            &self.run_name,
+            &self.user_id,
+            &self.start_time,
+            &self.tags,
+            at.now,
+        )
+    }
+    fn output((id, created): (String, bool), kv: &Pending<'_>) -> Result<(RunRecord, bool), Error> {
+        Ok((projected_run(kv, &id)?, created))
+    }
+}
+
+impl Decide for c::UpdateRun {
+    /// The run as updated.
+    type Output = RunRecord;
+    type Key = String;
+    fn decide(&self, at: &At<'_>) -> Decision<String> {
+        update(
+            at.kv,
+            &self.run_id,
+            &self.status,
+            &self.end_time,
+            &self.run_name,
+        )
+    }
+    fn output(id: String, kv: &Pending<'_>) -> Result<RunRecord, Error> {
+        projected_run(kv, &id)
+    }
+}
+
+decide_done!(c::DeleteRun, |c, at| done(lifecycle_events(
+    at.kv, &c.run_id, c.cascade, true
+)?));
+decide_done!(c::RestoreRun, |c, at| done(lifecycle_events(
+    at.kv, &c.run_id, c.cascade, false
+)?));
+decide_done!(c::DeleteTag, |c, at| delete_tag(at.kv, &c.run_id, &c.key));
