@@ -6,6 +6,12 @@
 
 mod history;
 pub mod migrate;
+mod offline;
+mod reads;
+
+pub use offline::{
+    DiskUsage, RebuildReport, TableUsage, check, disk_usage, exists, rebuild, with_database,
+};
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -16,15 +22,15 @@ use tokio::sync::{mpsc, oneshot};
 use crate::db::health::StoreState;
 use crate::db::{Handles, keys};
 use crate::domain::commands::CreateExperiment;
-use crate::domain::{DEFAULT_EXPERIMENT_NAME, Error, MetricPoint, ViewType, validation};
-use crate::hierarchy::{self, TreeNode};
+use crate::domain::{DEFAULT_EXPERIMENT_NAME, Error};
+use crate::hierarchy;
 pub use crate::log::command::Command;
 use crate::log::committer::{Committer, Request};
 use crate::log::postgres::Postgres;
 pub use crate::log::postgres::is_postgres_url;
 pub use crate::log::rebuild::CheckReport;
 use crate::pb;
-use crate::projection::{self, ExperimentRecord, LoggedModelRecord, RunRecord};
+use crate::projection;
 use crate::stream::Hub;
 
 /// Requests waiting for the committer. When full, writers wait: back-pressure on the
@@ -74,18 +80,6 @@ impl Default for StoreConfig {
             shared_log: None,
         }
     }
-}
-
-/// What `rebuild` did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RebuildReport {
-    /// Events replayed (the log is checked gap-free on the way).
-    pub events: u64,
-    /// Projected keys before and after.
-    pub keys_before: usize,
-    pub keys_after: usize,
-    /// Keys whose presence or value changed; 0 when the projections were right.
-    pub keys_changed: usize,
 }
 
 #[derive(Clone)]
@@ -382,272 +376,6 @@ impl Store {
     pub fn artifacts(&self) -> &crate::artifacts::ArtifactStore {
         &self.inner.artifacts
     }
-
-    /// A run and its subtree, `max_depth` levels down (absent: all, up to
-    /// `hierarchy::MAX_TREE_DEPTH`), children in start-time order. Runs the view
-    /// excludes are left out with their subtrees; the requested run itself is always there.
-    /// Only `visible` runs are shown (`hierarchy::Visible`).
-    pub fn run_tree(
-        &self,
-        run_id: &str,
-        max_depth: Option<u32>,
-        view: ViewType,
-        visible: hierarchy::Visible,
-    ) -> Result<TreeNode, Error> {
-        hierarchy::run_tree(&self.tree()?, run_id, max_depth, view, visible)
-    }
-
-    /// A page of a run's visible children in start-time order.
-    pub fn children(
-        &self,
-        run_id: &str,
-        view: ViewType,
-        visible: hierarchy::Visible,
-        max_results: Option<i64>,
-        page_token: &str,
-    ) -> Result<(Vec<RunRecord>, Option<String>), Error> {
-        let limit = page_limit(max_results)?;
-        hierarchy::children(&self.tree()?, run_id, view, visible, limit, page_token)
-    }
-
-    /// The run's parent, its parent, and so on up to the root or the first run that is
-    /// not `visible`.
-    pub fn ancestors(
-        &self,
-        run_id: &str,
-        visible: hierarchy::Visible,
-    ) -> Result<Vec<RunRecord>, Error> {
-        hierarchy::ancestors(&self.tree()?, run_id, visible)
-    }
-
-    /// A logged model; deleted ones only with `allow_deleted`.
-    pub fn get_logged_model(
-        &self,
-        model_id: &str,
-        allow_deleted: bool,
-    ) -> Result<LoggedModelRecord, Error> {
-        match projection::load_logged_model(&self.tree()?, model_id)? {
-            Some(m) if allow_deleted || !m.deleted => Ok(m),
-            _ => Err(Error::NotFound(format!(
-                "Logged model with ID '{model_id}' not found."
-            ))),
-        }
-    }
-
-    /// Logged models of the given experiments (all, when none is named) that pass an
-    /// MLflow filter, newest first, a page at a time.
-    pub fn search_logged_models(
-        &self,
-        experiment_ids: &[String],
-        filter: &str,
-        datasets: &[crate::search::DatasetFilter],
-        order_by: &[crate::search::ModelOrder],
-        max_results: Option<i64>,
-        page_token: &str,
-    ) -> Result<(Vec<LoggedModelRecord>, Option<String>), Error> {
-        crate::search::search_logged_models(
-            self.logged_models()?,
-            experiment_ids,
-            filter,
-            datasets,
-            order_by,
-            max_results,
-            page_token,
-        )
-    }
-
-    /// Every logged model, deleted ones included.
-    fn logged_models(&self) -> Result<Vec<LoggedModelRecord>, Error> {
-        let mut out = Vec::new();
-        for kv in self.tree()?.scan_prefix([keys::LOGGED_MODEL]) {
-            let (_, v) = kv?;
-            out.push(<LoggedModelRecord as prost::Message>::decode(v.as_ref())?);
-        }
-        Ok(out)
-    }
-
-    /// The tree to read from; `Closed` once the store is closed.
-    fn tree(&self) -> Result<sled::Tree, Error> {
-        let handles = self.inner.handles.read().map_err(|_| Error::Closed)?;
-        handles
-            .as_ref()
-            .map(|h| h.tree.clone())
-            .ok_or(Error::Closed)
-    }
-
-    /// A user (`--auth`), if there is one by that name.
-    pub fn user(&self, name: &str) -> Result<Option<projection::access::UserRecord>, Error> {
-        projection::access::load_user(&self.tree()?, name)
-    }
-
-    /// Every user, by name.
-    pub fn users(&self) -> Result<Vec<projection::access::UserRecord>, Error> {
-        projection::access::users(&self.tree()?)
-    }
-
-    /// An API token by its id, if it exists (revoked tokens do not).
-    pub fn token(&self, token_id: &str) -> Result<Option<projection::access::TokenRecord>, Error> {
-        projection::access::load_token(&self.tree()?, token_id)
-    }
-
-    /// Every token, by id.
-    pub fn tokens(&self) -> Result<Vec<projection::access::TokenRecord>, Error> {
-        projection::access::tokens(&self.tree()?)
-    }
-
-    /// The permission granted to `name` on an experiment, if one was.
-    pub fn grant(
-        &self,
-        experiment_id: u64,
-        name: &str,
-    ) -> Result<Option<crate::domain::access::Permission>, Error> {
-        projection::access::grant(&self.tree()?, experiment_id, name)
-    }
-
-    pub fn get_experiment(&self, experiment_id: &str) -> Result<ExperimentRecord, Error> {
-        let id = validation::experiment_id(experiment_id)?;
-        projection::load_experiment(&self.tree()?, id)?
-            .ok_or_else(|| Error::NotFound(format!("No Experiment with id={experiment_id} exists")))
-    }
-
-    pub fn get_experiment_by_name(&self, name: &str) -> Result<ExperimentRecord, Error> {
-        validation::require("experiment_name", name)?;
-        let not_found = || Error::NotFound(format!("Could not find experiment with name '{name}'"));
-        let tree = self.tree()?;
-        let id = projection::experiment_id_by_name(&tree, name)?.ok_or_else(not_found)?;
-        projection::load_experiment(&tree, id)?.ok_or_else(not_found)
-    }
-
-    /// Experiments matching an MLflow filter, in the given order (default
-    /// `creation_time DESC, experiment_id ASC`).
-    pub fn search_experiments(
-        &self,
-        view: ViewType,
-        filter: &str,
-        order_by: &[String],
-        max_results: Option<i64>,
-        page_token: &str,
-    ) -> Result<(Vec<ExperimentRecord>, Option<String>), Error> {
-        self.search_experiments_where(view, filter, order_by, max_results, page_token, &|_| true)
-    }
-
-    /// `search_experiments` over the experiments `visible` admits (those a caller may
-    /// read).
-    pub fn search_experiments_where(
-        &self,
-        view: ViewType,
-        filter: &str,
-        order_by: &[String],
-        max_results: Option<i64>,
-        page_token: &str,
-        visible: &dyn Fn(u64) -> bool,
-    ) -> Result<(Vec<ExperimentRecord>, Option<String>), Error> {
-        let limit = page_limit(max_results)?;
-        crate::search::search_experiments(
-            &self.tree()?,
-            view,
-            filter,
-            order_by,
-            limit,
-            page_token,
-            visible,
-        )
-    }
-
-    pub fn get_run(&self, run_id: &str) -> Result<RunRecord, Error> {
-        projection::find_run(&self.tree()?, run_id)
-    }
-
-    /// Runs of the given experiments matching an MLflow filter, in the given order
-    /// (default `start_time DESC, run_id ASC`). No experiment ids, no runs.
-    pub fn search_runs(
-        &self,
-        experiment_ids: &[String],
-        view: ViewType,
-        filter: &str,
-        order_by: &[String],
-        max_results: Option<i64>,
-        page_token: &str,
-    ) -> Result<(Vec<RunRecord>, Option<String>), Error> {
-        let limit = page_limit(max_results)?;
-        let ids = experiment_ids
-            .iter()
-            .map(|id| validation::experiment_id(id))
-            .collect::<Result<Vec<u64>, Error>>()?;
-        crate::search::search_runs(
-            &self.tree()?,
-            &crate::search::RunQuery {
-                experiment_ids: &ids,
-                view,
-                filter,
-                order_by,
-                limit,
-                page_token,
-            },
-        )
-    }
-
-    /// A metric's history ordered by (timestamp, step, value), exact duplicates
-    /// dropped. `max_results` absent means all of it.
-    pub fn metric_history(
-        &self,
-        run_id: &str,
-        key: &str,
-        max_results: Option<i64>,
-        page_token: &str,
-    ) -> Result<(Vec<MetricPoint>, Option<String>), Error> {
-        validation::require("metric_key", key)?;
-        let limit = match max_results {
-            None => usize::MAX,
-            Some(n) if n < 1 => {
-                return Err(Error::invalid(format!(
-                    "Invalid value {n} for parameter 'max_results' supplied: it must be a positive integer"
-                )));
-            }
-            Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
-        };
-        let (page, next) = history::page(&self.tree()?, run_id, key, limit, page_token)?;
-        Ok((page.into_iter().map(|p| p.with_key(key)).collect(), next))
-    }
-
-    /// A metric's whole history as of one sequence number: exactly the points of the
-    /// events up to the returned `seq` (in MLflow's order, exact duplicates dropped), so
-    /// that a watch from `seq + 1` continues it with no gap and no repeat.
-    pub fn metric_history_at(
-        &self,
-        run_id: &str,
-        key: &str,
-    ) -> Result<(Vec<projection::history::Point>, u64), Error> {
-        validation::require("metric_key", key)?;
-        let tree = self.tree()?;
-        let before = self.committed_seq();
-        let points = history::points(&tree, run_id, key)?;
-        // Events written after `before` may or may not be in the read (each is written
-        // with its history in one batch): the log says which points they hold.
-        let mut seq = before;
-        let mut recent = Vec::new();
-        for ev in crate::log::replay(&tree, before + 1) {
-            let ev = ev?;
-            seq = ev.seq;
-            if let Some(pb::event::Payload::MetricsLogged(m)) = &ev.payload
-                && m.run_id == run_id
-            {
-                for s in m.series.iter().filter(|s| s.key == key) {
-                    for ((&timestamp, &step), &value) in
-                        s.timestamps.iter().zip(&s.steps).zip(&s.values)
-                    {
-                        recent.push(projection::history::Point {
-                            timestamp,
-                            step,
-                            value,
-                        });
-                    }
-                }
-            }
-        }
-        let points = projection::history::with_recent(points, recent);
-        Ok((points, seq))
-    }
 }
 
 /// Opens the database of a store of its own, rebuilding projections of another layout
@@ -734,165 +462,6 @@ fn open_cache(
     tree.insert(keys::META_SHARED_LOG, pg.store_id.as_bytes())?;
     tree.insert(keys::META_PROJECTION_VERSION, &current)?;
     Ok((db, tree))
-}
-
-/// Runs `f` on the tree of a stopped store in `dir`, opened directly, for tools and
-/// tests that read or damage its tables on purpose (the server and every command go
-/// through [`Store`]); then flushes, closes, and waits until sled has let go of the
-/// database's lock, so that the store opens at once afterwards, in this process or
-/// another.
-/// Whether `dir` holds a store (its database), without opening it.
-pub fn exists(dir: &Path) -> bool {
-    crate::db::db_path(dir).exists()
-}
-
-pub fn with_database<T>(dir: &Path, f: impl FnOnce(&sled::Tree) -> T) -> Result<T, Error> {
-    let db = crate::db::config(&crate::db::db_path(dir)).open()?;
-    let out = f(&db.open_tree(crate::db::TREE)?);
-    db.flush()?;
-    drop(db);
-    if !crate::db::wait_released(&crate::db::lock_file(dir)) {
-        return Err(Error::Unavailable("the database is still locked".into()));
-    }
-    Ok(out)
-}
-
-fn page_limit(max_results: Option<i64>) -> Result<usize, Error> {
-    let n = max_results.unwrap_or(SEARCH_MAX_RESULTS_DEFAULT);
-    if n > SEARCH_MAX_RESULTS_THRESHOLD {
-        return Err(Error::invalid(format!(
-            "Invalid value {n} for parameter 'max_results' supplied: it must be at most {SEARCH_MAX_RESULTS_THRESHOLD}"
-        )));
-    }
-    if n < 1 {
-        return Err(Error::invalid(format!(
-            "Invalid value {n} for parameter 'max_results' supplied: it must be a positive integer"
-        )));
-    }
-    usize::try_from(n).map_err(|_| Error::invalid("max_results out of range"))
-}
-
-/// Re-derives every projection of the store in `dir` from its log (the store must not
-/// be open elsewhere), checking the log is gap-free, and reports what changed. Never in
-/// place: the new database is built beside the old one (after checking that the disk
-/// has room for it and the reserve), flushed, and swapped in only when complete; a
-/// rebuild that fails or is interrupted leaves the old store as it was.
-pub fn rebuild(dir: &Path, config: &StoreConfig) -> Result<RebuildReport, Error> {
-    let (db, tree) = crate::db::open(dir, config.cache_bytes)?;
-    let size = crate::db::space::tree_size(&crate::db::db_path(dir))
-        .map_err(|e| Error::Storage(sled::Error::Io(e)))?;
-    let free = crate::db::space::available(dir).map_err(|e| Error::Storage(sled::Error::Io(e)))?;
-    let need = size.saturating_add(config.min_free_bytes);
-    if free < need {
-        const MIB: u64 = 1024 * 1024;
-        return Err(Error::Unavailable(format!(
-            "a rebuild writes a new copy of the store beside the old one and needs {} MiB free (the store's {} MiB and the {} MiB reserve); the disk holding {} has {} MiB. Free space and try again; the store is unchanged.",
-            need.div_ceil(MIB),
-            size.div_ceil(MIB),
-            config.min_free_bytes.div_ceil(MIB),
-            dir.display(),
-            free / MIB
-        )));
-    }
-    let staging = crate::db::staging_path(dir);
-    let built = (|| {
-        let (new_db, new_tree) = crate::db::open_at(&staging, config.cache_bytes)?;
-        let events = crate::log::rebuild::replay_into(&tree, &new_tree)?;
-        crate::db::flush_bounded(&new_db, "the rebuilt store", REBUILD_FLUSH_LIMIT)?;
-        let diff = crate::log::rebuild::compare(&tree, &new_tree)?;
-        Ok::<_, Error>((events, diff))
-    })();
-    drop((db, tree));
-    let (events, diff) = match built {
-        Ok(built) => built,
-        Err(e) => {
-            // The unfinished copy goes now (the next open would remove it anyway).
-            if crate::db::wait_released(&staging.join("db")) {
-                let _ = std::fs::remove_dir_all(&staging);
-            }
-            return Err(e);
-        }
-    };
-    for lock in [crate::db::lock_file(dir), staging.join("db")] {
-        if !crate::db::wait_released(&lock) {
-            return Err(Error::Unavailable(format!(
-                "{} is still locked after the rebuild; the store is unchanged",
-                lock.display()
-            )));
-        }
-    }
-    crate::db::swap_in(dir).map_err(|e| Error::Storage(sled::Error::Io(e)))?;
-    Ok(RebuildReport {
-        events,
-        keys_before: usize::try_from(diff.keys_first).unwrap_or(usize::MAX),
-        keys_after: usize::try_from(diff.keys_second).unwrap_or(usize::MAX),
-        keys_changed: usize::try_from(diff.wrong + diff.extra).unwrap_or(usize::MAX),
-    })
-}
-
-/// Verifies the store in `dir` (which must not be open elsewhere) without changing it:
-/// the log gap-free and decodable, the projections equal to what the log implies.
-pub fn check(dir: &Path, config: &StoreConfig) -> Result<CheckReport, Error> {
-    let (_db, tree) = crate::db::open(dir, config.cache_bytes)?;
-    crate::log::rebuild::check(&tree)
-}
-
-pub use crate::db::usage::TableUsage;
-
-/// Where a stopped store's bytes go (`arbor disk-usage`).
-#[derive(Debug, Clone, Default)]
-pub struct DiskUsage {
-    /// The database's files on disk.
-    pub disk_bytes: u64,
-    /// Keys and values of each table as stored.
-    pub tables: Vec<TableUsage>,
-    /// Metric points in the history chunks (each point is also in its log event).
-    pub points: u64,
-    /// Bytes of the log's `MetricsLogged` events: the points' first copy.
-    pub metric_event_bytes: u64,
-    /// Keys and values of the history chunks: the points' second copy.
-    pub history_bytes: u64,
-    pub runs: u64,
-    /// Keys and values of run records and the indexes of runs.
-    pub run_bytes: u64,
-}
-
-/// Measures a stopped store: every key by table, the metric events of the log, and
-/// the files on disk.
-pub fn disk_usage(dir: &Path, config: &StoreConfig) -> Result<DiskUsage, Error> {
-    let (db, tree) = crate::db::open(dir, config.cache_bytes)?;
-    let tables = crate::db::usage::tables(&tree)?;
-    let mut metric_event_bytes = 0;
-    for kv in tree.scan_prefix([keys::LOG]) {
-        let (_, v) = kv?;
-        let ev = <pb::Event as prost::Message>::decode(v.as_ref())?;
-        if matches!(ev.payload, Some(pb::event::Payload::MetricsLogged(_))) {
-            metric_event_bytes += v.len() as u64;
-        }
-    }
-    let of = |prefix: u8| tables.iter().find(|t| t.prefix == prefix);
-    let points =
-        of(keys::HISTORY).map_or(0, |t| t.value_bytes) / projection::history::POINT_BYTES as u64;
-    let history_bytes = of(keys::HISTORY).map_or(0, |t| t.key_bytes + t.value_bytes);
-    let runs = of(keys::RUN).map_or(0, |t| t.keys);
-    let run_bytes = tables
-        .iter()
-        .filter(|t| crate::db::usage::RUN_TABLES.contains(&t.prefix))
-        .map(|t| t.key_bytes + t.value_bytes)
-        .sum();
-    drop(tree);
-    drop(db);
-    let disk_bytes = crate::db::space::tree_size(&crate::db::db_path(dir))
-        .map_err(|e| Error::Storage(sled::Error::Io(e)))?;
-    Ok(DiskUsage {
-        disk_bytes,
-        tables,
-        points,
-        metric_event_bytes,
-        history_bytes,
-        runs,
-        run_bytes,
-    })
 }
 
 impl crate::stream::EventSource for Store {
