@@ -453,3 +453,99 @@ fn refuse(group: Vec<Signed>, why: &str) {
         signed.job.fail(Error::Unavailable(why.to_string()));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::commands::{CreateExperiment, SetExperimentTag};
+
+    fn experiment(name: &str) -> CreateExperiment {
+        CreateExperiment {
+            name: name.into(),
+            ..Default::default()
+        }
+    }
+
+    /// One group: each command sees the ones before it, a refused command writes
+    /// nothing and leaves its neighbours alone, every writer gets its own typed answer,
+    /// and the events reach the hub with gap-free sequence numbers.
+    #[test]
+    fn a_group_is_decided_in_order_and_refusals_write_nothing() {
+        let dir = tempfile::tempdir().expect("a dir");
+        let db = sled::Config::new()
+            .path(dir.path().join("db"))
+            .open()
+            .expect("db");
+        let tree = db.open_tree("t").expect("tree");
+        let handles = Handles { db, tree };
+        let state = Arc::new(StoreState::new(dir.path().to_path_buf(), 0));
+        let (hub, publisher) = crate::stream::hub(0);
+        let mut committer =
+            Committer::new(handles.clone(), state, publisher, None).expect("a committer");
+        let (first, first_answer) = super::super::command::job(experiment("a"));
+        let (again, again_answer) = super::super::command::job(experiment("a"));
+        let (other, other_answer) = super::super::command::job(experiment("b"));
+        let group = [first, again, other]
+            .into_iter()
+            .map(|job| Signed { job, actor: None })
+            .collect();
+        committer.commit_group(group).expect("the group commits");
+        let a = first_answer.blocking_recv().expect("an answer").expect("a");
+        let refused = again_answer.blocking_recv().expect("an answer");
+        let b = other_answer.blocking_recv().expect("an answer").expect("b");
+        assert!(
+            matches!(refused, Err(Error::AlreadyExists(_))),
+            "{refused:?}"
+        );
+        assert_ne!(a, b);
+        // Two experiments, one event each; the refusal made none.
+        assert_eq!(crate::log::last_seq(&handles.tree).expect("read"), 2);
+        assert_eq!(hub.committed(), 2);
+
+        // The next group continues the sequence, and sees the first.
+        let (tag, tag_answer) = super::super::command::job(SetExperimentTag {
+            experiment_id: b.clone(),
+            key: "k".into(),
+            value: "v".into(),
+        });
+        committer
+            .commit_group(vec![Signed {
+                job: tag,
+                actor: None,
+            }])
+            .expect("commits");
+        let () = tag_answer
+            .blocking_recv()
+            .expect("an answer")
+            .expect("tagged");
+        assert_eq!(crate::log::last_seq(&handles.tree).expect("read"), 3);
+    }
+
+    /// A group refused whole (the store stopped taking writes): every writer hears
+    /// UNAVAILABLE and nothing is written.
+    #[test]
+    fn a_store_that_stopped_taking_writes_refuses_the_whole_group() {
+        let dir = tempfile::tempdir().expect("a dir");
+        let db = sled::Config::new()
+            .path(dir.path().join("db"))
+            .open()
+            .expect("db");
+        let tree = db.open_tree("t").expect("tree");
+        let handles = Handles { db, tree };
+        let state = Arc::new(StoreState::new(dir.path().to_path_buf(), 0));
+        state.set_failure(Some("the disk refused a write".into()));
+        let (_hub, publisher) = crate::stream::hub(0);
+        let mut committer =
+            Committer::new(handles.clone(), state, publisher, None).expect("a committer");
+        let (job, answer) = super::super::command::job(experiment("a"));
+        let why = committer
+            .commit_group(vec![Signed { job, actor: None }])
+            .expect_err("refused");
+        assert!(why.contains("disk"), "{why}");
+        assert!(matches!(
+            answer.blocking_recv().expect("an answer"),
+            Err(Error::Unavailable(_))
+        ));
+        assert_eq!(crate::log::last_seq(&handles.tree).expect("read"), 0);
+    }
+}

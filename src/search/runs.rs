@@ -559,3 +559,125 @@ pub(crate) fn compare(keys: &[SortKey], a: &RunRecord, b: &RunRecord) -> Orderin
         .find(|o| o.is_ne())
         .unwrap_or(Ordering::Equal)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::projection::LatestMetric;
+
+    fn run(id: &str, start: i64, loss: Option<f64>, param: Option<&str>) -> RunRecord {
+        let mut r = RunRecord {
+            run_id: id.into(),
+            start_time: start,
+            ..Default::default()
+        };
+        if let Some(v) = loss {
+            r.latest_metrics.insert(
+                "loss".into(),
+                LatestMetric {
+                    value: v,
+                    ..Default::default()
+                },
+            );
+        }
+        if let Some(p) = param {
+            r.params.insert("model".into(), p.into());
+        }
+        r.tags.insert("mlflow.runName".into(), format!("name-{id}"));
+        r
+    }
+
+    fn order(order_by: &[&str], runs: &[RunRecord]) -> Vec<String> {
+        let keys = compile_order(&order_by.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .expect("an order");
+        let mut runs = runs.to_vec();
+        runs.sort_by(|a, b| compare(&keys, a, b));
+        runs.into_iter().map(|r| r.run_id).collect()
+    }
+
+    fn matching(filter: &str, runs: &[RunRecord]) -> Vec<String> {
+        let clauses = compile_filter(filter).expect("a filter");
+        runs.iter()
+            .filter(|r| clauses.iter().all(|c| c.matches(r)))
+            .map(|r| r.run_id.clone())
+            .collect()
+    }
+
+    fn runs() -> Vec<RunRecord> {
+        vec![
+            run("a", 3, Some(0.5), Some("cnn")),
+            run("b", 1, Some(f64::NAN), Some("rnn")),
+            run("c", 2, None, None),
+            run("d", 2, Some(0.1), Some("cnn")),
+        ]
+    }
+
+    /// MLflow's default: newest first, then run id; a metric sorts numbers by the
+    /// direction, then NaN, then runs without it, whichever the direction.
+    #[test]
+    fn orderings_follow_mlflows_rules() {
+        let runs = runs();
+        assert_eq!(order(&[], &runs), ["a", "c", "d", "b"]);
+        assert_eq!(order(&["metrics.loss ASC"], &runs), ["d", "a", "b", "c"]);
+        assert_eq!(order(&["metrics.loss DESC"], &runs), ["a", "d", "b", "c"]);
+        assert_eq!(order(&["params.model"], &runs), ["a", "d", "b", "c"]);
+        assert_eq!(order(&["start_time ASC"], &runs), ["b", "c", "d", "a"]);
+        assert!(is_default_order(&compile_order(&[]).expect("the default")));
+        assert!(!is_default_order(
+            &compile_order(&["metrics.loss".into()]).expect("an order")
+        ));
+    }
+
+    #[test]
+    fn orderings_that_cannot_be_are_refused() {
+        for bad in [
+            vec!["metrics.loss", "metrics.loss DESC"],
+            vec!["attributes.nope"],
+            vec!["datasets.name"],
+            vec!["metrics.loss sideways"],
+        ] {
+            let bad: Vec<String> = bad.into_iter().map(String::from).collect();
+            assert!(
+                matches!(compile_order(&bad), Err(Error::InvalidArgument(_))),
+                "{bad:?}"
+            );
+        }
+    }
+
+    /// Comparisons on metrics, params, tags and attributes, joined by AND; a run
+    /// without the metric or param never matches a comparison on it.
+    #[test]
+    fn filters_select_what_mlflow_selects() {
+        let runs = runs();
+        assert_eq!(matching("", &runs), ["a", "b", "c", "d"]);
+        assert_eq!(matching("metrics.loss < 0.3", &runs), ["d"]);
+        assert_eq!(matching("metrics.loss >= 0.1", &runs), ["a", "d"]);
+        assert_eq!(matching("params.model = 'cnn'", &runs), ["a", "d"]);
+        assert_eq!(matching("params.model != 'cnn'", &runs), ["b"]);
+        assert_eq!(
+            matching("params.model LIKE '%nn' AND metrics.loss > 0.2", &runs),
+            ["a"]
+        );
+        assert_eq!(matching("tags.mlflow.runName ILIKE 'NAME-C'", &runs), ["c"]);
+        assert_eq!(
+            matching("attributes.run_id IN ('b', 'c')", &runs),
+            ["b", "c"]
+        );
+    }
+
+    #[test]
+    fn filters_that_cannot_be_are_refused_with_the_position() {
+        for bad in [
+            "metrics.loss < 'text'",
+            "params.model > 1",
+            "nope.x = 1",
+            "metrics.loss <",
+            "params.model = 'a' OR params.model = 'b'",
+        ] {
+            match compile_filter(bad) {
+                Err(Error::InvalidArgument(m)) => assert!(!m.is_empty(), "{bad}"),
+                other => panic!("{bad}: {:?}", other.map(|c| c.len())),
+            }
+        }
+    }
+}

@@ -64,3 +64,6 @@ fn projected_model(kv: &Pending, id: &str) -> Result<LoggedModelRecord, Error> {
     projection::load_logged_model(kv, id)?
         .ok_or_else(|| Error::Corrupt(format!("logged model {id} vanished")))
 }
+
+#[cfg(test)]
+mod tests;
