@@ -5,6 +5,7 @@
 //! users, tokens and grants rebuilt from the log like everything else.
 
 use crate::common;
+use common::Answer;
 
 use arbor::domain::access::Permission;
 use arbor::pb;
@@ -162,8 +163,7 @@ async fn experiment_and_run(
             },
         ))
         .await
-        .expect("create experiment")
-        .into_inner()
+        .answer()
         .experiment_id;
     let run = c
         .create_run(with(
@@ -174,8 +174,7 @@ async fn experiment_and_run(
             },
         ))
         .await
-        .expect("create run")
-        .into_inner()
+        .answer()
         .run
         .and_then(|r| r.info)
         .expect("run info")
@@ -228,8 +227,7 @@ async fn grpc_refuses_anonymous_and_wrong_credentials() {
         let found = tracking
             .search_experiments(with(auth, pb::SearchExperimentsRequest::default()))
             .await
-            .expect("authenticated")
-            .into_inner();
+            .answer();
         assert_eq!(found.experiments.len(), 1);
     }
     server.stop().await;
@@ -321,8 +319,7 @@ async fn grpc_enforces_experiment_permissions() {
     let visible = c
         .search_experiments(with(&bob, pb::SearchExperimentsRequest::default()))
         .await
-        .expect("search")
-        .into_inner();
+        .answer();
     assert!(visible.experiments.is_empty(), "{visible:?}");
 
     grant(&server, &alice, &exp, "bob", "READ").await;
@@ -384,8 +381,7 @@ async fn a_revoked_grant_takes_effect_on_an_open_stream() {
             },
         ))
         .await
-        .expect("watch")
-        .into_inner();
+        .answer();
     // The tags set on runs, in order, until `until` (run, value) arrives.
     async fn tags_until(
         feed: &mut tonic::Streaming<pb::Event>,
@@ -530,8 +526,7 @@ async fn the_run_tree_never_shows_a_run_the_caller_may_not_read() {
             },
         ))
         .await
-        .expect("ancestors")
-        .into_inner()
+        .answer()
         .ancestors;
     assert!(ancestors.is_empty());
 
@@ -554,8 +549,7 @@ async fn the_run_tree_never_shows_a_run_the_caller_may_not_read() {
             },
         ))
         .await
-        .expect("ancestors")
-        .into_inner()
+        .answer()
         .ancestors;
     assert!(ancestors.is_empty(), "{ancestors:?}");
     let (status, answer) = get_as(
@@ -575,8 +569,7 @@ async fn the_run_tree_never_shows_a_run_the_caller_may_not_read() {
             },
         ))
         .await
-        .expect("tree")
-        .into_inner()
+        .answer()
         .root
         .expect("root");
     assert!(root.children.is_empty(), "{root:?}");
@@ -590,8 +583,7 @@ async fn the_run_tree_never_shows_a_run_the_caller_may_not_read() {
             },
         ))
         .await
-        .expect("children")
-        .into_inner()
+        .answer()
         .runs;
     assert!(children.is_empty());
     for path in [
@@ -611,8 +603,7 @@ async fn the_run_tree_never_shows_a_run_the_caller_may_not_read() {
             },
         ))
         .await
-        .expect("ancestors")
-        .into_inner()
+        .answer()
         .ancestors;
     assert_eq!(ancestors.len(), 1);
 
@@ -628,8 +619,7 @@ async fn the_run_tree_never_shows_a_run_the_caller_may_not_read() {
             },
         ))
         .await
-        .expect("a readable parent")
-        .into_inner()
+        .answer()
         .run
         .and_then(|r| r.info)
         .expect("info")
@@ -637,8 +627,7 @@ async fn the_run_tree_never_shows_a_run_the_caller_may_not_read() {
     let ancestors = tree
         .get_ancestors(with(&bob, pb::GetAncestorsRequest { run_id: child }))
         .await
-        .expect("ancestors")
-        .into_inner()
+        .answer()
         .ancestors;
     assert_eq!(ancestors.len(), 1);
     assert_eq!(ancestors[0].run_id, a_run);
@@ -804,21 +793,12 @@ async fn revoked_tokens_and_deleted_users_end_their_open_streams() {
             },
         )
     };
-    let mut by_token = w
-        .watch_metrics(watch(&bearer))
-        .await
-        .expect("watch")
-        .into_inner();
-    let mut by_password = w
-        .watch_metrics(watch(&bob))
-        .await
-        .expect("watch")
-        .into_inner();
+    let mut by_token = w.watch_metrics(watch(&bearer)).await.answer();
+    let mut by_password = w.watch_metrics(watch(&bob)).await.answer();
     let mut carols = w
         .watch_events(with(&carol, pb::WatchEventsRequest::default()))
         .await
-        .expect("watch")
-        .into_inner();
+        .answer();
     // Each stream opens with its position.
     by_token.message().await.expect("position");
     by_password.message().await.expect("position");
@@ -908,8 +888,7 @@ async fn revoked_tokens_and_deleted_users_end_their_open_streams() {
             pb::WatchEventsRequest::default(),
         ))
         .await
-        .expect("watch")
-        .into_inner();
+        .answer();
     assert_eq!(set_admin(false).await.0, 200);
     let end = loop {
         match daves.message().await {

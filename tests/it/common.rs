@@ -112,6 +112,11 @@ impl TestServer {
         TrackingServiceClient::new(self.channel().await).max_decoding_message_size(64 << 20)
     }
 
+    /// The typed client (`Tracking`).
+    pub async fn tracking(&self) -> Tracking {
+        Tracking(self.client().await)
+    }
+
     /// Shuts down gracefully and hands back the data directory.
     pub async fn stop(mut self) -> tempfile::TempDir {
         if let Some(tx) = self.shutdown.take() {
@@ -262,6 +267,100 @@ pub async fn rest(
             .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&out).into()))
     };
     (status, json)
+}
+
+/// A gRPC answer, unwrapped: `client.get_run(req).await.answer()` is the response
+/// message, or a panic naming the status the server gave instead.
+pub trait Answer<T> {
+    fn answer(self) -> T;
+}
+
+impl<T> Answer<T> for Result<tonic::Response<T>, tonic::Status> {
+    #[track_caller]
+    fn answer(self) -> T {
+        match self {
+            Ok(response) => response.into_inner(),
+            Err(status) => panic!("refused: {:?}: {}", status.code(), status.message()),
+        }
+    }
+}
+
+/// The tracking API typed for tests: each call answers the thing asked for (the raw
+/// client, for calls expected to fail, is there through `Deref`).
+#[derive(Clone)]
+pub struct Tracking(pub TrackingServiceClient<Channel>);
+
+impl std::ops::Deref for Tracking {
+    type Target = TrackingServiceClient<Channel>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Tracking {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Tracking {
+    pub async fn experiment(&mut self, id: &str) -> arbor::pb::Experiment {
+        self.0
+            .get_experiment(arbor::pb::GetExperimentRequest {
+                experiment_id: id.into(),
+            })
+            .await
+            .answer()
+            .experiment
+            .expect("an experiment")
+    }
+
+    pub async fn new_run(&mut self, req: arbor::pb::CreateRunRequest) -> arbor::pb::Run {
+        self.0.create_run(req).await.answer().run.expect("a run")
+    }
+
+    pub async fn run(&mut self, run_id: &str) -> arbor::pb::Run {
+        self.0
+            .get_run(arbor::pb::GetRunRequest {
+                run_id: run_id.into(),
+            })
+            .await
+            .answer()
+            .run
+            .expect("a run")
+    }
+
+    pub async fn updated_run(&mut self, req: arbor::pb::UpdateRunRequest) -> arbor::pb::RunInfo {
+        self.0
+            .update_run(req)
+            .await
+            .answer()
+            .run_info
+            .expect("run info")
+    }
+
+    /// Every point of a history, through all its pages.
+    pub async fn history(&mut self, run_id: &str, key: &str) -> Vec<arbor::pb::Metric> {
+        let mut points = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let page = self
+                .0
+                .get_metric_history(arbor::pb::GetMetricHistoryRequest {
+                    run_id: run_id.into(),
+                    metric_key: key.into(),
+                    page_token,
+                    ..Default::default()
+                })
+                .await
+                .answer();
+            points.extend(page.metrics);
+            if page.next_page_token.is_empty() {
+                return points;
+            }
+            page_token = page.next_page_token;
+        }
+    }
 }
 
 /// Creates an experiment and returns its id.

@@ -5,6 +5,7 @@
 //! Each test runs the real binary (under `prlimit` where it needs a small fd limit).
 
 use crate::common;
+use common::Answer;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
@@ -110,8 +111,7 @@ async fn idle_connections_and_slow_headers_are_closed_but_streams_are_not() {
             from_seq: None,
         })
         .await
-        .expect("watch")
-        .into_inner();
+        .answer();
 
     // An idle keep-alive connection.
     let mut idle = tokio::net::TcpStream::connect(addr).await.expect("connect");
@@ -442,8 +442,7 @@ async fn stalled_request_bodies_take_no_slots_and_are_ended() {
         health.check(tonic_health::pb::HealthCheckRequest::default()),
     )
     .await
-    .expect("health")
-    .into_inner()
+    .answer()
     .status;
     assert_eq!(
         serving,

@@ -3,6 +3,7 @@
 //! projections, SIGTERM shuts down cleanly with exit 0, and `arbor rebuild` works.
 
 use crate::common;
+use common::Answer;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -156,8 +157,7 @@ async fn acknowledged_writes_survive_sigkill() {
                 ..Default::default()
             })
             .await
-            .unwrap()
-            .into_inner()
+            .answer()
             .metrics;
         let steps: BTreeSet<i64> = history.iter().map(|m| m.step).collect();
         for &(_, n) in acked.batches.iter().filter(|(aw, _)| *aw == w) {
@@ -175,8 +175,7 @@ async fn acknowledged_writes_survive_sigkill() {
         let run = c
             .get_run(pb::GetRunRequest { run_id: id.clone() })
             .await
-            .expect("acknowledged run lost")
-            .into_inner()
+            .answer()
             .run
             .unwrap();
         if !param.is_empty() {
@@ -229,8 +228,7 @@ async fn projections_are_rebuilt_when_missing() {
             ..Default::default()
         })
         .await
-        .unwrap()
-        .into_inner()
+        .answer()
         .experiment_id;
     sigterm(&server);
     assert!(server.wait().unwrap().success());
@@ -253,8 +251,7 @@ async fn projections_are_rebuilt_when_missing() {
             experiment_name: "keep-me".into(),
         })
         .await
-        .unwrap()
-        .into_inner()
+        .answer()
         .experiment
         .unwrap();
     assert_eq!(e.experiment_id, exp);

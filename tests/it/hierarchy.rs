@@ -1,6 +1,7 @@
 //! HierarchyService and `arbor tree` against a real server.
 
 use crate::common;
+use common::Answer;
 
 use arbor::pb::{
     self, hierarchy_service_client::HierarchyServiceClient,
@@ -82,8 +83,7 @@ async fn tree_children_ancestors_and_cascade() {
     let t = h
         .get_run_tree(tree(None, pb::ViewType::ActiveOnly))
         .await
-        .unwrap()
-        .into_inner()
+        .answer()
         .root
         .unwrap();
     assert_eq!(t.info.as_ref().unwrap().run_name, "root");
@@ -99,16 +99,14 @@ async fn tree_children_ancestors_and_cascade() {
     let all = h
         .get_run_tree(tree(None, pb::ViewType::All))
         .await
-        .unwrap()
-        .into_inner()
+        .answer()
         .root
         .unwrap();
     assert_eq!(names(&all.children), vec!["early", "gone", "late"]);
     let shallow = h
         .get_run_tree(tree(Some(1), pb::ViewType::ActiveOnly))
         .await
-        .unwrap()
-        .into_inner()
+        .answer()
         .root
         .unwrap();
     assert!(shallow.children[0].children.is_empty());
@@ -119,8 +117,7 @@ async fn tree_children_ancestors_and_cascade() {
     let alone = h
         .get_run_tree(tree(Some(0), pb::ViewType::ActiveOnly))
         .await
-        .unwrap()
-        .into_inner()
+        .answer()
         .root
         .unwrap();
     assert!(alone.children.is_empty());
@@ -138,8 +135,7 @@ async fn tree_children_ancestors_and_cascade() {
                 view_type: pb::ViewType::All as i32,
             })
             .await
-            .unwrap()
-            .into_inner();
+            .answer();
         got.extend(page.runs.into_iter().map(|r| r.info.unwrap().run_name));
         if page.next_page_token.is_empty() {
             break;
@@ -153,8 +149,7 @@ async fn tree_children_ancestors_and_cascade() {
             run_id: leaf.clone(),
         })
         .await
-        .unwrap()
-        .into_inner()
+        .answer()
         .ancestors;
     let path: Vec<&str> = path.iter().map(|r| r.run_name.as_str()).collect();
     assert_eq!(path, vec!["early", "root"], "parent first, root last");
@@ -163,8 +158,7 @@ async fn tree_children_ancestors_and_cascade() {
             run_id: root.clone()
         })
         .await
-        .unwrap()
-        .into_inner()
+        .answer()
         .ancestors
         .is_empty()
     );
@@ -199,8 +193,7 @@ async fn tree_children_ancestors_and_cascade() {
         let r = c
             .get_run(pb::GetRunRequest { run_id: id.clone() })
             .await
-            .unwrap()
-            .into_inner()
+            .answer()
             .run
             .unwrap();
         assert_eq!(r.info.unwrap().lifecycle_stage, "deleted");
@@ -210,8 +203,7 @@ async fn tree_children_ancestors_and_cascade() {
             run_id: late.clone()
         })
         .await
-        .unwrap()
-        .into_inner()
+        .answer()
         .run
         .unwrap()
         .info
@@ -230,8 +222,7 @@ async fn tree_children_ancestors_and_cascade() {
             run_id: leaf.clone(),
         })
         .await
-        .unwrap()
-        .into_inner()
+        .answer()
         .run
         .unwrap();
     assert_eq!(r.info.unwrap().lifecycle_stage, "active");
@@ -247,8 +238,7 @@ async fn tree_children_ancestors_and_cascade() {
             run_id: leaf.clone(),
         })
         .await
-        .unwrap()
-        .into_inner()
+        .answer()
         .run
         .unwrap();
     assert_eq!(r.info.unwrap().lifecycle_stage, "active");
@@ -276,7 +266,7 @@ async fn get_or_create_child_run_is_idempotent_under_concurrency() {
         let mut h = h.clone();
         let req = ask("train");
         calls.push(tokio::spawn(async move {
-            h.get_or_create_child_run(req).await.unwrap().into_inner()
+            h.get_or_create_child_run(req).await.answer()
         }));
     }
     let mut ids = std::collections::HashSet::new();
@@ -298,11 +288,7 @@ async fn get_or_create_child_run_is_idempotent_under_concurrency() {
     assert_eq!(ids.len(), 1, "every caller got the same run");
     assert_eq!(created, 1, "it was created once");
     let mut h = h;
-    let other = h
-        .get_or_create_child_run(ask("eval"))
-        .await
-        .unwrap()
-        .into_inner();
+    let other = h.get_or_create_child_run(ask("eval")).await.answer();
     assert!(other.created);
     assert!(!ids.contains(&other.run.unwrap().info.unwrap().run_id));
 
@@ -314,11 +300,7 @@ async fn get_or_create_child_run_is_idempotent_under_concurrency() {
     })
     .await
     .unwrap();
-    let again = h
-        .get_or_create_child_run(ask("train"))
-        .await
-        .unwrap()
-        .into_inner();
+    let again = h.get_or_create_child_run(ask("train")).await.answer();
     assert!(again.created);
     assert_ne!(again.run.unwrap().info.unwrap().run_id, train);
 
@@ -424,8 +406,7 @@ async fn trees_span_experiments_and_deleted_parents() {
             view_type: pb::ViewType::All as i32,
         })
         .await
-        .unwrap()
-        .into_inner()
+        .answer()
         .root
         .unwrap();
     assert_eq!(names(&tree.children), vec!["child"]);
@@ -435,8 +416,7 @@ async fn trees_span_experiments_and_deleted_parents() {
             run_id: leaf.clone(),
         })
         .await
-        .unwrap()
-        .into_inner()
+        .answer()
         .ancestors;
     let ids: Vec<&str> = ancestors.iter().map(|a| a.run_id.as_str()).collect();
     assert_eq!(ids, vec![child.as_str(), root.as_str()]);
@@ -448,8 +428,7 @@ async fn trees_span_experiments_and_deleted_parents() {
             ..Default::default()
         })
         .await
-        .unwrap()
-        .into_inner()
+        .answer()
         .runs;
     let found: Vec<String> = in_default
         .iter()

@@ -4,6 +4,7 @@
 //! And floats arrive exactly: a value logged over REST comes back bit for bit.
 
 use crate::common;
+use common::Answer;
 
 use arbor::pb;
 use common::{TestServer, rest};
@@ -110,8 +111,7 @@ async fn runs_keep_their_ids_and_may_arrive_before_their_parents() {
             ..Default::default()
         })
         .await
-        .expect("tree")
-        .into_inner()
+        .answer()
         .root
         .expect("root");
     let child_node = &tree.children[0];
@@ -211,8 +211,7 @@ async fn metric_values_round_trip_exactly_over_rest() {
             ..Default::default()
         })
         .await
-        .expect("history")
-        .into_inner()
+        .answer()
         .metrics;
     let got: Vec<u64> = history.iter().map(|m| m.value.to_bits()).collect();
     let want: Vec<u64> = values.iter().map(|v| v.to_bits()).collect();

@@ -3,6 +3,7 @@
 //! REST and gRPC see one store and one event log.
 
 use crate::common;
+use common::Answer;
 
 use arbor::pb::{self, watch_metrics_request::Scope, watch_service_client::WatchServiceClient};
 use common::{TestServer, http, rest};
@@ -398,8 +399,7 @@ async fn artifacts_stream_list_delete_and_refuse_traversal() {
             experiment_id: String::new(),
         })
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     let mut written = Vec::new();
     while written.len() < 2 {
         if let Some(pb::event::Payload::ArtifactWritten(a)) =
@@ -429,8 +429,7 @@ async fn rest_and_grpc_share_one_store_and_one_log() {
             from_seq: None,
         })
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     stream.message().await.unwrap().unwrap();
     rest(
         s.addr,

@@ -2,6 +2,7 @@
 //! every filter form of the reference with its expected result set, in order.
 
 use crate::common;
+use common::Answer;
 
 use arbor::pb::{self, tracking_service_client::TrackingServiceClient};
 use common::TestServer;
@@ -60,8 +61,7 @@ impl Fixture {
                 tags,
             })
             .await
-            .unwrap()
-            .into_inner()
+            .answer()
             .run
             .unwrap();
         let id = run.info.unwrap().run_id;
@@ -166,8 +166,7 @@ async fn fixture(server: &TestServer) -> Fixture {
                 ..Default::default()
             })
             .await
-            .unwrap()
-            .into_inner()
+            .answer()
             .experiment_id
         }
     };
@@ -535,8 +534,7 @@ async fn malformed_filters_are_refused_with_a_position() {
             ..Default::default()
         })
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     let err =
         f.c.search_runs(pb::SearchRunsRequest {
             experiment_ids: vec![f.e1.clone()],
@@ -687,8 +685,7 @@ async fn metric_order_keeps_ties_in_mlflows_order_across_pages() {
                     ..Default::default()
                 })
                 .await
-                .unwrap()
-                .into_inner();
+                .answer();
             got.extend(page.runs.into_iter().map(|r| r.info.unwrap().run_name));
             if page.next_page_token.is_empty() {
                 break;
@@ -720,8 +717,7 @@ async fn name_filters_follow_renames() {
             ..Default::default()
         })
         .await
-        .unwrap()
-        .into_inner()
+        .answer()
         .runs
         .into_iter()
         .map(|r| r.info.unwrap().run_name)
@@ -799,8 +795,7 @@ async fn name_and_param_filters_page_in_the_default_order() {
                     ..Default::default()
                 })
                 .await
-                .unwrap()
-                .into_inner();
+                .answer();
             assert!(r.runs.len() <= usize::try_from(page).unwrap());
             out.extend(r.runs.into_iter().map(|r| r.info.unwrap().run_name));
             if r.next_page_token.is_empty() {

@@ -6,6 +6,7 @@
 //! `ARBOR_TEST_POSTGRES` (default `postgres://postgres@127.0.0.1:5432/test`).
 
 use crate::common;
+use common::Answer;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -98,8 +99,7 @@ async fn steps_of(c: &mut Tracking, run: &str, key: &str) -> Vec<i64> {
             ..Default::default()
         })
         .await
-        .expect("history")
-        .into_inner()
+        .answer()
         .metrics
         .iter()
         .map(|m| m.step)
@@ -121,8 +121,7 @@ async fn watch(
             from_seq,
         })
         .await
-        .expect("watch")
-        .into_inner()
+        .answer()
 }
 
 /// The next message with points, past the one that says where the stream starts.
@@ -155,8 +154,7 @@ async fn a_write_through_one_replica_is_read_through_the_other() {
             experiment_name: "shared".into(),
         })
         .await
-        .expect("B sees A's experiment")
-        .into_inner();
+        .answer();
     assert_eq!(got.experiment.unwrap().experiment_id, exp);
     let parent = new_run(&mut cb, &exp).await;
     for step in 0..50 {
@@ -221,8 +219,7 @@ async fn a_write_through_one_replica_is_read_through_the_other() {
             ..Default::default()
         })
         .await
-        .expect("tree")
-        .into_inner();
+        .answer();
     let children: Vec<String> = tree
         .root
         .unwrap()
@@ -257,7 +254,7 @@ async fn concurrent_get_or_create_child_run_on_two_replicas_creates_one_child() 
             ..Default::default()
         };
         calls.push(tokio::spawn(async move {
-            h.get_or_create_child_run(req).await.unwrap().into_inner()
+            h.get_or_create_child_run(req).await.answer()
         }));
     }
     let mut ids = BTreeSet::new();
@@ -475,8 +472,7 @@ async fn a_replica_killed_mid_write_loses_nothing_acknowledged() {
             ..Default::default()
         })
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     for seq in 1..=u64::try_from(events).unwrap() {
         let ev = stream.message().await.unwrap().expect("open");
         assert_eq!(

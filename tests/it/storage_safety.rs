@@ -7,6 +7,7 @@
 //! another user they say they are skipped and pass.
 
 use crate::common;
+use common::Answer;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -148,8 +149,7 @@ async fn await_grpc_health(server: &TestServer, want: i32) {
                 service: String::new(),
             })
             .await
-            .expect("health check")
-            .into_inner()
+            .answer()
             .status;
         if status == want {
             return;
@@ -178,8 +178,7 @@ async fn assert_batches_present_at(
             run_id: run_id.into(),
         })
         .await
-        .expect("get run")
-        .into_inner()
+        .answer()
         .run
         .expect("run");
     let tags = run.data.expect("data").tags;

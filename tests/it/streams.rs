@@ -3,6 +3,7 @@
 //! feed, server-sent events, and LogMetricStream ingest.
 
 use crate::common;
+use common::Answer;
 
 use std::collections::BTreeSet;
 
@@ -69,8 +70,7 @@ async fn watch(
         from_seq,
     })
     .await
-    .unwrap()
-    .into_inner()
+    .answer()
 }
 
 /// One point of a watch message, flattened from its columns.
@@ -358,8 +358,7 @@ async fn the_change_feed_is_gap_free_and_filters_by_experiment() {
             experiment_id: String::new(),
         })
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     let mut seqs = Vec::new();
     for _ in 0..7 {
         seqs.push(all.message().await.unwrap().unwrap().seq);
@@ -376,8 +375,7 @@ async fn the_change_feed_is_gap_free_and_filters_by_experiment() {
             experiment_id: exp.clone(),
         })
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     let mut kinds = Vec::new();
     for _ in 0..4 {
         let ev = filtered.message().await.unwrap().unwrap();
@@ -449,8 +447,7 @@ async fn log_metric_stream_commits_each_message_as_it_arrives() {
             ..Default::default()
         })
         .await
-        .unwrap()
-        .into_inner()
+        .answer()
         .metrics;
     assert_eq!(history.len(), 200);
 
@@ -484,8 +481,7 @@ async fn log_metric_stream_commits_each_message_as_it_arrives() {
             ..Default::default()
         })
         .await
-        .unwrap()
-        .into_inner()
+        .answer()
         .metrics;
     let steps: BTreeSet<i64> = history.iter().map(|m| m.step).collect();
     assert!(
@@ -816,8 +812,7 @@ async fn repeated_points_reach_watchers_once_as_the_history_holds_them() {
             ..Default::default()
         })
         .await
-        .unwrap()
-        .into_inner()
+        .answer()
         .metrics;
     assert_eq!(history.len(), 102, "100 points, (100, 1.0) and (5, 0.5)");
     let mut delivered = got.clone();

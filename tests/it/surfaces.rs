@@ -1,6 +1,7 @@
 //! The one port serves gRPC (tracking, health, reflection v1 and v1alpha) and HTTP/1.1.
 
 use crate::common;
+use common::Answer;
 
 use common::TestServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -29,8 +30,7 @@ async fn health_reflection_and_http_share_the_port() {
                 service: service.into(),
             })
             .await
-            .unwrap()
-            .into_inner()
+            .answer()
             .status;
         assert_eq!(status, ServingStatus::Serving as i32, "{service:?}");
     }
@@ -47,8 +47,7 @@ async fn health_reflection_and_http_share_the_port() {
     let mut stream = reflection
         .server_reflection_info(tokio_stream::iter(vec![req]))
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     let resp = stream.message().await.unwrap().unwrap();
     let Some(MessageResponse::ListServicesResponse(list)) = resp.message_response else {
         panic!("unexpected reflection answer {resp:?}");

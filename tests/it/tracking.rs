@@ -2,16 +2,16 @@
 //! params, tags, metrics, batches, history, hierarchy, errors, and the rebuild check.
 
 use crate::common;
+use common::Answer;
 
-use arbor::pb::{self, tracking_service_client::TrackingServiceClient};
+use arbor::pb;
 use common::{TestServer, create_experiment};
 use tonic::Code;
-use tonic::transport::Channel;
 
-type Client = TrackingServiceClient<Channel>;
+type Client = common::Tracking;
 
 async fn create_run(c: &mut Client, exp: &str, tags: &[(&str, &str)]) -> pb::Run {
-    c.create_run(pb::CreateRunRequest {
+    c.new_run(pb::CreateRunRequest {
         experiment_id: exp.into(),
         tags: tags
             .iter()
@@ -23,19 +23,10 @@ async fn create_run(c: &mut Client, exp: &str, tags: &[(&str, &str)]) -> pb::Run
         ..Default::default()
     })
     .await
-    .expect("create run")
-    .into_inner()
-    .run
-    .expect("run")
 }
 
 async fn get_run(c: &mut Client, id: &str) -> pb::Run {
-    c.get_run(pb::GetRunRequest { run_id: id.into() })
-        .await
-        .expect("get run")
-        .into_inner()
-        .run
-        .expect("run")
+    c.run(id).await
 }
 
 fn info(r: &pb::Run) -> &pb::RunInfo {
@@ -108,17 +99,9 @@ async fn set_tag(
 #[tokio::test]
 async fn experiments_lifecycle_names_and_tags() {
     let server = TestServer::start().await;
-    let mut c = server.client().await;
+    let mut c = server.tracking().await;
 
-    let default = c
-        .get_experiment(pb::GetExperimentRequest {
-            experiment_id: "0".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .experiment
-        .unwrap();
+    let default = c.experiment("0").await;
     assert_eq!(default.name, "Default");
     assert_eq!(default.lifecycle_stage, "active");
     assert_eq!(default.artifact_location, "mlflow-artifacts:/0");
@@ -145,8 +128,7 @@ async fn experiments_lifecycle_names_and_tags() {
             experiment_name: "exp-a".into(),
         })
         .await
-        .unwrap()
-        .into_inner()
+        .answer()
         .experiment
         .unwrap();
     assert_eq!(by_name.experiment_id, id);
@@ -204,8 +186,7 @@ async fn experiments_lifecycle_names_and_tags() {
             experiment_id: id.clone(),
         })
         .await
-        .unwrap()
-        .into_inner()
+        .answer()
         .experiment
         .unwrap();
     assert_eq!(e.name, "exp-b");
@@ -279,8 +260,7 @@ async fn experiments_lifecycle_names_and_tags() {
     let active = c
         .search_experiments(search(pb::ViewType::ActiveOnly))
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     let names: Vec<_> = active.experiments.iter().map(|e| e.name.as_str()).collect();
     assert_eq!(
         names,
@@ -290,14 +270,12 @@ async fn experiments_lifecycle_names_and_tags() {
     let deleted = c
         .search_experiments(search(pb::ViewType::DeletedOnly))
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!(deleted.experiments.len(), 1);
     let all = c
         .search_experiments(search(pb::ViewType::All))
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!(all.experiments.len(), 3);
 
     c.restore_experiment(pb::RestoreExperimentRequest {
@@ -322,7 +300,7 @@ async fn experiments_lifecycle_names_and_tags() {
 #[tokio::test]
 async fn search_experiments_pages() {
     let server = TestServer::start().await;
-    let mut c = server.client().await;
+    let mut c = server.tracking().await;
     for i in 0..5 {
         create_experiment(&mut c, &format!("e{i}")).await;
     }
@@ -336,8 +314,7 @@ async fn search_experiments_pages() {
                 ..Default::default()
             })
             .await
-            .unwrap()
-            .into_inner();
+            .answer();
         assert!(page.experiments.len() <= 2);
         seen.extend(page.experiments.into_iter().map(|e| e.experiment_id));
         if page.next_page_token.is_empty() {
@@ -378,7 +355,7 @@ async fn search_experiments_pages() {
 #[tokio::test]
 async fn runs_names_status_and_lifecycle() {
     let server = TestServer::start().await;
-    let mut c = server.client().await;
+    let mut c = server.tracking().await;
 
     // No experiment id: the Default experiment; no name: a random readable one + tag.
     let run = create_run(&mut c, "", &[]).await;
@@ -428,8 +405,7 @@ async fn runs_names_status_and_lifecycle() {
             ..Default::default()
         })
         .await
-        .unwrap()
-        .into_inner()
+        .answer()
         .run
         .unwrap();
     assert_eq!(info(&given).run_name, "given");
@@ -453,8 +429,7 @@ async fn runs_names_status_and_lifecycle() {
             run_name: Some("renamed-by-update".into()),
         })
         .await
-        .unwrap()
-        .into_inner()
+        .answer()
         .run_info
         .unwrap();
     assert_eq!(updated.status, pb::RunStatus::Finished as i32);
@@ -530,7 +505,7 @@ async fn runs_names_status_and_lifecycle() {
 #[tokio::test]
 async fn params_never_change_once_logged() {
     let server = TestServer::start().await;
-    let mut c = server.client().await;
+    let mut c = server.tracking().await;
     let run_id = info(&create_run(&mut c, "0", &[]).await).run_id.clone();
     let log_param = |v: &str| pb::LogParamRequest {
         run_id: run_id.clone(),
@@ -571,7 +546,7 @@ async fn params_never_change_once_logged() {
 #[tokio::test]
 async fn long_values_are_truncated_and_bad_keys_refused() {
     let server = TestServer::start().await;
-    let mut c = server.client().await;
+    let mut c = server.tracking().await;
     let run_id = info(&create_run(&mut c, "0", &[]).await).run_id.clone();
     let long = "x".repeat(7000);
     let longer = "y".repeat(9000);
@@ -622,7 +597,7 @@ async fn long_values_are_truncated_and_bad_keys_refused() {
 #[tokio::test]
 async fn tags_are_set_overwritten_and_deleted() {
     let server = TestServer::start().await;
-    let mut c = server.client().await;
+    let mut c = server.tracking().await;
     let run_id = info(&create_run(&mut c, "0", &[]).await).run_id.clone();
     set_tag(&mut c, &run_id, "note", "a").await.unwrap();
     set_tag(&mut c, &run_id, "note", "b").await.unwrap();
@@ -649,7 +624,7 @@ async fn tags_are_set_overwritten_and_deleted() {
 #[tokio::test]
 async fn metrics_take_nan_infinities_and_negative_steps() {
     let server = TestServer::start().await;
-    let mut c = server.client().await;
+    let mut c = server.tracking().await;
     let run_id = info(&create_run(&mut c, "0", &[]).await).run_id.clone();
     log_batch(
         &mut c,
@@ -702,7 +677,7 @@ async fn metrics_take_nan_infinities_and_negative_steps() {
 #[tokio::test]
 async fn batches_keep_mlflows_limits_and_write_all_or_nothing() {
     let server = TestServer::start().await;
-    let mut c = server.client().await;
+    let mut c = server.tracking().await;
     let run_id = info(&create_run(&mut c, "0", &[]).await).run_id.clone();
     let many = |n: usize| {
         (0..n)
@@ -773,7 +748,7 @@ async fn batches_keep_mlflows_limits_and_write_all_or_nothing() {
 #[tokio::test]
 async fn latest_metric_and_history_paging() {
     let server = TestServer::start().await;
-    let mut c = server.client().await;
+    let mut c = server.tracking().await;
     let run_id = info(&create_run(&mut c, "0", &[]).await).run_id.clone();
 
     // Latest = max by (step, timestamp, value), not the last logged.
@@ -831,8 +806,7 @@ async fn latest_metric_and_history_paging() {
             ..Default::default()
         })
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!(whole.metrics.len(), 500);
     assert!(whole.next_page_token.is_empty());
 
@@ -862,8 +836,7 @@ async fn latest_metric_and_history_paging() {
             ..Default::default()
         })
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert!(none.metrics.is_empty());
     server.stop_and_check_rebuild().await;
 }
@@ -893,8 +866,7 @@ where
                 max_results: Some(i32::try_from(size).unwrap()),
             })
             .await
-            .unwrap()
-            .into_inner();
+            .answer();
         pages += 1;
         assert!(page.metrics.len() <= size);
         all.extend(page.metrics);
@@ -917,7 +889,7 @@ fn identity(m: &pb::Metric) -> (i64, i64, u64) {
 #[tokio::test]
 async fn in_order_histories_page_from_where_the_last_page_ended() {
     let server = TestServer::start().await;
-    let mut c = server.client().await;
+    let mut c = server.tracking().await;
     let run_id = info(&create_run(&mut c, "0", &[]).await).run_id.clone();
     // Ten batches of 100 points; two points share each timestamp (steps 2t and 2t+1),
     // every 37th value is NaN, and each batch repeats the last point of the one before
@@ -947,8 +919,7 @@ async fn in_order_histories_page_from_where_the_last_page_ended() {
             ..Default::default()
         })
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!(
         whole.metrics.iter().map(identity).collect::<Vec<_>>(),
         expected
@@ -976,8 +947,7 @@ async fn in_order_histories_page_from_where_the_last_page_ended() {
                 max_results: Some(5),
             })
             .await
-            .unwrap()
-            .into_inner();
+            .answer();
         let got: Vec<_> = page.metrics.iter().map(identity).collect();
         assert_eq!(got, expected[from..from + 5], "page from {from}");
         token = page.next_page_token;
@@ -985,7 +955,7 @@ async fn in_order_histories_page_from_where_the_last_page_ended() {
 
     // While a pass pages, in-order points are appended and then one is logged before
     // all the others.
-    let writer = server.client().await;
+    let writer = server.tracking().await;
     let (all, _) = page_history(&mut c, &run_id, "loss", 100, |page| {
         let mut w = writer.clone();
         let run_id = run_id.clone();
@@ -1022,8 +992,7 @@ async fn in_order_histories_page_from_where_the_last_page_ended() {
             ..Default::default()
         })
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert!(!search.next_page_token.is_empty());
     let err = c
         .get_metric_history(pb::GetMetricHistoryRequest {
@@ -1042,7 +1011,7 @@ async fn in_order_histories_page_from_where_the_last_page_ended() {
 #[tokio::test]
 async fn hierarchy_roots_depths_and_reparenting() {
     let server = TestServer::start().await;
-    let mut c = server.client().await;
+    let mut c = server.tracking().await;
     let exp = create_experiment(&mut c, "tree").await;
     let root = info(&create_run(&mut c, &exp, &[]).await).clone();
     assert_eq!(root.root_run_id, root.run_id);
@@ -1169,7 +1138,7 @@ async fn hierarchy_roots_depths_and_reparenting() {
 #[tokio::test]
 async fn search_runs_default_order_view_and_paging() {
     let server = TestServer::start().await;
-    let mut c = server.client().await;
+    let mut c = server.tracking().await;
     let exp = create_experiment(&mut c, "s").await;
     let mut ids = Vec::new();
     for t in [10, 30, 20, 30] {
@@ -1180,8 +1149,7 @@ async fn search_runs_default_order_view_and_paging() {
                 ..Default::default()
             })
             .await
-            .unwrap()
-            .into_inner()
+            .answer()
             .run
             .unwrap();
         ids.push((t, info(&r).run_id.clone()));
@@ -1202,8 +1170,7 @@ async fn search_runs_default_order_view_and_paging() {
                 ..Default::default()
             })
             .await
-            .unwrap()
-            .into_inner();
+            .answer();
         got.extend(page.runs.iter().map(|r| info(r).run_id.clone()));
         if page.next_page_token.is_empty() {
             break;
@@ -1226,8 +1193,7 @@ async fn search_runs_default_order_view_and_paging() {
     assert_eq!(
         c.search_runs(count(pb::ViewType::ActiveOnly))
             .await
-            .unwrap()
-            .into_inner()
+            .answer()
             .runs
             .len(),
         3
@@ -1235,8 +1201,7 @@ async fn search_runs_default_order_view_and_paging() {
     assert_eq!(
         c.search_runs(count(pb::ViewType::DeletedOnly))
             .await
-            .unwrap()
-            .into_inner()
+            .answer()
             .runs
             .len(),
         1
@@ -1244,8 +1209,7 @@ async fn search_runs_default_order_view_and_paging() {
     assert_eq!(
         c.search_runs(count(pb::ViewType::All))
             .await
-            .unwrap()
-            .into_inner()
+            .answer()
             .runs
             .len(),
         4
@@ -1253,8 +1217,7 @@ async fn search_runs_default_order_view_and_paging() {
     let none = c
         .search_runs(pb::SearchRunsRequest::default())
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert!(none.runs.is_empty(), "no experiment ids, no runs");
     let err = c
         .search_runs(pb::SearchRunsRequest {
@@ -1272,7 +1235,7 @@ async fn search_runs_default_order_view_and_paging() {
 #[tokio::test]
 async fn concurrent_writers_share_group_commits() {
     let server = TestServer::start().await;
-    let c = server.client().await;
+    let c = server.tracking().await;
     let run_id = info(&create_run(&mut c.clone(), "0", &[]).await)
         .run_id
         .clone();
@@ -1306,8 +1269,7 @@ async fn concurrent_writers_share_group_commits() {
                 ..Default::default()
             })
             .await
-            .unwrap()
-            .into_inner();
+            .answer();
         assert_eq!(h.metrics.len(), 50);
     }
     server.stop_and_check_rebuild().await;
