@@ -1,7 +1,9 @@
 //! The database under a data directory: one sled tree holding the event log and every
-//! projection (`keys` says which table a key belongs to), read and written through `kv`.
-//! Only the store, the log and the projections touch it; everything above goes through
-//! `Store`.
+//! projection (`keys` says which table a key belongs to), read and written through `kv`;
+//! opening it, a rebuild's copy swapped in beside it, its lock; `health` (whether the
+//! store takes writes), `space` (the disk reserve) and `usage` (where the bytes go).
+//! Only the committer writes it; search, the hierarchy, artifacts and backups read it
+//! through `kv`; the surfaces above go through `Store`.
 
 pub(crate) mod health;
 pub(crate) mod keys;
