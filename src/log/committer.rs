@@ -459,6 +459,18 @@ mod tests {
     use super::*;
     use crate::domain::commands::{CreateExperiment, SetExperimentTag};
 
+    /// A database and its state in a temporary directory (kept while the first lives).
+    fn scratch() -> (tempfile::TempDir, Handles, Arc<StoreState>) {
+        let dir = tempfile::tempdir().expect("a dir");
+        let db = sled::Config::new()
+            .path(dir.path().join("db"))
+            .open()
+            .expect("db");
+        let tree = db.open_tree("t").expect("tree");
+        let state = Arc::new(StoreState::new(dir.path().to_path_buf(), 0));
+        (dir, Handles { db, tree }, state)
+    }
+
     fn experiment(name: &str) -> CreateExperiment {
         CreateExperiment {
             name: name.into(),
@@ -471,14 +483,7 @@ mod tests {
     /// and the events reach the hub with gap-free sequence numbers.
     #[test]
     fn a_group_is_decided_in_order_and_refusals_write_nothing() {
-        let dir = tempfile::tempdir().expect("a dir");
-        let db = sled::Config::new()
-            .path(dir.path().join("db"))
-            .open()
-            .expect("db");
-        let tree = db.open_tree("t").expect("tree");
-        let handles = Handles { db, tree };
-        let state = Arc::new(StoreState::new(dir.path().to_path_buf(), 0));
+        let (_dir, handles, state) = scratch();
         let (hub, publisher) = crate::stream::hub(0);
         let mut committer =
             Committer::new(handles.clone(), state, publisher, None).expect("a committer");
@@ -525,14 +530,7 @@ mod tests {
     /// UNAVAILABLE and nothing is written.
     #[test]
     fn a_store_that_stopped_taking_writes_refuses_the_whole_group() {
-        let dir = tempfile::tempdir().expect("a dir");
-        let db = sled::Config::new()
-            .path(dir.path().join("db"))
-            .open()
-            .expect("db");
-        let tree = db.open_tree("t").expect("tree");
-        let handles = Handles { db, tree };
-        let state = Arc::new(StoreState::new(dir.path().to_path_buf(), 0));
+        let (_dir, handles, state) = scratch();
         state.set_failure(Some("the disk refused a write".into()));
         let (_hub, publisher) = crate::stream::hub(0);
         let mut committer =

@@ -38,6 +38,30 @@ macro_rules! decide_done {
     };
 }
 
+/// `impl Decide` for a command that answers with a record read back by its id once the
+/// events are projected: `$decide` returns the events and the id, `$read` reads it.
+macro_rules! decide_read_back {
+    ($command:ty => $output:ty, $read:path, |$c:ident, $at:ident| $decide:expr) => {
+        impl $crate::log::command::sealed::Decide for $command {
+            type Output = $output;
+            type Key = String;
+            fn decide(
+                &self,
+                $at: &$crate::log::command::At<'_>,
+            ) -> Result<(Vec<$crate::pb::event::Payload>, String), $crate::domain::Error> {
+                let $c = self;
+                $decide
+            }
+            fn output(
+                id: String,
+                kv: &$crate::db::kv::Pending<'_>,
+            ) -> Result<$output, $crate::domain::Error> {
+                $read(kv, &id)
+            }
+        }
+    };
+}
+
 mod access;
 mod artifacts;
 mod batch;

@@ -7,7 +7,6 @@ use crate::projection::{self, LoggedModelRecord, find_experiment};
 
 use super::{Decision, done, projected_model};
 use crate::domain::commands as c;
-use crate::log::command::{At, sealed::Decide};
 
 fn pairs(pairs: &[KeyValue]) -> Vec<pb::KeyValuePair> {
     pairs
@@ -234,76 +233,47 @@ pub(super) fn logged_model_metric(m: &crate::domain::ModelMetric) -> pb::LoggedM
     }
 }
 
-impl Decide for c::CreateLoggedModel {
-    /// The model as created.
-    type Output = LoggedModelRecord;
-    type Key = String;
-    fn decide(&self, at: &At<'_>) -> Decision<String> {
-        create(
-            at.kv,
-            None,
-            &self.experiment_id,
-            &self.name,
-            &self.model_type,
-            &self.source_run_id,
-            &self.params,
-            &self.tags,
-        )
-    }
-    fn output(id: String, kv: &Pending<'_>) -> Result<LoggedModelRecord, Error> {
-        projected_model(kv, &id)
-    }
-}
+decide_read_back!(c::CreateLoggedModel => LoggedModelRecord, projected_model, |c, at| create(
+    at.kv,
+    None,
+    &c.experiment_id,
+    &c.name,
+    &c.model_type,
+    &c.source_run_id,
+    &c.params,
+    &c.tags,
+));
 
-impl Decide for c::ImportLoggedModel {
-    /// The model of that id, found or created.
-    type Output = LoggedModelRecord;
-    type Key = String;
-    fn decide(&self, at: &At<'_>) -> Decision<String> {
-        let (mut events, id) = create(
-            at.kv,
-            Some(&self.model_id),
-            &self.experiment_id,
-            &self.name,
-            &self.model_type,
-            &self.source_run_id,
-            &self.params,
-            &self.tags,
-        )?;
-        // Only with the model's creation: an existing model has its points.
-        if !events.is_empty() {
-            events.extend(imported_metrics(&self.model_id, &self.metrics));
-        }
-        Ok((events, id))
+decide_read_back!(c::ImportLoggedModel => LoggedModelRecord, projected_model, |c, at| {
+    let (mut events, id) = create(
+        at.kv,
+        Some(&c.model_id),
+        &c.experiment_id,
+        &c.name,
+        &c.model_type,
+        &c.source_run_id,
+        &c.params,
+        &c.tags,
+    )?;
+    // Only with the model's creation: an existing model has its points.
+    if !events.is_empty() {
+        events.extend(imported_metrics(&c.model_id, &c.metrics));
     }
-    fn output(id: String, kv: &Pending<'_>) -> Result<LoggedModelRecord, Error> {
-        projected_model(kv, &id)
-    }
-}
+    Ok((events, id))
+});
 
-impl Decide for c::FinalizeLoggedModel {
-    /// The model as finalized.
-    type Output = LoggedModelRecord;
-    type Key = String;
-    fn decide(&self, at: &At<'_>) -> Decision<String> {
-        finalize(at.kv, &self.model_id, &self.status, &self.status_message)
-    }
-    fn output(id: String, kv: &Pending<'_>) -> Result<LoggedModelRecord, Error> {
-        projected_model(kv, &id)
-    }
-}
+decide_read_back!(c::FinalizeLoggedModel => LoggedModelRecord, projected_model, |c, at| finalize(
+    at.kv,
+    &c.model_id,
+    &c.status,
+    &c.status_message
+));
 
-impl Decide for c::SetLoggedModelTags {
-    /// The model with its tags.
-    type Output = LoggedModelRecord;
-    type Key = String;
-    fn decide(&self, at: &At<'_>) -> Decision<String> {
-        set_tags(at.kv, &self.model_id, &self.tags)
-    }
-    fn output(id: String, kv: &Pending<'_>) -> Result<LoggedModelRecord, Error> {
-        projected_model(kv, &id)
-    }
-}
+decide_read_back!(c::SetLoggedModelTags => LoggedModelRecord, projected_model, |c, at| set_tags(
+    at.kv,
+    &c.model_id,
+    &c.tags
+));
 
 decide_done!(c::DeleteLoggedModelTag, |c, at| delete_tag(
     at.kv,

@@ -266,27 +266,19 @@ pub(super) fn lifecycle_events(
         .collect())
 }
 
-impl Decide for c::CreateRun {
-    /// The run as created.
-    type Output = RunRecord;
-    type Key = String;
-    fn decide(&self, at: &At<'_>) -> Decision<String> {
-        let (events, (id, _)) = create(
-            at.kv,
-            None,
-            &self.experiment_id,
-            &self.user_id,
-            &self.run_name,
-            self.start_time,
-            &self.tags,
-            at.now,
-        )?;
-        Ok((events, id))
-    }
-    fn output(id: String, kv: &Pending<'_>) -> Result<RunRecord, Error> {
-        projected_run(kv, &id)
-    }
-}
+decide_read_back!(c::CreateRun => RunRecord, projected_run, |c, at| {
+    let (events, (id, _)) = create(
+        at.kv,
+        None,
+        &c.experiment_id,
+        &c.user_id,
+        &c.run_name,
+        c.start_time,
+        &c.tags,
+        at.now,
+    )?;
+    Ok((events, id))
+});
 
 impl Decide for c::ImportRun {
     /// The run, and whether this import created it.
@@ -329,23 +321,13 @@ impl Decide for c::GetOrCreateChildRun {
     }
 }
 
-impl Decide for c::UpdateRun {
-    /// The run as updated.
-    type Output = RunRecord;
-    type Key = String;
-    fn decide(&self, at: &At<'_>) -> Decision<String> {
-        update(
-            at.kv,
-            &self.run_id,
-            &self.status,
-            &self.end_time,
-            &self.run_name,
-        )
-    }
-    fn output(id: String, kv: &Pending<'_>) -> Result<RunRecord, Error> {
-        projected_run(kv, &id)
-    }
-}
+decide_read_back!(c::UpdateRun => RunRecord, projected_run, |c, at| update(
+    at.kv,
+    &c.run_id,
+    &c.status,
+    &c.end_time,
+    &c.run_name
+));
 
 decide_done!(c::DeleteRun, |c, at| done(lifecycle_events(
     at.kv, &c.run_id, c.cascade, true
