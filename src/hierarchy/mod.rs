@@ -52,6 +52,63 @@ fn ordered_children(
     Ok(out)
 }
 
+/// The run at `path` in an experiment: its active root named `path[0]`, that run's
+/// active child named `path[1]`, and so on; runs not `visible` are not found. Where
+/// several share a name at one step, the newest (latest start time, then the smallest
+/// id: MLflow's default order) is taken. The roots are found through the name index, so
+/// the cost is the runs of that name, then each step's children.
+pub(crate) fn run_at_path(
+    kv: &impl Kv,
+    experiment_id: &str,
+    path: &[String],
+    visible: Visible,
+) -> Result<RunRecord, Error> {
+    if path.is_empty() || path.len() > MAX_TREE_DEPTH as usize + 1 {
+        return Err(Error::invalid(format!(
+            "a path names 1 to {} runs, from the root down; it has {}",
+            MAX_TREE_DEPTH + 1,
+            path.len()
+        )));
+    }
+    let experiment = crate::projection::find_experiment(kv, experiment_id)?;
+    let newest = |runs: Vec<RunRecord>, name: &str| {
+        runs.into_iter()
+            .filter(|r| !r.deleted && r.run_name == name && visible(r))
+            .min_by(|a, b| {
+                b.start_time
+                    .cmp(&a.start_time)
+                    .then_with(|| a.run_id.cmp(&b.run_id))
+            })
+    };
+    let prefix = crate::db::keys::runs_named(experiment.id, &path[0]);
+    let mut roots = Vec::new();
+    for key in kv.keys_with_prefix(&prefix)? {
+        let id = crate::db::keys::member_of(&key, prefix.len());
+        if let Some(r) = load_run(kv, &id)?
+            && r.parent_run_id.is_empty()
+        {
+            roots.push(r);
+        }
+    }
+    let mut at = newest(roots, &path[0]).ok_or_else(|| {
+        Error::NotFound(format!(
+            "No active root run named '{}' in experiment {experiment_id}",
+            path[0]
+        ))
+    })?;
+    for (i, name) in path.iter().enumerate().skip(1) {
+        let children = ordered_children(kv, &at.run_id, ViewType::ActiveOnly, visible)?;
+        at = newest(children, name).ok_or_else(|| {
+            Error::NotFound(format!(
+                "No active run named '{name}' under {} (run {})",
+                path[..i].join(" / "),
+                at.run_id
+            ))
+        })?;
+    }
+    Ok(at)
+}
+
 /// The run and every run below it, breadth-first.
 pub(crate) fn subtree(kv: &impl Kv, run_id: &str) -> Result<Vec<String>, Error> {
     let mut out = vec![run_id.to_string()];

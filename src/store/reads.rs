@@ -37,6 +37,17 @@ impl Store {
         hierarchy::children(&self.tree()?, run_id, view, visible, limit, page_token)
     }
 
+    /// The run at a path of names in an experiment, from its root down (see
+    /// `hierarchy::run_at_path`).
+    pub fn run_at_path(
+        &self,
+        experiment_id: &str,
+        path: &[String],
+        visible: hierarchy::Visible,
+    ) -> Result<RunRecord, Error> {
+        hierarchy::run_at_path(&self.tree()?, experiment_id, path, visible)
+    }
+
     /// The run's parent, its parent, and so on up to the root or the first run that is
     /// not `visible`.
     pub fn ancestors(

@@ -594,6 +594,38 @@ async fn the_run_tree_never_shows_a_run_the_caller_may_not_read() {
         assert_eq!(status, 200, "{answer}");
         assert!(!answer.to_string().contains(&b_run), "{path}: {answer}");
     }
+    // A path of names reaches only what the caller may read: not into an experiment
+    // without READ, and not down to a stranger's run hung below one's own.
+    let mut names = Vec::new();
+    for id in [&a_run, &b_run] {
+        let run = c
+            .get_run(with(&admin, pb::GetRunRequest { run_id: id.clone() }))
+            .await
+            .answer()
+            .run
+            .and_then(|r| r.info)
+            .expect("run info");
+        names.push(run.run_name);
+    }
+    let by_path = |auth: &str, path: Vec<String>| {
+        let mut tree = tree.clone();
+        let req = with(
+            auth,
+            pb::GetRunByPathRequest {
+                experiment_id: a_exp.clone(),
+                path,
+            },
+        );
+        async move { tree.get_run_by_path(req).await }
+    };
+    let found = by_path(&alice, vec![names[0].clone()]).await.answer();
+    assert_eq!(found.run.and_then(|r| r.info).expect("info").run_id, a_run);
+    let e = by_path(&alice, names.clone()).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+    let e = by_path(&bob, vec![names[0].clone()]).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    let found = by_path(&admin, names.clone()).await.answer();
+    assert_eq!(found.run.and_then(|r| r.info).expect("info").run_id, b_run);
     // The admin sees the whole tree.
     let ancestors = tree
         .get_ancestors(with(

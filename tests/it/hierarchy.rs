@@ -551,3 +551,84 @@ async fn tree_children_and_ancestors_over_rest() {
     assert_eq!(got, 400, "{body}");
     s.stop().await;
 }
+
+/// The seed's question in one call: the sub-child named X under child Y of root Z, by
+/// names from the top, over gRPC and REST. The newest active run wins where names
+/// repeat; a deleted run, or a child named like a root, is not found; errors name the
+/// step that failed.
+#[tokio::test]
+async fn a_run_is_found_by_its_path_of_names() {
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    let mut h = HierarchyServiceClient::new(server.channel().await);
+    let older = run(&mut c, "sweep", 1, None, None).await;
+    let newer = run(&mut c, "sweep", 2, None, None).await;
+    let newest_deleted = run(&mut c, "sweep", 3, None, None).await;
+    c.delete_run(pb::DeleteRunRequest {
+        run_id: newest_deleted,
+        cascade: false,
+    })
+    .await
+    .answer();
+    run(&mut c, "fold-1", 4, Some(&older), None).await;
+    let fold = run(&mut c, "fold-1", 5, Some(&newer), None).await;
+    let seed = run(&mut c, "seed-0", 6, Some(&fold), None).await;
+
+    let at = |path: &[&str]| {
+        let mut h = h.clone();
+        let req = pb::GetRunByPathRequest {
+            experiment_id: "0".into(),
+            path: path.iter().map(|s| s.to_string()).collect(),
+        };
+        async move { h.get_run_by_path(req).await }
+    };
+    let id = |r: pb::GetRunByPathResponse| r.run.and_then(|r| r.info).unwrap().run_id;
+    assert_eq!(id(at(&["sweep"]).await.answer()), newer);
+    assert_eq!(id(at(&["sweep", "fold-1", "seed-0"]).await.answer()), seed);
+    let missing = at(&["sweep", "fold-9"]).await.unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound);
+    assert!(
+        missing.message().contains("'fold-9' under sweep"),
+        "{}",
+        missing.message()
+    );
+    assert_eq!(at(&["fold-1"]).await.unwrap_err().code(), Code::NotFound);
+    assert_eq!(at(&[]).await.unwrap_err().code(), Code::InvalidArgument);
+    let unknown = h
+        .get_run_by_path(pb::GetRunByPathRequest {
+            experiment_id: "404".into(),
+            path: vec!["sweep".into()],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound);
+
+    // REST: repeated `path` in a query, or a JSON list.
+    let (status, body) = common::rest(
+        server.addr,
+        "GET",
+        "/api/arbor/v1/runs/by-path?experiment_id=0&path=sweep&path=fold-1&path=seed-0",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["run"]["info"]["run_id"], seed.as_str());
+    let (status, body) = common::rest(
+        server.addr,
+        "POST",
+        "/api/arbor/v1/runs/by-path",
+        Some(serde_json::json!({"experiment_id": "0", "path": ["sweep", "fold-1"]})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["run"]["info"]["run_id"], fold.as_str());
+    let (status, body) = common::rest(
+        server.addr,
+        "POST",
+        "/api/arbor/v1/runs/by-path",
+        Some(serde_json::json!({"experiment_id": "0", "path": ["nope"]})),
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["error_code"], "RESOURCE_DOES_NOT_EXIST");
+}

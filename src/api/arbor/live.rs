@@ -8,6 +8,10 @@
 //! - `GET runs/children?run_id=&max_results=&page_token=&run_view_type=`:
 //!   `{"runs": [...], "next_page_token": ...}`, in start-time order;
 //! - `GET runs/ancestors?run_id=`: `{"ancestors": [RunInfo...]}`, the parent first;
+//! - `GET runs/by-path?experiment_id=&path=root&path=child...` (or `POST` with
+//!   `{"experiment_id", "path": [...]}`): `{"run": <MLflow Run>}`, the active root named
+//!   `path[0]`, its active child named `path[1]`, and so on (the newest where names
+//!   repeat); `RESOURCE_DOES_NOT_EXIST` names the first step with no such run;
 //! - `GET metrics/sampled?run_id=&metric_key=&max_points=&x_axis=step|time&min_x=&max_x=`:
 //!   `{"seq", "total", "sampled", "points": [{"step","timestamp","value"}]}`, ordered
 //!   along the x axis. With more than `max_points` points in range, each of
@@ -40,6 +44,7 @@ pub(super) fn routes() -> Routes {
         .route("/runs/tree", get(tree))
         .route("/runs/children", get(children))
         .route("/runs/ancestors", get(ancestors))
+        .route("/runs/by-path", get(by_path).post(by_path))
         .route("/metrics/sampled", get(sampled))
 }
 
@@ -135,6 +140,30 @@ async fn ancestors(state: Shared, Mlflow(r): Mlflow<RunRequest>) -> Result<Respo
     }
     json(&Ancestors {
         ancestors: ancestors.iter().map(RunInfo::from).collect(),
+    })
+}
+
+#[derive(Deserialize, Debug)]
+struct PathRequest {
+    #[serde(default, deserialize_with = "request::string")]
+    experiment_id: Option<String>,
+    #[serde(default, deserialize_with = "request::strings")]
+    path: Vec<String>,
+}
+
+/// `{"run": <MLflow Run>}`: the run at a path of names, from the root down.
+async fn by_path(state: Shared, Mlflow(r): Mlflow<PathRequest>) -> Result<Response, Error> {
+    let experiment_id = required("experiment_id", r.experiment_id)?;
+    let run = state
+        .store
+        .on_experiment(&experiment_id, Need::Read)?
+        .run_at_path(&experiment_id, &r.path, &|run| state.store.sees(run))?;
+    #[derive(Serialize)]
+    struct Found<'a> {
+        run: Run<'a>,
+    }
+    json(&Found {
+        run: Run::from(&run),
     })
 }
 

@@ -86,6 +86,20 @@ impl HierarchyService for HierarchyApi {
         }))
     }
 
+    async fn get_run_by_path(
+        &self,
+        req: Request<pb::GetRunByPathRequest>,
+    ) -> Result<Response<pb::GetRunByPathResponse>, Status> {
+        let store = self.store.of(&req)?;
+        let r = req.into_inner();
+        let run = store
+            .on_experiment(&r.experiment_id, Need::Read)?
+            .run_at_path(&r.experiment_id, &r.path, &|run| store.sees(run))?;
+        Ok(Response::new(pb::GetRunByPathResponse {
+            run: Some(convert::run(run)),
+        }))
+    }
+
     async fn get_or_create_child_run(
         &self,
         req: Request<pb::GetOrCreateChildRunRequest>,
