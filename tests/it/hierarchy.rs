@@ -631,4 +631,5 @@ async fn a_run_is_found_by_its_path_of_names() {
     .await;
     assert_eq!(status, 404, "{body}");
     assert_eq!(body["error_code"], "RESOURCE_DOES_NOT_EXIST");
+    server.stop().await;
 }
